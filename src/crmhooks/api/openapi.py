@@ -1,0 +1,286 @@
+"""The OpenAPI document, written from the entity registry: every real route, its body and errors.
+
+The handlers are generic (one set for all entity types), so FastAPI cannot see their shapes;
+this module describes each entity's routes from the same data the handlers validate with.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crmhooks.api.routes import PREFIX
+from crmhooks.schema.custom import API_NAME_RE
+from crmhooks.schema.registry import BUILTIN
+from crmhooks.schema.types import EntityType, Field, Kind
+
+ERROR_STATUSES = {
+    "400": "Bad parameter or malformed JSON (ERROR_PARAMETER_INVALID)",
+    "401": "Missing or wrong API key and secret (ERROR_UNAUTHORIZED)",
+    "404": "No such entity or record (ERROR_ENTITY_NOT_FOUND)",
+    "405": "Method not allowed (ERROR_METHOD_NOT_ALLOWED)",
+    "413": "Body over the size limit (ERROR_PAYLOAD_TOO_LARGE)",
+    "422": "A field is wrong; field_errors names it (ERROR_ENTITY_VALIDATION)",
+}
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["success", "http_status", "code", "name", "message"],
+    "properties": {
+        "success": {"const": False},
+        "http_status": {"type": "integer"},
+        "code": {"type": "integer"},
+        "name": {"type": "string"},
+        "message": {"type": "string"},
+        "field_errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "field_name": {"type": "string"},
+                    "name": {"type": "string"},
+                    "code": {"type": "integer"},
+                    "errors": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "code": {"type": "integer"},
+                                "name": {"type": "string"},
+                                "message": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def field_schema(f: Field) -> dict[str, Any]:
+    k = f.kind
+    if k is Kind.OBJECT:
+        schema: dict[str, Any] = {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {s.name: field_schema(s) for s in f.subfields},
+        }
+    elif k is Kind.JSON:
+        schema = {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["api_name", "type"],
+                "additionalProperties": False,
+                "properties": {
+                    "api_name": {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_]{0,62}$"},
+                    "type": {
+                        "enum": ["text", "integer", "float", "boolean", "date", "datetime", "uuid"]
+                    },
+                },
+            },
+        }
+    elif k is Kind.ENUM:
+        schema = {"type": "integer", "enum": sorted(set((f.choices or {}).values()))}
+    else:
+        schema = {
+            Kind.TEXT: {"type": "string"},
+            Kind.INTEGER: {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1},
+            Kind.FLOAT: {"type": "number"},
+            Kind.BOOLEAN: {"type": "boolean"},
+            Kind.DATE: {"type": "string", "format": "date"},
+            Kind.DATETIME: {"type": "string", "format": "date-time"},
+            Kind.UUID: {"type": "string", "format": "uuid"},
+        }[k]
+        if f.max_length:
+            schema = {**schema, "maxLength": f.max_length}
+    if f.required:
+        return schema
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def write_schema(et: EntityType, *, create: bool) -> dict[str, Any]:
+    writable = [f for f in et.fields if not f.read_only and (create or not f.fixed_after_create)]
+    schema: dict[str, Any] = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {f.name: field_schema(f) for f in writable},
+    }
+    required = [f.name for f in writable if f.required]
+    if create and required:
+        schema["required"] = required
+    return schema
+
+
+def _param(name: str, where: str, schema: dict[str, Any], required: bool = False) -> Any:
+    return {"name": name, "in": where, "required": required, "schema": schema}
+
+
+SPACE = _param("space_id", "path", {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}, True)
+RECORD = _param("record_id", "path", {"type": "string", "format": "uuid"}, True)
+LIST_PARAMS = [
+    _param("first", "query", {"type": "integer", "minimum": 1, "maximum": 100}),
+    _param("last", "query", {"type": "integer", "minimum": 1, "maximum": 100}),
+    _param("after", "query", {"type": "string"}),
+    _param("before", "query", {"type": "string"}),
+    _param("order-by", "query", {"type": "string"}),
+    _param("include-deleted", "query", {"type": "boolean"}),
+]
+
+
+def _responses(ok: str, ok_schema: dict[str, Any], *errors: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        ok: {"description": "Success", "content": {"application/json": {"schema": ok_schema}}}
+    }
+    for code in ("400", "401", *errors):
+        out[code] = {
+            "description": ERROR_STATUSES[code],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+    return out
+
+
+def _one(ref: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {"success": {"const": True}, "data": {"$ref": ref}},
+    }
+
+
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _entity_paths(et: EntityType, path_name: str, extra: list[Any]) -> dict[str, Any]:
+    ref = f"#/components/schemas/{et.name}"
+    tag = [et.name]
+    base = [SPACE, *extra]
+    listing = {
+        "type": "object",
+        "properties": {
+            "success": {"const": True},
+            "data": {"type": "array", "items": {"$ref": ref}},
+            "total": {"type": "integer"},
+            "page_info": {"type": "object"},
+        },
+    }
+    deleted = {"type": "object", "properties": {"data": {"type": "string", "format": "uuid"}}}
+    return {
+        f"{PREFIX}/entities/{path_name}": {
+            "get": {
+                "tags": tag,
+                "summary": f"List {et.name}",
+                "parameters": [*base, *LIST_PARAMS],
+                "responses": _responses("200", listing, "404"),
+            },
+            "post": {
+                "tags": tag,
+                "summary": f"Create one of {et.name}",
+                "parameters": base,
+                "requestBody": _body(write_schema(et, create=True)),
+                "responses": _responses("201", _one(ref), "404", "413", "422"),
+            },
+        },
+        f"{PREFIX}/entities/{path_name}/{{record_id}}": {
+            "get": {
+                "tags": tag,
+                "summary": f"Read one of {et.name}",
+                "parameters": [*base, RECORD, LIST_PARAMS[-1]],
+                "responses": _responses("200", _one(ref), "404"),
+            },
+            "patch": {
+                "tags": tag,
+                "summary": f"Change fields of one of {et.name}",
+                "parameters": [*base, RECORD],
+                "requestBody": _body(write_schema(et, create=False)),
+                "responses": _responses("200", _one(ref), "404", "413", "422"),
+            },
+            "delete": {
+                "tags": tag,
+                "summary": f"Soft-delete one of {et.name}",
+                "parameters": [*base, RECORD],
+                "responses": _responses("200", deleted, "404"),
+            },
+        },
+    }
+
+
+def record_schema(et: EntityType) -> dict[str, Any]:
+    props: dict[str, Any] = {}
+    for f in et.fields:
+        props[f.name] = field_schema(f)
+        if f.target:
+            props[f.relation_name] = {"type": ["string", "null"], "format": "uri"}
+    for tm in et.to_many:
+        props[tm.name] = {"type": "array", "items": {"type": "string", "format": "uri"}}
+    return {"type": "object", "properties": props}
+
+
+def build_openapi(version: str) -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
+    for et in BUILTIN.values():
+        paths.update(_entity_paths(et, et.name, []))
+        schemas[et.name] = record_schema(et)
+    custom = _param("custom_entity", "path", {"type": "string", "pattern": API_NAME_RE.pattern})
+    custom["required"] = True
+    custom["description"] = "api_name of a custom entity defined under CustomEntities"
+    generic = EntityType(
+        name="CustomEntityRecord",
+        singular="CustomEntityRecord",
+        table="custom_entity_records",
+        fields=tuple(f for f in BUILTIN["Accounts"].fields if f.name in ("id", "name", "owner_id")),
+    )
+    custom_paths = _entity_paths(generic, "{custom_entity}", [custom])
+    for ops in custom_paths.values():
+        for op in ops.values():
+            if "requestBody" in op:
+                op["requestBody"] = _body({"type": "object"})
+    paths.update(custom_paths)
+    schemas["CustomEntityRecord"] = {"type": "object", "additionalProperties": True}
+    lead_ref = _one("#/components/schemas/Opportunities")
+    paths[f"{PREFIX}/entities/Leads/{{record_id}}/qualify"] = {
+        "post": {
+            "tags": ["Leads"],
+            "summary": "Turn a Lead into an Opportunity with the same id",
+            "parameters": [SPACE, RECORD],
+            "requestBody": {
+                "required": False,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {
+                                name: field_schema(BUILTIN["Opportunities"].by_name[name])
+                                for name in ("step_id", "value", "closing_date")
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": _responses("200", lead_ref, "404", "422"),
+        }
+    }
+    paths[f"{PREFIX}/entities/Opportunities/{{record_id}}/back-to-lead"] = {
+        "post": {
+            "tags": ["Opportunities"],
+            "summary": "Turn an Opportunity back into a Lead with the same id",
+            "parameters": [SPACE, RECORD],
+            "responses": _responses("200", _one("#/components/schemas/Leads"), "404", "422"),
+        }
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "crmhooks",
+            "version": version,
+            "description": "A Pipeliner-compatible CRM REST API (v100) with webhooks.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}},
+        },
+        "security": [{"basic": []}],
+    }

@@ -1,0 +1,298 @@
+"""The one write path: every change to a record goes through :class:`Writer`.
+
+A writer lives inside one database transaction. Each of its methods checks the write, applies
+the rules, stores the row and appends a :class:`Change` (the record before and after, and the
+fields that changed) to ``writer.changes``. When the transaction block ends, every registered
+:data:`Recorder` sees all the changes *inside the same transaction*, before the commit: that is
+where events are stored, so a write that commits has its events and one that rolls back has none.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from crmhooks.changes.rules import derive
+from crmhooks.errors import (
+    FIELD_VALUE,
+    RELATIONS_DOESNT_EXIST,
+    FieldError,
+    NotFound,
+    ValidationFailed,
+    field_error,
+)
+from crmhooks.schema.registry import BUILTIN
+from crmhooks.schema.types import EntityType
+from crmhooks.schema.validate import check_write
+from crmhooks.schema.values import format_datetime
+from crmhooks.store.catalog import target_type
+from crmhooks.store.engine import Database
+from crmhooks.store.records import (
+    Record,
+    existing_ids,
+    fetch,
+    row_to_record,
+    table_of,
+    to_columns,
+    wire_value,
+)
+
+
+class Action(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    RESTORE = "restore"
+    QUALIFY = "qualify"  # a Lead became an Opportunity (same id)
+    BACK_TO_LEAD = "back_to_lead"  # an Opportunity became a Lead again
+
+
+@dataclass(frozen=True)
+class Change:
+    """One record's change: what it was, what it is, and which fields moved."""
+
+    entity: EntityType
+    action: Action
+    record_id: str
+    before: Record | None
+    after: Record
+    changed: dict[str, tuple[Any, Any]]
+
+
+@dataclass(frozen=True)
+class WriteContext:
+    """Who writes, and the request's ``Webhook-Skip-Key``."""
+
+    space_id: str
+    key_id: str | None = None
+    skip_key: str | None = None
+
+
+Recorder = Callable[[AsyncConnection, WriteContext, Sequence[Change]], Awaitable[None]]
+
+
+def _diff(before: Record | None, after: Record) -> dict[str, tuple[Any, Any]]:
+    if before is None:
+        return {k: (None, v) for k, v in after.items()}
+    return {k: (before.get(k), v) for k, v in after.items() if before.get(k) != v}
+
+
+@dataclass
+class Writer:
+    conn: AsyncConnection
+    ctx: WriteContext
+    changes: list[Change] = field(default_factory=list)
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    async def _check_relations(self, et: EntityType, stored: dict[str, Any]) -> None:
+        wanted: dict[str, list[tuple[str, str]]] = {}
+        for f in et.relations:
+            value = stored.get(f.name)
+            if value is not None and f.target is not None:
+                wanted.setdefault(f.target, []).append((f.name, value))
+        errors: list[FieldError] = []
+        for target, pairs in wanted.items():
+            found = await existing_ids(
+                self.conn, target_type(target), self.ctx.space_id, (v for _, v in pairs)
+            )
+            errors += [
+                field_error(
+                    name, RELATIONS_DOESNT_EXIST, f"no {target} record with id {value} exists"
+                )
+                for name, value in pairs
+                if value not in found
+            ]
+        if errors:
+            raise ValidationFailed(errors)
+
+    async def _check_unique(self, et: EntityType, stored: dict[str, Any]) -> None:
+        if et.name != "CustomEntities" or "api_name" not in stored:
+            return
+        t = table_of(et)
+        taken = await self.conn.execute(
+            select(t.c.id).where(
+                t.c.space_id == self.ctx.space_id,
+                t.c.api_name == stored["api_name"],
+                t.c.is_deleted.is_(False),
+            )
+        )
+        if taken.first() is not None:
+            raise ValidationFailed(
+                [field_error("api_name", FIELD_VALUE, f"{stored['api_name']!r} exists already")]
+            )
+
+    def _record(self, change: Change) -> Record:
+        self.changes.append(change)
+        return change.after
+
+    async def create(self, et: EntityType, body: dict[str, Any]) -> Record:
+        stored = check_write(et, body, before=None)
+        for f in et.fields:
+            if f.name not in stored and not f.read_only and f.default is not None:
+                stored[f.name] = f.default
+        stored = derive(et, None, stored, self.now)
+        await self._check_relations(et, stored)
+        await self._check_unique(et, stored)
+        record_id = str(uuid.uuid4())
+        data: dict[str, Any] = {}
+        cols = to_columns(et, stored, data)
+        system = {
+            "id": record_id,
+            "space_id": self.ctx.space_id,
+            "created": self.now,
+            "modified": self.now,
+            "is_deleted": False,
+            "revision": 1,
+        }
+        if et.discriminator:
+            system[et.discriminator[0]] = et.discriminator[1]
+        if et.custom:
+            cols["data"] = data
+        await self.conn.execute(insert(table_of(et)).values(**system, **cols))
+        after = row_to_record(et, {**_empty_row(et), **system, **cols})
+        return self._record(Change(et, Action.CREATE, record_id, None, after, _diff(None, after)))
+
+    async def _load(self, et: EntityType, record_id: str, *, deleted: bool = False) -> Record:
+        found = await fetch(
+            self.conn, et, self.ctx.space_id, record_id, include_deleted=deleted, for_update=True
+        )
+        if found is None or (deleted and not found[0]["is_deleted"]):
+            state = "deleted " if deleted else ""
+            raise NotFound(f"no {state}{et.name} record with id {record_id}")
+        return found[0]
+
+    async def _store(
+        self,
+        et: EntityType,
+        before: Record,
+        updates: dict[str, Any],
+        action: Action,
+        *,
+        kind: str | None = None,
+    ) -> Record:
+        """Write ``updates`` (stored values) over ``before`` and record the change, if any.
+
+        ``kind`` moves a LeadOppty row to the other kind (qualify, back to lead).
+        """
+        after = dict(before)
+        for name, value in updates.items():
+            after[name] = wire_value(et.by_name[name], value)
+        changed = _diff(before, after)
+        if not changed and kind is None:
+            return before
+        data = {k: before[k] for k in before if et.custom and et.by_name[k].column_name is None}
+        cols = to_columns(et, updates, data)
+        if et.custom:
+            cols["data"] = data
+        if kind is not None:
+            cols["kind"] = kind
+        after["revision"] = before["revision"] + 1
+        after["modified"] = format_datetime(self.now)
+        t = table_of(et)
+        await self.conn.execute(
+            update(t)
+            .where(t.c.id == before["id"], t.c.space_id == self.ctx.space_id)
+            .values(**cols, modified=self.now, revision=after["revision"])
+        )
+        return self._record(Change(et, action, before["id"], before, after, changed))
+
+    async def update(self, et: EntityType, record_id: str, body: dict[str, Any]) -> Record:
+        before = await self._load(et, record_id)
+        stored = check_write(et, body, before=before)
+        stored = derive(et, before, stored, self.now)
+        changed_relations = {k: v for k, v in stored.items() if before.get(k) != v}
+        await self._check_relations(et, changed_relations)
+        return await self._store(et, before, stored, Action.UPDATE)
+
+    async def delete(self, et: EntityType, record_id: str) -> Record:
+        before = await self._load(et, record_id)
+        return await self._store(et, before, {"is_deleted": True}, Action.DELETE)
+
+    async def restore(self, et: EntityType, record_id: str) -> Record:
+        before = await self._load(et, record_id, deleted=True)
+        return await self._store(et, before, {"is_deleted": False}, Action.RESTORE)
+
+    async def qualify(self, record_id: str, body: dict[str, Any]) -> Record:
+        """A Lead becomes an Opportunity with the same id (contract section 4)."""
+        leads, opptys = BUILTIN["Leads"], BUILTIN["Opportunities"]
+        await self._load(leads, record_id)
+        allowed = {"step_id", "value", "closing_date"}
+        unknown = [k for k in body if k not in allowed]
+        if unknown:
+            raise ValidationFailed(
+                [
+                    field_error(k, FIELD_VALUE, f"qualify takes only {', '.join(sorted(allowed))}")
+                    for k in unknown
+                ]
+            )
+        # The row keeps its Opportunity columns while it is a Lead: read them back.
+        t = table_of(leads)
+        raw = (await self.conn.execute(select(t).where(t.c.id == record_id))).mappings().one()
+        before = row_to_record(opptys, raw)
+        stored = check_write(opptys, body, before=before)
+        step = stored.get("step_id") or await self._first_step()
+        if step is None:
+            raise ValidationFailed(
+                [field_error("step_id", FIELD_VALUE, "required: the space has no pipeline step")]
+            )
+        stored["step_id"] = step
+        await self._check_relations(opptys, stored)
+        stored.update(was_qualified=True, qualify_date=self.now)
+        return await self._store(opptys, before, stored, Action.QUALIFY, kind="Opportunity")
+
+    async def back_to_lead(self, record_id: str) -> Record:
+        """An open or lost Opportunity becomes a Lead again, keeping its id."""
+        leads, opptys = BUILTIN["Leads"], BUILTIN["Opportunities"]
+        before = await self._load(opptys, record_id)
+        if before.get("status") == 3:
+            raise ValidationFailed(
+                [field_error("status", FIELD_VALUE, "a won Opportunity cannot go back to Lead")]
+            )
+        lead_before = {f.name: before.get(f.name) for f in leads.fields}
+        return await self._store(leads, lead_before, {}, Action.BACK_TO_LEAD, kind="Lead")
+
+    async def _first_step(self) -> str | None:
+        steps, pipelines = table_of(BUILTIN["Steps"]), table_of(BUILTIN["Pipelines"])
+        row = (
+            await self.conn.execute(
+                select(steps.c.id)
+                .join(pipelines, pipelines.c.id == steps.c.pipeline_id)
+                .where(
+                    steps.c.space_id == self.ctx.space_id,
+                    steps.c.is_deleted.is_(False),
+                    pipelines.c.is_deleted.is_(False),
+                )
+                .order_by(pipelines.c.created, steps.c.sort_order, steps.c.created)
+                .limit(1)
+            )
+        ).first()
+        return None if row is None else str(row[0])
+
+
+def _empty_row(et: EntityType) -> dict[str, Any]:
+    return {c.name: None for c in table_of(et).columns}
+
+
+class WritePath:
+    """Opens write transactions with the recorders that must see their changes."""
+
+    def __init__(self, db: Database, recorders: Sequence[Recorder] = ()) -> None:
+        self.db = db
+        self.recorders: list[Recorder] = list(recorders)
+
+    @asynccontextmanager
+    async def begin(self, ctx: WriteContext) -> AsyncIterator[Writer]:
+        async with self.db.write() as conn:
+            writer = Writer(conn, ctx)
+            yield writer
+            if writer.changes:
+                for record in self.recorders:
+                    await record(conn, ctx, writer.changes)

@@ -1,0 +1,148 @@
+"""The one error hierarchy of crmhooks.
+
+::
+
+    CrmHooksError                    anything this package raises on purpose
+    ├── ConfigError                  bad settings or command-line input
+    └── ApiError                     carries an HTTP status and the contract's error name/code
+        ├── ParameterInvalid         400 ERROR_PARAMETER_INVALID (query params, malformed JSON)
+        ├── Unauthorized             401 ERROR_UNAUTHORIZED
+        ├── NotFound                 404 ERROR_ENTITY_NOT_FOUND
+        ├── MethodNotAllowed         405 ERROR_METHOD_NOT_ALLOWED
+        ├── PayloadTooLarge          413 ERROR_PAYLOAD_TOO_LARGE
+        ├── ValidationFailed         422 ERROR_ENTITY_VALIDATION, with field errors
+        └── InternalError            500 ERROR_INTERNAL
+
+The API layer turns an ``ApiError`` into the contract's envelope in exactly one place
+(``crmhooks.api.errors``); nothing else builds error bodies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+class CrmHooksError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(CrmHooksError):
+    """Settings or command-line input that cannot be used."""
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One problem with one field of a write: ``field_errors[].errors[]`` in the envelope."""
+
+    field_name: str
+    name: str
+    code: int
+    message: str
+
+
+# Inner error names and codes (ours where Pipeliner documents none; see docs/errors.md).
+RELATIONS_DOESNT_EXIST = ("ERROR_RELATIONS_DOESNT_EXIST", 120)
+FIELD_REQUIRED = ("ERROR_FIELD_REQUIRED", 40010)
+FIELD_TYPE = ("ERROR_FIELD_TYPE", 40011)
+FIELD_UNKNOWN = ("ERROR_FIELD_UNKNOWN", 40012)
+FIELD_READ_ONLY = ("ERROR_FIELD_READ_ONLY", 40013)
+FIELD_VALUE = ("ERROR_FIELD_VALUE", 40014)
+
+
+def field_error(field_name: str, kind: tuple[str, int], message: str) -> FieldError:
+    """Build a :class:`FieldError` from one of the inner (name, code) pairs above."""
+    return FieldError(field_name=field_name, name=kind[0], code=kind[1], message=message)
+
+
+class ApiError(CrmHooksError):
+    """An error with a place in the contract's envelope."""
+
+    http_status: ClassVar[int] = 500
+    name: ClassVar[str] = "ERROR_INTERNAL"
+    code: ClassVar[int] = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "success": False,
+            "http_status": self.http_status,
+            "code": self.code,
+            "name": self.name,
+            "message": self.message,
+        }
+
+
+class ParameterInvalid(ApiError):
+    http_status = 400
+    name = "ERROR_PARAMETER_INVALID"
+    code = 117
+
+
+class Unauthorized(ApiError):
+    http_status = 401
+    name = "ERROR_UNAUTHORIZED"
+    code = 401
+
+
+class NotFound(ApiError):
+    http_status = 404
+    name = "ERROR_ENTITY_NOT_FOUND"
+    code = 404
+
+
+class MethodNotAllowed(ApiError):
+    http_status = 405
+    name = "ERROR_METHOD_NOT_ALLOWED"
+    code = 405
+
+
+class PayloadTooLarge(ApiError):
+    http_status = 413
+    name = "ERROR_PAYLOAD_TOO_LARGE"
+    code = 413
+
+
+class InternalError(ApiError):
+    http_status = 500
+    name = "ERROR_INTERNAL"
+    code = 500
+
+
+@dataclass
+class _Grouped:
+    errors: list[FieldError] = field(default_factory=list)
+
+
+class ValidationFailed(ApiError):
+    """422: one or more fields of a write are wrong; nothing was changed."""
+
+    http_status = 422
+    name = "ERROR_ENTITY_VALIDATION"
+    code = 40000
+
+    def __init__(self, errors: list[FieldError], message: str | None = None) -> None:
+        names = ", ".join(dict.fromkeys(e.field_name for e in errors))
+        super().__init__(message or f"invalid value of field(s): {names}")
+        self.errors = errors
+
+    def body(self) -> dict[str, Any]:
+        grouped: dict[str, _Grouped] = {}
+        for e in self.errors:
+            grouped.setdefault(e.field_name, _Grouped()).errors.append(e)
+        out = super().body()
+        out["field_errors"] = [
+            {
+                "field_name": name,
+                "name": "ERROR_FIELD_VALIDATION",
+                "code": 40002,
+                "errors": [
+                    {"code": e.code, "name": e.name, "message": e.message} for e in g.errors
+                ],
+            }
+            for name, g in grouped.items()
+        ]
+        return out

@@ -1,0 +1,355 @@
+"""Every built-in entity type of the contract (section 4), as one table of data."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from crmhooks.schema.types import EntityType, Field, Kind, ToMany, with_system
+
+STANDARD_EVENTS = ("Create", "Update", "Delete", "DocumentLinked", "OwnerChanged")
+
+
+def text(name: str, *, required: bool = False, max_length: int | None = 255) -> Field:
+    return Field(name, Kind.TEXT, required=required, max_length=max_length)
+
+
+def long_text(name: str, *, required: bool = False) -> Field:
+    return Field(name, Kind.TEXT, required=required, max_length=100_000)
+
+
+def rel(name: str, target: str, *, required: bool = False, fixed: bool = False) -> Field:
+    return Field(name, Kind.UUID, required=required, target=target, fixed_after_create=fixed)
+
+
+def enum(name: str, choices: dict[str, int], default: int | None = None) -> Field:
+    return Field(name, Kind.ENUM, choices=MappingProxyType(choices), default=default)
+
+
+def numbered(name: str, count: int) -> Field:
+    return enum(name, {str(i): i for i in range(1, count + 1)})
+
+
+def flag(name: str) -> Field:
+    return Field(name, Kind.BOOLEAN, default=False)
+
+
+def read_only(name: str, kind: Kind) -> Field:
+    return Field(name, kind, read_only=True)
+
+
+def _many(prefix: str, count: int) -> tuple[Field, ...]:
+    return tuple(text(f"{prefix}{i}") for i in range(1, count + 1))
+
+
+def _documents(via: str) -> ToMany:
+    return ToMany("documents", "CloudObjects", via)
+
+
+OWNER = rel("owner_id", "Clients")
+LEAD_STATUS = {"Open": 1, "Lost": 2}
+OPPTY_STATUS = {"Open": 1, "Lost": 2, "Won": 3}
+
+# Lead and Opportunity are one record that changes kind (Pipeliner's LeadOppty): they share a
+# table and an id space, told apart by ``kind``. Opportunity-only columns stay on the row while
+# it is a Lead, so a record qualified again gets them back.
+_LEAD_OPPTY_COMMON = (
+    text("name", required=True),
+    OWNER,
+    rel("primary_account_id", "Accounts"),
+    rel("primary_contact_id", "Contacts"),
+    flag("is_archived"),
+    read_only("was_qualified", Kind.BOOLEAN),
+    read_only("qualify_date", Kind.DATETIME),
+    read_only("lost_date", Kind.DATETIME),
+)
+
+_VALUE = Field(
+    "value",
+    Kind.OBJECT,
+    subfields=(
+        Field("base_value", Kind.FLOAT),
+        Field("currency_id", Kind.TEXT, max_length=64),
+        Field("value_foreign", Kind.FLOAT),
+    ),
+)
+
+_TYPES: tuple[EntityType, ...] = (
+    EntityType(
+        name="Clients",
+        singular="Client",
+        table="clients",
+        fields=with_system(text("first_name"), text("last_name"), text("email")),
+        one_of_required=(("first_name", "last_name", "email"),),
+    ),
+    EntityType(
+        name="Accounts",
+        singular="Account",
+        table="accounts",
+        fields=with_system(
+            text("name", required=True),
+            OWNER,
+            *_many("email", 5),
+            *_many("phone", 5),
+            text("address", max_length=1000),
+            text("city"),
+            text("zip_code"),
+            text("state_province"),
+            text("country"),
+            text("home_page", max_length=2000),
+            long_text("comments"),
+            rel("parent_account_id", "Accounts"),
+            flag("is_archived"),
+        ),
+        events=STANDARD_EVENTS,
+        event_prefix="Account",
+        to_many=(_documents("account_id"),),
+    ),
+    EntityType(
+        name="Contacts",
+        singular="Contact",
+        table="contacts",
+        fields=with_system(
+            text("first_name"),
+            text("last_name"),
+            OWNER,
+            text("title"),
+            text("position"),
+            *_many("email", 5),
+            *_many("phone", 5),
+            rel("primary_account_id", "Accounts"),
+            flag("is_archived"),
+        ),
+        events=STANDARD_EVENTS,
+        event_prefix="Contact",
+        to_many=(_documents("contact_id"),),
+        one_of_required=(("first_name", "last_name"),),
+    ),
+    EntityType(
+        name="Leads",
+        singular="Lead",
+        table="lead_opptys",
+        fields=with_system(
+            *_LEAD_OPPTY_COMMON,
+            rel("step_id", "Steps"),
+            enum("status", LEAD_STATUS, default=1),
+        ),
+        events=(*STANDARD_EVENTS, "Lost", "BackToLead"),
+        event_prefix="Lead",
+        to_many=(_documents("lead_oppty_id"),),
+        discriminator=("kind", "Lead"),
+    ),
+    EntityType(
+        name="Opportunities",
+        singular="Opportunity",
+        table="lead_opptys",
+        fields=with_system(
+            *_LEAD_OPPTY_COMMON,
+            rel("step_id", "Steps", required=True),
+            enum("status", OPPTY_STATUS, default=1),
+            Field("closing_date", Kind.DATE),
+            _VALUE,
+            read_only("won_date", Kind.DATETIME),
+        ),
+        events=(*STANDARD_EVENTS, "Move", "Lost", "Won", "Qualify"),
+        event_prefix="Opportunity",
+        to_many=(
+            ToMany("product_relations", "OpptyProductRelations", "oppty_id"),
+            _documents("lead_oppty_id"),
+        ),
+        discriminator=("kind", "Opportunity"),
+    ),
+    EntityType(
+        name="Tasks",
+        singular="Task",
+        table="tasks",
+        fields=with_system(
+            text("subject", required=True),
+            OWNER,
+            long_text("description"),
+            Field("due_date", Kind.DATE),
+            Field("start_date", Kind.DATE),
+            enum("priority", {"Low": 1, "Medium": 2, "High": 3}, default=2),
+            enum(
+                "status",
+                {"NotStarted": 1, "InProgress": 2, "Waiting": 3, "Completed": 4, "Deferred": 5},
+                default=1,
+            ),
+            rel("account_id", "Accounts"),
+            rel("contact_id", "Contacts"),
+            rel("lead_oppty_id", "LeadOpptys"),
+        ),
+        events=(*STANDARD_EVENTS, "Comment"),
+        event_prefix="Task",
+        to_many=(ToMany("comments", "TaskComments", "task_id"), _documents("task_id")),
+    ),
+    EntityType(
+        name="Emails",
+        singular="Email",
+        table="emails",
+        fields=with_system(
+            text("subject", required=True, max_length=1000),
+            long_text("body"),
+            text("sender", max_length=1000),
+            text("to", max_length=10_000),
+            text("cc", max_length=10_000),
+            Field("date_sent", Kind.DATETIME),
+            enum("direction", {"Out": 1, "In": 2}, default=1),
+            OWNER,
+            rel("account_id", "Accounts"),
+            rel("contact_id", "Contacts"),
+            rel("lead_oppty_id", "LeadOpptys"),
+        ),
+        events=("Create", "Update", "Delete", "DocumentLinked"),
+        event_prefix="Email",
+        to_many=(_documents("email_id"),),
+    ),
+    EntityType(
+        name="Appointments",
+        singular="Appointment",
+        table="appointments",
+        fields=with_system(
+            text("subject", required=True),
+            OWNER,
+            Field("start_date", Kind.DATETIME),
+            Field("end_date", Kind.DATETIME),
+            text("location", max_length=1000),
+            long_text("description"),
+            numbered("status", 6),
+            rel("account_id", "Accounts"),
+            rel("contact_id", "Contacts"),
+            rel("lead_oppty_id", "LeadOpptys"),
+        ),
+        events=(*STANDARD_EVENTS, "Comment"),
+        event_prefix="Appointment",
+        to_many=(
+            ToMany("comments", "AppointmentComments", "appointment_id"),
+            _documents("appointment_id"),
+        ),
+    ),
+    EntityType(
+        name="Products",
+        singular="Product",
+        table="products",
+        fields=with_system(
+            text("name", required=True),
+            text("sku"),
+            long_text("description"),
+            text("unit_symbol", max_length=32),
+        ),
+        events=("Create", "Update", "Delete"),
+        event_prefix="Product",
+    ),
+    EntityType(
+        name="OpptyProductRelations",
+        singular="OpptyProductRelation",
+        table="oppty_product_relations",
+        fields=with_system(
+            rel("oppty_id", "Opportunities", required=True),
+            rel("product_id", "Products", required=True, fixed=True),
+            Field("quantity", Kind.FLOAT, default=1.0),
+            Field("price", Kind.FLOAT, default=0.0),
+            read_only("amount", Kind.FLOAT),
+            long_text("comment"),
+        ),
+        events=("Create", "Update", "Delete"),
+        event_prefix="OpptyProductRelation",
+    ),
+    EntityType(
+        name="Pipelines",
+        singular="Pipeline",
+        table="pipelines",
+        fields=with_system(text("name", required=True)),
+        to_many=(ToMany("steps", "Steps", "pipeline_id"),),
+    ),
+    EntityType(
+        name="Steps",
+        singular="Step",
+        table="steps",
+        fields=with_system(
+            text("name", required=True),
+            rel("pipeline_id", "Pipelines", required=True),
+            Field("sort_order", Kind.INTEGER, default=0),
+            Field("percent", Kind.INTEGER, default=0),
+        ),
+    ),
+    EntityType(
+        name="CloudObjects",
+        singular="CloudObject",
+        table="cloud_objects",
+        fields=with_system(
+            text("filename", required=True, max_length=1000),
+            text("url", max_length=4000),
+            text("type", max_length=255),
+            rel("account_id", "Accounts"),
+            rel("contact_id", "Contacts"),
+            rel("lead_oppty_id", "LeadOpptys"),
+            rel("task_id", "Tasks"),
+            rel("email_id", "Emails"),
+            rel("appointment_id", "Appointments"),
+            rel("custom_entity_id", "CustomEntityRecords"),
+        ),
+    ),
+    EntityType(
+        name="TaskComments",
+        singular="TaskComment",
+        table="task_comments",
+        fields=with_system(
+            rel("task_id", "Tasks", required=True, fixed=True),
+            long_text("comment", required=True),
+            OWNER,
+        ),
+    ),
+    EntityType(
+        name="AppointmentComments",
+        singular="AppointmentComment",
+        table="appointment_comments",
+        fields=with_system(
+            rel("appointment_id", "Appointments", required=True, fixed=True),
+            long_text("comment", required=True),
+            OWNER,
+        ),
+    ),
+    EntityType(
+        name="CustomEntities",
+        singular="CustomEntity",
+        table="custom_entities",
+        fields=with_system(
+            Field("api_name", Kind.TEXT, required=True, max_length=64, fixed_after_create=True),
+            text("name", required=True),
+            Field("fields", Kind.JSON, default=()),  # a list; checked by schema.custom
+        ),
+    ),
+)
+
+# Relation targets that stand for more than one entity type: any row of the shared table.
+GROUPS: dict[str, EntityType] = {
+    "LeadOpptys": EntityType(
+        name="LeadOpptys", singular="LeadOppty", table="lead_opptys", fields=with_system()
+    ),
+    "CustomEntityRecords": EntityType(
+        name="CustomEntityRecords",
+        singular="CustomEntityRecord",
+        table="custom_entity_records",
+        fields=with_system(),
+    ),
+}
+
+CUSTOM_RECORD_TABLE = "custom_entity_records"
+CUSTOM_DISCRIMINATOR = "ce_api_name"
+
+BUILTIN: dict[str, EntityType] = {t.name: t for t in _TYPES}
+
+# The ``CloudObjects`` link fields, and the entity types the link names (None: by the row).
+DOCUMENT_LINKS: dict[str, str] = {
+    "account_id": "Accounts",
+    "contact_id": "Contacts",
+    "lead_oppty_id": "LeadOpptys",
+    "task_id": "Tasks",
+    "email_id": "Emails",
+    "appointment_id": "Appointments",
+    "custom_entity_id": "CustomEntityRecords",
+}
+
+
+def builtin(name: str) -> EntityType | None:
+    return BUILTIN.get(name)

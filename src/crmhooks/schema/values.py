@@ -1,0 +1,165 @@
+"""Values of each field kind: checking what a client wrote, and writing what we store.
+
+Two shapes of a value exist: the *stored* one (``date``, ``datetime``, ``int``...) that goes to
+the database, and the *wire* one (strings for dates and times, in the contract's format) that
+records carry through the write path, events and responses. These pure functions convert.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from datetime import UTC, date, datetime
+from typing import Any
+
+from crmhooks.schema.types import Field, Kind
+
+
+class ValueRejected(ValueError):
+    """A value that does not fit its field; the message says why, for the error envelope."""
+
+
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$")
+
+
+def format_datetime(value: datetime) -> str:
+    """The contract's date-time format: ``2019-02-01 07:41:49.529970+00:00`` (always UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00:00")
+
+
+def parse_datetime(text: str) -> datetime:
+    """Parse the date-time forms real clients send; no offset means UTC."""
+    s = text.strip()
+    if not s:
+        raise ValueRejected("empty date-time")
+    if _DATE_RE.match(s):
+        d = date.fromisoformat(s)
+        return datetime(d.year, d.month, d.day, tzinfo=UTC)
+    if s.endswith(("Z", "z")):
+        s = s[:-1] + "+00:00"
+    try:
+        dt = datetime.fromisoformat(s)
+    except ValueError:
+        raise ValueRejected(f"{text!r} is not a date-time such as 2026-01-01 00:00:00") from None
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
+
+
+def parse_date(text: str) -> date:
+    if not _DATE_RE.match(text.strip()):
+        raise ValueRejected(f"{text!r} is not a date (YYYY-MM-DD)")
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueRejected(f"{text!r} is not a valid date") from None
+
+
+def parse_uuid(text: str) -> str:
+    """A canonical lower-case UUID string, or :class:`ValueRejected`."""
+    if not _UUID_RE.match(text):
+        raise ValueRejected(f"{text!r} is not a UUID")
+    return str(uuid.UUID(text))
+
+
+def is_uuid(text: str) -> bool:
+    return bool(_UUID_RE.match(text))
+
+
+def _type_name(value: object) -> str:
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "array",
+        dict: "object",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
+
+
+def to_stored(f: Field, value: Any) -> Any:
+    """Check one written value against its field and return its stored form.
+
+    ``None`` is returned as is; whether a null is allowed is the caller's decision.
+    """
+    if value is None:
+        return None
+    k = f.kind
+    if k is Kind.TEXT:
+        if not isinstance(value, str):
+            raise ValueRejected(f"expected a string, got {_type_name(value)}")
+        if f.max_length is not None and len(value) > f.max_length:
+            raise ValueRejected(f"longer than {f.max_length} characters")
+        if "\x00" in value:
+            raise ValueRejected("contains a NUL character")
+        return value
+    if k is Kind.INTEGER:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueRejected(f"expected an integer, got {_type_name(value)}")
+        if not -(2**63) <= value < 2**63:
+            raise ValueRejected("integer out of range")
+        return value
+    if k is Kind.FLOAT:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueRejected(f"expected a number, got {_type_name(value)}")
+        out = float(value)
+        if not math.isfinite(out) or abs(out) > 1e300:
+            raise ValueRejected("number out of range")
+        return out
+    if k is Kind.BOOLEAN:
+        if not isinstance(value, bool):
+            raise ValueRejected(f"expected a boolean, got {_type_name(value)}")
+        return value
+    if k is Kind.DATE:
+        if not isinstance(value, str):
+            raise ValueRejected(f"expected a date string YYYY-MM-DD, got {_type_name(value)}")
+        return parse_date(value)
+    if k is Kind.DATETIME:
+        if not isinstance(value, str):
+            raise ValueRejected(f"expected a date-time string, got {_type_name(value)}")
+        return parse_datetime(value)
+    if k is Kind.UUID:
+        if not isinstance(value, str):
+            raise ValueRejected(f"expected a UUID string, got {_type_name(value)}")
+        return parse_uuid(value)
+    if k is Kind.ENUM:
+        return enum_value(f, value)
+    raise ValueRejected(f"field kind {k} cannot be written directly")  # pragma: no cover
+
+
+def enum_value(f: Field, value: Any) -> int:
+    """An ENUM's number from its number or its name (``"Won"`` -> 3)."""
+    choices = f.choices or {}
+    if isinstance(value, str) and value in choices:
+        return choices[value]
+    if isinstance(value, int) and not isinstance(value, bool) and value in choices.values():
+        return value
+    allowed = ", ".join(f"{v} ({n})" if n != str(v) else str(v) for n, v in choices.items())
+    raise ValueRejected(f"{value!r} is not one of {allowed}")
+
+
+def to_wire(f: Field, value: Any) -> Any:
+    """The stored form of a value as the API shows it."""
+    if value is None:
+        return None
+    if f.kind is Kind.DATETIME:
+        if isinstance(value, str):  # JSON-stored custom fields keep the wire form
+            return value
+        return format_datetime(value)
+    if f.kind is Kind.DATE:
+        return value if isinstance(value, str) else value.isoformat()
+    if f.kind is Kind.FLOAT:
+        return float(value)
+    if f.kind is Kind.BOOLEAN:
+        return bool(value)
+    return value
+
+
+def stored_to_json(f: Field, value: Any) -> Any:
+    """A stored value as kept inside a JSON column (custom entity fields)."""
+    return to_wire(f, value)

@@ -1,0 +1,19 @@
+"""Settings read from the environment (``CRMHOOKS_*``) and the command line."""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from crmhooks.store.engine import DEFAULT_URL
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CRMHOOKS_", extra="ignore")
+
+    database_url: str = DEFAULT_URL
+    # Scheme and host that record URIs start with; by default the request's own.
+    public_url: str | None = None
+    max_body_bytes: int = 1024 * 1024
+    db_pool_size: int = 10
+    log_level: str = "info"
+    log_json: bool = False

@@ -1,0 +1,114 @@
+"""Database engines for SQLite and PostgreSQL, and the two ways to use them: read and write.
+
+SQLite allows one writer at a time. Rather than let concurrent writers collide on the file lock
+(and spin in ``busy_timeout``), writes take one connection in turn, opened with
+``BEGIN IMMEDIATE``; reads use a small pool of their own and see committed data (WAL mode).
+PostgreSQL needs none of this: reads and writes share one pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from crmhooks.errors import ConfigError
+
+DEFAULT_URL = "sqlite:///crmhooks.db"
+
+
+def parse_url(url: str) -> URL:
+    """Accept ``sqlite:///file.db`` and ``postgresql://...`` (drivers are ours to pick)."""
+    try:
+        parsed = make_url(url)
+    except Exception as e:
+        raise ConfigError(f"not a database URL: {url!r}") from e
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
+    if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise ConfigError("SQLite needs a file: sqlite:///path/to/file.db")
+    return parsed
+
+
+def async_url(url: str) -> URL:
+    parsed = parse_url(url)
+    driver = "aiosqlite" if parsed.get_backend_name() == "sqlite" else "psycopg"
+    return parsed.set(drivername=f"{parsed.get_backend_name()}+{driver}")
+
+
+def sync_url(url: str) -> URL:
+    parsed = parse_url(url)
+    driver = "pysqlite" if parsed.get_backend_name() == "sqlite" else "psycopg"
+    return parsed.set(drivername=f"{parsed.get_backend_name()}+{driver}")
+
+
+def _sqlite_setup(engine: AsyncEngine, begin: str) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control from the driver so that BEGIN is ours to write.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a commit survives a process crash; only a power loss may lose
+        # the last transactions. That is the trade the SQLite default is chosen for.
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute("PRAGMA cache_size=-65536")
+        cur.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql(begin)
+
+
+@dataclass
+class Database:
+    """The engines of one database and the way into a read or a write transaction."""
+
+    url: str
+    reader: AsyncEngine
+    writer: AsyncEngine
+    _write_lock: asyncio.Lock | None
+
+    @property
+    def dialect(self) -> str:
+        return self.writer.dialect.name
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """One write transaction: committed when the block ends, rolled back on error."""
+        if self._write_lock is None:
+            async with self.writer.begin() as conn:
+                yield conn
+            return
+        async with self._write_lock, self.writer.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        async with self.reader.connect() as conn:
+            yield conn
+
+    async def dispose(self) -> None:
+        await self.writer.dispose()
+        if self.reader is not self.writer:
+            await self.reader.dispose()
+
+
+def open_database(url: str, *, pool_size: int = 10) -> Database:
+    target = async_url(url)
+    if target.get_backend_name() == "sqlite":
+        writer = create_async_engine(target, pool_size=1, max_overflow=0)
+        _sqlite_setup(writer, "BEGIN IMMEDIATE")
+        reader = create_async_engine(target, pool_size=4, max_overflow=4)
+        _sqlite_setup(reader, "BEGIN")
+        return Database(url, reader, writer, asyncio.Lock())
+    engine = create_async_engine(target, pool_size=pool_size, max_overflow=pool_size)
+    return Database(url, engine, engine, None)

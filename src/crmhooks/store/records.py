@@ -1,0 +1,153 @@
+"""Entity rows: reading them as records, writing stored values into columns.
+
+A *record* here is the wire form of a row (what ``crmhooks.schema.values.to_wire`` gives): plain
+JSON values, dates as strings. Relation URIs and to-many lists are added when a record is shown,
+not here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, Table, and_, false, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from crmhooks.schema.types import EntityType, Field, Kind
+from crmhooks.schema.values import to_wire
+from crmhooks.store.tables import field_columns, table_for
+
+Record = dict[str, Any]
+
+
+def table_of(et: EntityType) -> Table:
+    return table_for(et.table)
+
+
+def scope(et: EntityType, space_id: str, *, include_deleted: bool = False) -> ColumnElement[bool]:
+    """The rows of this entity type in this space (not deleted, unless asked)."""
+    t = table_of(et)
+    clauses: list[ColumnElement[bool]] = [t.c.space_id == space_id]
+    if et.discriminator:
+        col, value = et.discriminator
+        clauses.append(t.c[col] == value)
+    if not include_deleted:
+        clauses.append(t.c.is_deleted == false())
+    return and_(*clauses)
+
+
+def wire_value(f: Field, stored: Any) -> Any:
+    """A stored value of any field kind (OBJECT as a dict of stored sub-values) on the wire."""
+    if f.kind is Kind.OBJECT:
+        if stored is None:
+            return None
+        return {s.name: to_wire(s, stored.get(s.name)) for s in f.subfields}
+    if f.kind is Kind.JSON:
+        return list(stored) if isinstance(stored, tuple) else stored
+    return to_wire(f, stored)
+
+
+def row_to_record(et: EntityType, row: Mapping[str, Any]) -> Record:
+    out: Record = {}
+    data: Mapping[str, Any] | None = row.get("data") if et.custom else None
+    for f in et.fields:
+        col = f.column_name
+        if col is None:
+            out[f.name] = (data or {}).get(f.name)
+        elif f.kind is Kind.OBJECT:
+            subs = {s.name: row[f"{col}__{s.name}"] for s in f.subfields}
+            out[f.name] = None if all(v is None for v in subs.values()) else wire_value(f, subs)
+        else:
+            out[f.name] = wire_value(f, row[col])
+    return out
+
+
+def to_columns(et: EntityType, stored: Mapping[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """Column values for the given stored field values; JSON-kept fields go into ``data``."""
+    cols: dict[str, Any] = {}
+    for name, value in stored.items():
+        f = et.by_name[name]
+        if f.column_name is None:
+            data[name] = to_wire(f, value)
+            continue
+        if f.kind is Kind.OBJECT:
+            for col, sub in field_columns(f):
+                cols[col] = None if value is None else value.get(sub.name)
+        else:
+            cols[f.column_name] = list(value) if isinstance(value, tuple) else value
+    return cols
+
+
+def select_records(et: EntityType) -> Select[Any]:
+    return select(table_of(et))
+
+
+async def fetch(
+    conn: AsyncConnection,
+    et: EntityType,
+    space_id: str,
+    record_id: str,
+    *,
+    include_deleted: bool = False,
+    for_update: bool = False,
+) -> tuple[Record, Mapping[str, Any]] | None:
+    """One record and its raw row, or None."""
+    t = table_of(et)
+    stmt = select(t).where(
+        t.c.id == record_id, scope(et, space_id, include_deleted=include_deleted)
+    )
+    if for_update:
+        stmt = stmt.with_for_update()
+    row = (await conn.execute(stmt)).mappings().first()
+    if row is None:
+        return None
+    return row_to_record(et, row), row
+
+
+async def existing_ids(
+    conn: AsyncConnection, et: EntityType, space_id: str, ids: Iterable[str]
+) -> set[str]:
+    """Which of ``ids`` are live records of ``et`` in the space."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return set()
+    t = table_of(et)
+    rows = await conn.execute(select(t.c.id).where(t.c.id.in_(wanted), scope(et, space_id)))
+    return {r[0] for r in rows}
+
+
+async def ids_pointing_at(
+    conn: AsyncConnection,
+    source: EntityType,
+    via: str,
+    space_id: str,
+    targets: Sequence[str],
+) -> dict[str, list[str]]:
+    """For a to-many relation: target id -> ids of live ``source`` records pointing at it."""
+    out: dict[str, list[str]] = {t: [] for t in targets}
+    if not targets:
+        return out
+    t = table_of(source)
+    rows = await conn.execute(
+        select(t.c[via], t.c.id)
+        .where(t.c[via].in_(list(targets)), scope(source, space_id))
+        .order_by(t.c.created, t.c.id)
+    )
+    for target, rid in rows:
+        out[target].append(rid)
+    return out
+
+
+async def kinds_of(
+    conn: AsyncConnection, table: Table, column: str, space_id: str, ids: Iterable[str]
+) -> dict[str, str]:
+    """For shared tables: id -> discriminator value (``Lead``/``Opportunity``, ``CE_Bid``)."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    rows = await conn.execute(
+        select(table.c.id, table.c[column]).where(
+            table.c.id.in_(wanted), table.c.space_id == space_id
+        )
+    )
+    return {r[0]: r[1] for r in rows}

@@ -1,0 +1,174 @@
+"""The database tables, built from the entity registry.
+
+One table per storage group (Leads and Opportunities share ``lead_opptys``; every custom entity's
+records share ``custom_entity_records``), each with the system columns, one column per field
+(an OBJECT field gets one per sub-field, ``value__base_value``) and a JSON ``data`` column where
+fields are declared at run time. The alembic migrations are generated from this module and a test
+checks that they still match it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Dialect,
+    Double,
+    ForeignKey,
+    Index,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeEngine
+
+from crmhooks.schema.registry import BUILTIN, CUSTOM_DISCRIMINATOR, CUSTOM_RECORD_TABLE
+from crmhooks.schema.types import SYSTEM_FIELDS, Field, Kind
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on both engines.
+
+    SQLite keeps them as naive UTC text (sortable); PostgreSQL as ``timestamptz``.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+ID = String(36)
+
+
+def column_type(f: Field) -> TypeEngine[Any]:
+    k = f.kind
+    if k is Kind.TEXT:
+        return String(f.max_length) if f.max_length and f.max_length <= 4000 else Text()
+    types: dict[Kind, TypeEngine[Any]] = {
+        Kind.INTEGER: BigInteger(),
+        Kind.FLOAT: Double(),
+        Kind.BOOLEAN: Boolean(create_constraint=False),
+        Kind.DATE: Date(),
+        Kind.DATETIME: UTCDateTime(),
+        Kind.UUID: ID,
+        Kind.ENUM: SmallInteger(),
+        Kind.JSON: JSONType,
+    }
+    return types[k]
+
+
+def field_columns(f: Field) -> list[tuple[str, Field]]:
+    """The (column name, field) pairs a field is stored in."""
+    if f.column_name is None:
+        return []
+    if f.kind is Kind.OBJECT:
+        return [(f"{f.column_name}__{s.name}", s) for s in f.subfields]
+    return [(f.column_name, f)]
+
+
+spaces = Table(
+    "spaces",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("created", UTCDateTime(), nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("space_id", String(64), ForeignKey("spaces.id"), nullable=False, index=True),
+    Column("key", String(64), nullable=False, unique=True),
+    Column("secret_hash", String(128), nullable=False),
+    Column("created", UTCDateTime(), nullable=False),
+)
+
+
+def _entity_tables() -> dict[str, Table]:
+    groups: dict[str, dict[str, Column[Any]]] = {}
+    discriminators: dict[str, str] = {}
+    relation_columns: dict[str, list[str]] = {}
+    for et in BUILTIN.values():
+        cols = groups.setdefault(et.table, {})
+        if et.discriminator:
+            discriminators[et.table] = et.discriminator[0]
+        for f in et.fields:
+            if f in SYSTEM_FIELDS:
+                continue
+            for name, sub in field_columns(f):
+                if name not in cols:
+                    cols[name] = Column(name, column_type(sub), nullable=True)
+                    if f.is_relation:
+                        relation_columns.setdefault(et.table, []).append(name)
+    # Custom entity records: name and owner as columns, declared fields in ``data``.
+    groups[CUSTOM_RECORD_TABLE] = {
+        "name": Column("name", String(255), nullable=True),
+        "owner_id": Column("owner_id", ID, nullable=True),
+        "data": Column("data", JSONType, nullable=False),
+    }
+    discriminators[CUSTOM_RECORD_TABLE] = CUSTOM_DISCRIMINATOR
+    relation_columns[CUSTOM_RECORD_TABLE] = ["owner_id"]
+
+    tables: dict[str, Table] = {}
+    for table_name, cols in groups.items():
+        disc = discriminators.get(table_name)
+        lead = ["space_id", *([disc] if disc else [])]
+        system: list[Column[Any]] = [
+            Column("id", ID, primary_key=True),
+            Column("space_id", String(64), nullable=False),
+        ]
+        if disc:
+            system.append(Column(disc, String(64), nullable=False))
+        system += [
+            Column("created", UTCDateTime(), nullable=False),
+            Column("modified", UTCDateTime(), nullable=False),
+            Column("is_deleted", Boolean(create_constraint=False), nullable=False),
+            Column("revision", BigInteger(), nullable=False),
+        ]
+        table = Table(table_name, metadata, *system, *cols.values())
+        Index(None, *(table.c[c] for c in (*lead, "created", "id")))
+        Index(None, *(table.c[c] for c in (*lead, "modified", "id")))
+        for rc in relation_columns.get(table_name, []):
+            Index(None, table.c["space_id"], table.c[rc])
+        tables[table_name] = table
+    return tables
+
+
+TABLES = _entity_tables()
+
+
+def table_for(name: str) -> Table:
+    return TABLES[name]
