@@ -83,7 +83,7 @@ def field_schema(f: Field) -> dict[str, Any]:
     elif k is Kind.ENUM:
         schema = {"type": "integer", "enum": sorted(set((f.choices or {}).values()))}
     else:
-        schema = {
+        plain: dict[Kind, dict[str, Any]] = {
             Kind.TEXT: {"type": "string"},
             Kind.INTEGER: {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1},
             Kind.FLOAT: {"type": "number"},
@@ -91,7 +91,8 @@ def field_schema(f: Field) -> dict[str, Any]:
             Kind.DATE: {"type": "string", "format": "date"},
             Kind.DATETIME: {"type": "string", "format": "date-time"},
             Kind.UUID: {"type": "string", "format": "uuid"},
-        }[k]
+        }
+        schema = plain[k]
         if f.max_length:
             schema = {**schema, "maxLength": f.max_length}
     if f.required:

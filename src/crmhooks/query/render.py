@@ -61,7 +61,7 @@ async def render(
             value = r.get(f.name)
             shown[f.name] = value
             if f.target is not None:
-                route = routes.get(value, f.target) if f.target in GROUPS else f.target
+                route = routes.get(str(value), f.target) if f.target in GROUPS else f.target
                 shown[f.relation_name] = (
                     None if value is None else record_uri(base, space_id, route, value)
                 )

@@ -47,7 +47,7 @@ def wire_value(f: Field, stored: Any) -> Any:
     return to_wire(f, stored)
 
 
-def row_to_record(et: EntityType, row: Mapping[str, Any]) -> Record:
+def row_to_record(et: EntityType, row: Mapping[Any, Any]) -> Record:
     out: Record = {}
     data: Mapping[str, Any] | None = row.get("data") if et.custom else None
     for f in et.fields:
@@ -90,7 +90,7 @@ async def fetch(
     *,
     include_deleted: bool = False,
     for_update: bool = False,
-) -> tuple[Record, Mapping[str, Any]] | None:
+) -> tuple[Record, Mapping[Any, Any]] | None:
     """One record and its raw row, or None."""
     t = table_of(et)
     stmt = select(t).where(

@@ -1,0 +1,3 @@
+from crmhooks.cli import main
+
+main()
