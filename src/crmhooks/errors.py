@@ -11,6 +11,7 @@
         ├── MethodNotAllowed         405 ERROR_METHOD_NOT_ALLOWED
         ├── PayloadTooLarge          413 ERROR_PAYLOAD_TOO_LARGE
         ├── ValidationFailed         422 ERROR_ENTITY_VALIDATION, with field errors
+        ├── BatchFailed              422 ERROR_ENTITY_VALIDATION, each failed item at its index
         └── InternalError            500 ERROR_INTERNAL
 
 The API layer turns an ``ApiError`` into the contract's envelope in exactly one place
@@ -146,3 +147,22 @@ class ValidationFailed(ApiError):
             for name, g in grouped.items()
         ]
         return out
+
+
+class BatchFailed(ApiError):
+    """422: items of an all-or-nothing batch failed, so nothing of the batch was stored.
+
+    ``data`` has the error object of each failed item at its index and null elsewhere.
+    """
+
+    http_status = 422
+    name = "ERROR_ENTITY_VALIDATION"
+    code = 40000
+
+    def __init__(self, failed: list[int], data: list[Any]) -> None:
+        listed = ", ".join(str(i) for i in failed[:20]) + (" ..." if len(failed) > 20 else "")
+        super().__init__(f"batch item(s) {listed} failed; nothing was saved")
+        self.data = data
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "data": self.data}

@@ -13,11 +13,14 @@ from starlette.routing import Route
 
 from crmhooks.api import envelopes
 from crmhooks.api.auth import KeyCache, authenticate
+from crmhooks.changes.batch import MAX_ITEMS, run_batch
 from crmhooks.changes.writer import WriteContext, WritePath, Writer
 from crmhooks.errors import NotFound, ParameterInvalid
-from crmhooks.query.params import parse_bool_param, parse_list
+from crmhooks.query.params import SHAPE_PARAMS, parse_bool_param, parse_list, shape_of
 from crmhooks.query.render import render
+from crmhooks.query.shape import Shape
 from crmhooks.query.sql import list_page
+from crmhooks.schema.registry import BUILTIN
 from crmhooks.schema.types import EntityType
 from crmhooks.schema.values import is_uuid
 from crmhooks.settings import Settings
@@ -27,7 +30,6 @@ from crmhooks.store.records import Record, fetch
 
 PREFIX = "/api/v100/rest/spaces/{space_id}"
 SKIP_KEY_HEADER = "webhook-skip-key"
-_READ_PARAMS = {"include-deleted"}
 
 
 @dataclass
@@ -74,18 +76,40 @@ def _record_id(request: Request) -> str:
     return str(raw).lower()
 
 
-async def json_object(request: Request) -> dict[str, Any]:
+async def _json(request: Request) -> Any:
     raw = await request.body()
     try:
-        body = orjson.loads(raw) if raw else None
+        return orjson.loads(raw) if raw else None
     except orjson.JSONDecodeError as e:
         raise ParameterInvalid(f"request body is not valid JSON: {e}") from None
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    body = await _json(request)
     if not isinstance(body, dict):
         raise ParameterInvalid("request body must be a JSON object")
     return body
 
 
-def _only(request: Request, allowed: set[str]) -> dict[str, str]:
+async def json_array(request: Request) -> list[Any]:
+    body = await _json(request)
+    if not isinstance(body, list):
+        raise ParameterInvalid("request body must be a JSON array")
+    if len(body) > MAX_ITEMS:
+        raise ParameterInvalid(f"a batch holds at most {MAX_ITEMS} items, got {len(body)}")
+    return body
+
+
+def rollback_method(raw: str | None) -> bool:
+    """``rollback-method``: 0 (default) all or nothing; 1 keep the items that succeeded."""
+    if raw in (None, "0"):
+        return False
+    if raw == "1":
+        return True
+    raise ParameterInvalid(f"rollback-method: {raw!r} is not 0 or 1")
+
+
+def _only(request: Request, allowed: set[str] | frozenset[str]) -> dict[str, str]:
     params = dict(request.query_params)
     for key in params:
         if key not in allowed:
@@ -93,15 +117,8 @@ def _only(request: Request, allowed: set[str]) -> dict[str, str]:
     return params
 
 
-async def _shown(
-    svc: Services, request: Request, writer_or_none: Writer | None, et: EntityType, rec: Record
-) -> dict[str, Any]:
-    base = base_url(request, svc.settings)
-    space_id = request.path_params["space_id"]
-    if writer_or_none is not None:
-        return (await render(writer_or_none.conn, et, space_id, [rec], base))[0]
-    async with svc.db.read() as conn:
-        return (await render(conn, et, space_id, [rec], base))[0]
+def _shape(request: Request, et: EntityType, extra: frozenset[str] = frozenset()) -> Shape:
+    return shape_of(et, _only(request, SHAPE_PARAMS | extra))
 
 
 async def list_records(request: Request) -> Response:
@@ -110,7 +127,8 @@ async def list_records(request: Request) -> Response:
     q = parse_list(et, request.query_params)
     async with svc.db.read() as conn:
         records, total, info = await list_page(conn, et, ctx.space_id, q)
-        shown = await render(conn, et, ctx.space_id, records, base_url(request, svc.settings))
+        base = base_url(request, svc.settings)
+        shown = await render(conn, et, ctx.space_id, records, base, q.shape)
     return envelopes.many(shown, total, info)
 
 
@@ -118,13 +136,14 @@ async def read_record(request: Request) -> Response:
     svc, ctx = await _context(request)
     et = await _entity(svc, ctx.space_id, request.path_params["entity"])
     record_id = _record_id(request)
-    deleted = parse_bool_param(_only(request, _READ_PARAMS), "include-deleted")
+    shape = _shape(request, et, frozenset({"include-deleted"}))
+    deleted = parse_bool_param(request.query_params, "include-deleted")
     async with svc.db.read() as conn:
         found = await fetch(conn, et, ctx.space_id, record_id, include_deleted=deleted)
         if found is None:
             raise NotFound(f"no {et.name} record with id {record_id}")
         base = base_url(request, svc.settings)
-        shown = (await render(conn, et, ctx.space_id, [found[0]], base))[0]
+        shown = (await render(conn, et, ctx.space_id, [found[0]], base, shape))[0]
     return envelopes.one(shown)
 
 
@@ -135,38 +154,42 @@ async def _write(
     request: Request,
     svc: Services,
     ctx: WriteContext,
-    entity: str,
+    et: EntityType,
     step: WriteStep,
+    *,
+    shown_as: EntityType | None = None,
     status: int = 200,
 ) -> Response:
-    et = await _entity(svc, ctx.space_id, entity)
-    _only(request, set())
+    """Run one write and answer with the record as it is now, shaped as asked."""
+    shape = _shape(request, shown_as or et)
     async with svc.writes.begin(ctx) as writer:
         record = await step(writer, et)
-        shown_type = writer.changes[-1].entity if writer.changes else et
-        shown = await _shown(svc, request, writer, shown_type, record)
-    return envelopes.one(shown, status)
+        base = base_url(request, svc.settings)
+        shown = await render(writer.conn, shown_as or et, ctx.space_id, [record], base, shape)
+    return envelopes.one(shown[0], status)
 
 
 async def create_record(request: Request) -> Response:
     svc, ctx = await _context(request)
+    et = await _entity(svc, ctx.space_id, request.path_params["entity"])
     body = await json_object(request)
 
     async def step(w: Writer, et: EntityType) -> Record:
         return await w.create(et, body)
 
-    return await _write(request, svc, ctx, request.path_params["entity"], step, 201)
+    return await _write(request, svc, ctx, et, step, status=201)
 
 
 async def patch_record(request: Request) -> Response:
     svc, ctx = await _context(request)
+    et = await _entity(svc, ctx.space_id, request.path_params["entity"])
     record_id = _record_id(request)
     body = await json_object(request)
 
     async def step(w: Writer, et: EntityType) -> Record:
         return await w.update(et, record_id, body)
 
-    return await _write(request, svc, ctx, request.path_params["entity"], step)
+    return await _write(request, svc, ctx, et, step)
 
 
 async def delete_record(request: Request) -> Response:
@@ -187,7 +210,8 @@ async def qualify(request: Request) -> Response:
     async def step(w: Writer, et: EntityType) -> Record:
         return await w.qualify(record_id, body)
 
-    return await _write(request, svc, ctx, "Leads", step)
+    leads, opptys = BUILTIN["Leads"], BUILTIN["Opportunities"]
+    return await _write(request, svc, ctx, leads, step, shown_as=opptys)
 
 
 async def back_to_lead(request: Request) -> Response:
@@ -197,7 +221,56 @@ async def back_to_lead(request: Request) -> Response:
     async def step(w: Writer, et: EntityType) -> Record:
         return await w.back_to_lead(record_id)
 
-    return await _write(request, svc, ctx, "Opportunities", step)
+    leads, opptys = BUILTIN["Leads"], BUILTIN["Opportunities"]
+    return await _write(request, svc, ctx, opptys, step, shown_as=leads)
+
+
+async def _batch(
+    request: Request, run: Callable[[Writer, EntityType, Any], Awaitable[str]]
+) -> Response:
+    svc, ctx = await _context(request)
+    et = await _entity(svc, ctx.space_id, request.path_params["entity"])
+    params = _only(request, {"rollback-method"})
+    keep_going = rollback_method(params.get("rollback-method"))
+    items = await json_array(request)
+    async with svc.writes.begin(ctx) as writer:
+        results = await run_batch(writer, et, items, run, keep_going=keep_going)
+    return envelopes.JSONBody({"success": True, "data": results})
+
+
+async def batch_modify(request: Request) -> Response:
+    async def run(w: Writer, et: EntityType, item: Any) -> str:
+        if not isinstance(item, dict):
+            raise ParameterInvalid("an item of batch-modify must be a JSON object")
+        if "id" not in item:
+            return str((await w.create(et, item))["id"])
+        body = dict(item)
+        record_id = body.pop("id")
+        if not isinstance(record_id, str) or not is_uuid(record_id):
+            raise ParameterInvalid(f"id {record_id!r} is not a UUID")
+        return str((await w.update(et, record_id.lower(), body))["id"])
+
+    return await _batch(request, run)
+
+
+def _id_item(item: Any) -> str:
+    if not isinstance(item, str) or not is_uuid(item):
+        raise ParameterInvalid(f"{item!r} is not a record id (UUID)")
+    return item.lower()
+
+
+async def batch_delete(request: Request) -> Response:
+    async def run(w: Writer, et: EntityType, item: Any) -> str:
+        return str((await w.delete(et, _id_item(item)))["id"])
+
+    return await _batch(request, run)
+
+
+async def batch_restore(request: Request) -> Response:
+    async def run(w: Writer, et: EntityType, item: Any) -> str:
+        return str((await w.restore(et, _id_item(item)))["id"])
+
+    return await _batch(request, run)
 
 
 ENTITY = "/entities/{entity}"
@@ -214,5 +287,8 @@ def routes() -> list[Route]:
         (RECORD, read_record, ["GET"]),
         (RECORD, patch_record, ["PATCH"]),
         (RECORD, delete_record, ["DELETE"]),
+        (ENTITY + "/batch-modify", batch_modify, ["POST"]),
+        (ENTITY + "/batch-delete", batch_delete, ["POST"]),
+        (ENTITY + "/batch-restore", batch_restore, ["POST"]),
     ]
     return [Route(PREFIX + path, fn, methods=methods) for path, fn, methods in table]

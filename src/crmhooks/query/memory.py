@@ -1,13 +1,16 @@
 """The parsed filter evaluated against one record in memory (webhook filters).
 
-It must agree with ``query.sql`` on every record; the tests hold the two side by side.
+It must agree with ``query.sql`` on every record: the property tests run both side by side on
+SQLite and PostgreSQL. The rules it shares with the SQL: a record without a value matches only
+``null``, ``empty``, ``not-eq`` and ``not-ieq``; text compares by code point; the ``i``
+operators fold A-Z only.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from crmhooks.query.params import Condition, Op
+from crmhooks.query.params import CASE_INSENSITIVE, Condition, Op, ascii_lower
 from crmhooks.schema.types import Field, Kind
 from crmhooks.schema.values import parse_date, parse_datetime
 from crmhooks.store.records import Record
@@ -17,12 +20,12 @@ def _value(record: Record, path: str) -> Any:
     head, _, sub = path.partition(".")
     value = record.get(head)
     if sub:
-        return None if not isinstance(value, dict) else value.get(sub)
+        return value.get(sub) if isinstance(value, dict) else None
     return value
 
 
 def _typed(f: Field, wire: Any) -> Any:
-    """A record's wire value in the stored type filter values are parsed to."""
+    """A record's wire value as the stored type filter values are parsed to."""
     if wire is None:
         return None
     if f.kind is Kind.DATETIME:
@@ -32,10 +35,45 @@ def _typed(f: Field, wire: Any) -> Any:
     return wire
 
 
+def _text_match(value: str, op: Op, needle: str) -> bool:
+    if op in (Op.CONTAINS, Op.ICONTAINS):
+        return needle in value
+    if op in (Op.STARTS, Op.ISTARTS):
+        return value.startswith(needle)
+    return value.endswith(needle)
+
+
+def holds(c: Condition, value: Any) -> bool:
+    """Whether one typed value passes one condition."""
+    op = c.op
+    if op is Op.NULL:
+        return value is None
+    if op is Op.NOT_NULL:
+        return value is not None
+    if op in (Op.EMPTY, Op.NOT_EMPTY):
+        empty = value is None or value == ""
+        return empty if op is Op.EMPTY else not empty
+    if value is None:
+        return op in (Op.NOT_EQ, Op.NOT_IEQ)
+    if op in CASE_INSENSITIVE:
+        value = ascii_lower(value)
+    if op in (Op.EQ, Op.IEQ):
+        return value in c.values
+    if op in (Op.NOT_EQ, Op.NOT_IEQ):
+        return value not in c.values
+    if op is Op.BETWEEN:
+        return bool(c.values[0] <= value <= c.values[1])
+    if op is Op.GT:
+        return any(value > v for v in c.values)
+    if op is Op.GTE:
+        return any(value >= v for v in c.values)
+    if op is Op.LT:
+        return any(value < v for v in c.values)
+    if op is Op.LTE:
+        return any(value <= v for v in c.values)
+    return any(_text_match(value, op, v) for v in c.values)
+
+
 def matches(record: Record, conditions: tuple[Condition, ...]) -> bool:
     """True when the record passes every condition."""
-    for c in conditions:
-        value = _typed(c.field, _value(record, c.path))
-        if c.op is Op.EQ and (value is None or value not in c.values):
-            return False
-    return True
+    return all(holds(c, _typed(c.target.field, _value(record, c.target.path))) for c in conditions)

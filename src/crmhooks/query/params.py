@@ -1,4 +1,4 @@
-"""List parameters parsed once into plain values: filters, order, page, include-deleted.
+"""List parameters parsed once into plain values: filters, order, page, shaping.
 
 The parsed form is what both back ends read: ``query.sql`` compiles it for the list API and
 ``query.memory`` evaluates it against one record (webhook filters). Every mistake is a
@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from crmhooks.errors import ParameterInvalid
+from crmhooks.query.shape import Shape, parse_shape
 from crmhooks.schema.types import EntityType, Field, Kind
 from crmhooks.schema.values import ValueRejected, enum_value, parse_date, parse_datetime, parse_uuid
 
@@ -27,24 +28,63 @@ MAX_PAGE = 100
 
 class Op(StrEnum):
     EQ = "eq"
+    IEQ = "ieq"
+    NOT_EQ = "not-eq"
+    NOT_IEQ = "not-ieq"
+    CONTAINS = "contains"
+    STARTS = "starts"
+    ENDS = "ends"
+    ICONTAINS = "icontains"
+    ISTARTS = "istarts"
+    IENDS = "iends"
+    NULL = "null"
+    NOT_NULL = "not-null"
+    EMPTY = "empty"
+    NOT_EMPTY = "not-empty"
+    GT = "gt"
+    GTE = "gte"
+    LT = "lt"
+    LTE = "lte"
+    BETWEEN = "between"
+
+
+NO_VALUE = frozenset({Op.NULL, Op.NOT_NULL, Op.EMPTY, Op.NOT_EMPTY})
+TEXT_ONLY = frozenset(
+    {Op.IEQ, Op.NOT_IEQ, Op.CONTAINS, Op.STARTS, Op.ENDS, Op.ICONTAINS, Op.ISTARTS, Op.IENDS}
+)
+CASE_INSENSITIVE = frozenset({Op.IEQ, Op.NOT_IEQ, Op.ICONTAINS, Op.ISTARTS, Op.IENDS})
+# In a query string a comma separates values for these (contract section 5).
+COMMA_LISTS = frozenset({Op.EQ, Op.NOT_EQ, Op.BETWEEN})
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def ascii_lower(text: str) -> str:
+    """Case folding of A-Z only: the one both engines and Python compute identically."""
+    return text.translate(_ASCII_LOWER)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A field a parameter names: its (dotted) path, field and storage column."""
+
+    path: str
+    field: Field
+    column: str | None  # None: kept in the record's JSON ``data`` under ``path``
 
 
 @dataclass(frozen=True)
 class Condition:
-    """``path`` compared with ``op`` to any of ``values`` (already typed for the field)."""
+    """``target`` compared with ``op`` to ``values`` (typed for the field)."""
 
-    path: str
-    field: Field
-    column: str | None  # None: kept in the record's JSON data
+    target: Target
     op: Op
     values: tuple[Any, ...]
 
 
 @dataclass(frozen=True)
 class OrderKey:
-    path: str
-    field: Field
-    column: str
+    target: Target
     desc: bool
 
 
@@ -61,16 +101,16 @@ class ListQuery:
     backward: bool  # ``last`` / ``before``: read the page ending at the cursor
     cursor: Cursor | None
     include_deleted: bool
+    shape: Shape
 
 
 _FILTER_RE = re.compile(r"^(filter|filter-op)\[([^\]]*)\]$")
 _LIST_PARAMS = {"first", "last", "after", "before", "order-by", "include-deleted"}
-# Parameters of issue-3 features are known here so they are rejected by name, not as typos.
-_KNOWN_ELSEWHERE = {"expand", "load-only", "load_only"}
+SHAPE_PARAMS = frozenset({"expand", "load-only", "load_only"})
 
 
-def resolve(et: EntityType, path: str, where: str) -> tuple[Field, str | None]:
-    """The field a (possibly dotted) path names and its column; ParameterInvalid otherwise."""
+def resolve(et: EntityType, path: str, where: str) -> Target:
+    """The field a (possibly dotted) path names; ParameterInvalid otherwise."""
     head, _, sub = path.partition(".")
     f = et.field(head)
     if f is None:
@@ -81,38 +121,37 @@ def resolve(et: EntityType, path: str, where: str) -> tuple[Field, str | None]:
         match = next((s for s in f.subfields if s.name == sub), None)
         if match is None:
             raise ParameterInvalid(f"{where}: {head!r} has no sub-field {sub!r}")
-        return match, f"{f.column_name}__{sub}"
+        return Target(path, match, f"{f.column_name}__{sub}")
     if f.kind in (Kind.OBJECT, Kind.JSON):
         raise ParameterInvalid(f"{where}: {path!r} is an object; name one of its sub-fields")
-    return f, f.column_name
+    return Target(path, f, f.column_name)
 
 
 def typed_value(f: Field, raw: Any, where: str) -> Any:
-    """A filter or cursor value as the field's stored type."""
+    """A filter or cursor value (query text or JSON) as the field's stored type."""
     try:
         if f.kind is Kind.ENUM:
             return enum_value(f, int(raw) if isinstance(raw, str) and raw.isdigit() else raw)
         if not isinstance(raw, str):
             return _typed_json(f, raw)
-        text = raw
         if f.kind is Kind.TEXT:
-            return text
+            return raw
         if f.kind is Kind.INTEGER:
-            return int(text)
+            return int(raw)
         if f.kind is Kind.FLOAT:
-            return float(text)
+            return float(raw)
         if f.kind is Kind.BOOLEAN:
-            if text.lower() in ("true", "1"):
+            if raw.lower() in ("true", "1"):
                 return True
-            if text.lower() in ("false", "0"):
+            if raw.lower() in ("false", "0"):
                 return False
             raise ValueRejected("expected true or false")
         if f.kind is Kind.DATE:
-            return parse_date(text[:10]) if len(text) > 10 else parse_date(text)
+            return parse_date(raw[:10])
         if f.kind is Kind.DATETIME:
-            return parse_datetime(text)
+            return parse_datetime(raw)
         if f.kind is Kind.UUID:
-            return parse_uuid(text)
+            return parse_uuid(raw)
     except (ValueError, ValueRejected) as e:
         raise ParameterInvalid(f"{where}: {raw!r} does not fit field {f.name!r}: {e}") from None
     raise ParameterInvalid(f"{where}: field {f.name!r} cannot be compared")
@@ -122,8 +161,56 @@ def _typed_json(f: Field, raw: Any) -> Any:
     if f.kind is Kind.BOOLEAN and isinstance(raw, bool):
         return raw
     if f.kind in (Kind.INTEGER, Kind.FLOAT) and isinstance(raw, int | float):
-        return raw
+        if isinstance(raw, bool):
+            raise ValueRejected(f"{raw!r} is not a number")
+        return int(raw) if f.kind is Kind.INTEGER and float(raw).is_integer() else raw
     raise ValueRejected(f"{raw!r} is not a {f.kind.value}")
+
+
+def condition(et: EntityType, path: str, op_name: str, raw: Any, where: str) -> Condition:
+    """One condition from a filter value: query text, or JSON (a scalar or a list: any of)."""
+    target = resolve(et, path, where)
+    try:
+        op = Op(op_name)
+    except ValueError:
+        raise ParameterInvalid(
+            f"filter-op[{path}]: unknown operator {op_name!r}; one of {', '.join(Op)}"
+        ) from None
+    if op in NO_VALUE:
+        if raw not in (None, "", []):
+            raise ParameterInvalid(f"{where}: operator {op} takes no value, got {raw!r}")
+        return Condition(target, op, ())
+    if op in TEXT_ONLY and target.field.kind is not Kind.TEXT:
+        raise ParameterInvalid(
+            f"filter-op[{path}]: {op} applies to text; {path!r} is {target.field.kind.value}"
+        )
+    if isinstance(raw, str):
+        parts: list[Any] = raw.split(",") if op in COMMA_LISTS else [raw]
+    elif isinstance(raw, list):
+        parts = list(raw)
+    else:
+        parts = [raw]
+    if op is Op.BETWEEN and len(parts) != 2:
+        raise ParameterInvalid(f"{where}: between takes two values, low,high; got {raw!r}")
+    if not parts or any(p is None for p in parts):
+        raise ParameterInvalid(f"{where}: a value is needed; use filter-op null for nulls")
+    values = tuple(typed_value(target.field, p, where) for p in parts)
+    if op in CASE_INSENSITIVE:
+        values = tuple(ascii_lower(v) for v in values)
+    return Condition(target, op, values)
+
+
+def conditions(
+    et: EntityType, values: Mapping[str, Any], ops: Mapping[str, str]
+) -> tuple[Condition, ...]:
+    """Conditions from ``filter`` / ``filter-op`` maps (query parameters or webhook options)."""
+    for name in ops:
+        if name not in values:
+            raise ParameterInvalid(f"filter-op[{name}]: no filter[{name}] to apply it to")
+    return tuple(
+        condition(et, path, ops.get(path, "eq"), raw, f"filter[{path}]")
+        for path, raw in values.items()
+    )
 
 
 def _page_size(params: Mapping[str, str], name: str) -> int | None:
@@ -140,16 +227,14 @@ def parse_order(et: EntityType, raw: str | None) -> tuple[OrderKey, ...]:
     for part in (raw or "created").split(","):
         name = part.strip()
         desc = name.startswith("-")
-        name = name.lstrip("-")
+        name = name.removeprefix("-")
         if not name:
             raise ParameterInvalid(f"order-by: empty key in {raw!r}")
-        f, column = resolve(et, name, "order-by")
-        if column is None:
-            raise ParameterInvalid(f"order-by: {name!r} cannot be sorted on")
+        target = resolve(et, name, "order-by")
         if name != "id":
-            keys.append(OrderKey(name, f, column, desc))
+            keys.append(OrderKey(target, desc))
     last_desc = keys[-1].desc if keys else False
-    keys.append(OrderKey("id", et.by_name["id"], "id", last_desc))
+    keys.append(OrderKey(Target("id", et.by_name["id"], "id"), last_desc))
     return tuple(keys)
 
 
@@ -163,46 +248,50 @@ def decode_cursor(raw: str, order: tuple[OrderKey, ...], name: str) -> Cursor:
     except (binascii.Error, ValueError, orjson.JSONDecodeError):
         raise ParameterInvalid(f"{name}: {raw!r} is not a cursor") from None
     if not isinstance(values, list) or len(values) != len(order):
-        raise ParameterInvalid(f"{name}: cursor does not fit order-by")
+        raise ParameterInvalid(f"{name}: the cursor does not fit order-by")
     typed = tuple(
-        None if v is None else typed_value(k.field, v, name)
+        None if v is None else typed_value(k.target.field, v, name)
         for k, v in zip(order, values, strict=True)
     )
     return Cursor(typed)
 
 
-def parse_conditions(et: EntityType, params: Mapping[str, str]) -> tuple[Condition, ...]:
+def _filter_maps(params: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     values: dict[str, str] = {}
     ops: dict[str, str] = {}
     for key, raw in params.items():
         m = _FILTER_RE.match(key)
         if m:
             (values if m.group(1) == "filter" else ops)[m.group(2)] = raw
-    for name in ops:
-        if name not in values:
-            raise ParameterInvalid(f"filter-op[{name}]: no filter[{name}] to apply it to")
-    out: list[Condition] = []
-    for path, raw in values.items():
-        where = f"filter[{path}]"
-        f, column = resolve(et, path, where)
-        op_name = ops.get(path, "eq")
-        try:
-            op = Op(op_name)
-        except ValueError:
-            raise ParameterInvalid(f"filter-op[{path}]: unknown operator {op_name!r}") from None
-        typed = tuple(typed_value(f, part, where) for part in raw.split(","))
-        out.append(Condition(path, f, column, op, typed))
-    return tuple(out)
+    return values, ops
+
+
+def shape_of(et: EntityType, params: Mapping[str, str]) -> Shape:
+    """``expand`` and ``load-only`` (or ``load_only``) of a read or write request."""
+    if "load-only" in params and "load_only" in params:
+        raise ParameterInvalid("load-only and load_only: give one of them")
+    expand = params.get("expand")
+    load_only = params.get("load-only", params.get("load_only"))
+    return parse_shape(
+        et,
+        _split(expand),
+        _split(load_only),
+        "expand",
+        "load-only" if "load-only" in params else "load_only",
+    )
+
+
+def _split(raw: str | None) -> list[str] | None:
+    if raw is None:
+        return None
+    return [part.strip() for part in raw.split(",")]
 
 
 def parse_list(et: EntityType, params: Mapping[str, str]) -> ListQuery:
     """Parse a list request's query parameters; unknown parameters are refused."""
     for key in params:
-        if key in _LIST_PARAMS or _FILTER_RE.match(key):
-            continue
-        if key in _KNOWN_ELSEWHERE:
-            raise ParameterInvalid(f"{key}: not supported yet")
-        raise ParameterInvalid(f"unknown parameter {key!r}")
+        if key not in _LIST_PARAMS and key not in SHAPE_PARAMS and not _FILTER_RE.match(key):
+            raise ParameterInvalid(f"unknown parameter {key!r}")
     first, last = _page_size(params, "first"), _page_size(params, "last")
     after, before = params.get("after"), params.get("before")
     if first is not None and last is not None:
@@ -217,13 +306,15 @@ def parse_list(et: EntityType, params: Mapping[str, str]) -> ListQuery:
         if raw_cursor is None
         else decode_cursor(raw_cursor, order, "before" if backward else "after")
     )
+    values, ops = _filter_maps(params)
     return ListQuery(
-        conditions=parse_conditions(et, params),
+        conditions=conditions(et, values, ops),
         order=order,
         limit=last or first or DEFAULT_PAGE,
         backward=backward,
         cursor=cursor,
         include_deleted=parse_bool_param(params, "include-deleted"),
+        shape=shape_of(et, params),
     )
 
 

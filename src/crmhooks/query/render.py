@@ -1,6 +1,7 @@
-"""Records as the API shows them: relations as URIs, to-many relations as lists of URIs.
+"""Records as the API shows them: relations as URIs or expanded records, to-many lists.
 
-Everything a page needs is loaded with one query per relation kind, never one per record.
+Everything a page needs is loaded with a fixed number of queries per relation in the ``expand``
+tree, never one per record.
 """
 
 from __future__ import annotations
@@ -8,34 +9,153 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from crmhooks.query.shape import ExpandTree, Shape, prune, related_type
 from crmhooks.schema.registry import BUILTIN, GROUPS
-from crmhooks.schema.types import EntityType
-from crmhooks.store.records import Record, ids_pointing_at, kinds_of, table_of
+from crmhooks.schema.types import EntityType, ToMany
+from crmhooks.store.catalog import custom_type
+from crmhooks.store.records import Record, ids_pointing_at, row_to_record, scope, table_of
 
 API_PREFIX = "/api/v100/rest/spaces"
 _KIND_TO_ROUTE = {"Lead": "Leads", "Opportunity": "Opportunities"}
+Shown = dict[str, Any]
 
 
 def record_uri(base: str, space_id: str, entity: str, record_id: str) -> str:
     return f"{base}{API_PREFIX}/{space_id}/entities/{entity}/{record_id}"
 
 
-async def _group_routes(
-    conn: AsyncConnection, et: EntityType, space_id: str, records: Sequence[Record]
-) -> dict[str, str]:
-    """id -> route name for relations that point into a shared table."""
-    out: dict[str, str] = {}
-    for f in et.relations:
-        group = GROUPS.get(f.target or "")
-        if group is None:
-            continue
-        ids = [r[f.name] for r in records if r.get(f.name)]
-        disc = "kind" if group.name == "LeadOpptys" else "ce_api_name"
-        kinds = await kinds_of(conn, table_of(group), disc, space_id, ids)
-        out.update({rid: _KIND_TO_ROUTE.get(k, k) for rid, k in kinds.items()})
-    return out
+class Renderer:
+    """Shows records of one space; one per request (it caches custom entity types)."""
+
+    def __init__(self, conn: AsyncConnection, space_id: str, base: str) -> None:
+        self.conn = conn
+        self.space_id = space_id
+        self.base = base
+        self._custom: dict[str, EntityType | None] = {}
+
+    async def shaped(self, et: EntityType, records: Sequence[Record], shape: Shape) -> list[Shown]:
+        shown = await self.render(et, records, shape.expand)
+        return [prune(r, shape.load_only) for r in shown]
+
+    async def render(
+        self, et: EntityType, records: Sequence[Record], expand: ExpandTree | None = None
+    ) -> list[Shown]:
+        if not records:
+            return []
+        expand = expand or {}
+        routes = await self._group_routes(et, records)
+        ids = [r["id"] for r in records]
+        many: dict[str, dict[str, list[Any]]] = {}
+        for tm in et.to_many:
+            many[tm.name] = await self._to_many(tm, ids, expand.get(tm.name))
+        ones: dict[str, dict[str, Shown]] = {}
+        for f in et.relations:
+            if f.relation_name in expand:
+                wanted = {r[f.name] for r in records if r.get(f.name)}
+                ones[f.name] = await self._to_one(et, f.relation_name, wanted, expand)
+        out = []
+        for r in records:
+            shown: Shown = {}
+            for f in et.fields:
+                value = r.get(f.name)
+                shown[f.name] = value
+                if f.target is None:
+                    continue
+                if f.name in ones:
+                    shown[f.relation_name] = ones[f.name].get(value) if value else None
+                elif value is None:
+                    shown[f.relation_name] = None
+                else:
+                    route = routes.get(value, f.target) if f.target in GROUPS else f.target
+                    shown[f.relation_name] = record_uri(self.base, self.space_id, route, value)
+            for name, by_target in many.items():
+                shown[name] = by_target[r["id"]]
+            out.append(shown)
+        return out
+
+    async def _group_routes(self, et: EntityType, records: Sequence[Record]) -> dict[str, str]:
+        """id -> route name, for relations that point into a shared table."""
+        out: dict[str, str] = {}
+        for f in et.relations:
+            group = GROUPS.get(f.target or "")
+            if group is None:
+                continue
+            ids = sorted({r[f.name] for r in records if r.get(f.name)})
+            if not ids:
+                continue
+            t = table_of(group)
+            disc = t.c.kind if group.name == "LeadOpptys" else t.c.ce_api_name
+            rows = await self.conn.execute(
+                select(t.c.id, disc).where(t.c.id.in_(ids), t.c.space_id == self.space_id)
+            )
+            out.update({rid: _KIND_TO_ROUTE.get(kind, kind) for rid, kind in rows})
+        return out
+
+    async def _to_many(
+        self, tm: ToMany, ids: list[str], expand: ExpandTree | None
+    ) -> dict[str, list[Any]]:
+        source = BUILTIN[tm.source]
+        if expand is None:
+            by_target = await ids_pointing_at(self.conn, source, tm.via, self.space_id, ids)
+            return {
+                target: [record_uri(self.base, self.space_id, source.name, i) for i in found]
+                for target, found in by_target.items()
+            }
+        t = table_of(source)
+        rows = (
+            await self.conn.execute(
+                select(t)
+                .where(t.c[tm.via].in_(ids), scope(source, self.space_id))
+                .order_by(t.c.created, t.c.id)
+            )
+        ).mappings()
+        records = [row_to_record(source, row) for row in rows]
+        shown = await self.render(source, records, expand)
+        out: dict[str, list[Any]] = {i: [] for i in ids}
+        for rec, item in zip(records, shown, strict=True):
+            out[rec[tm.via]].append(item)
+        return out
+
+    async def _to_one(
+        self, et: EntityType, name: str, ids: set[str], expand: ExpandTree
+    ) -> dict[str, Shown]:
+        found = related_type(et, name)
+        assert found is not None
+        target = found[0]
+        if not ids:
+            return {}
+        t = table_of(target)
+        # A related record that was deleted since is still shown (with is_deleted: true).
+        rows = (
+            await self.conn.execute(
+                select(t).where(t.c.id.in_(sorted(ids)), t.c.space_id == self.space_id)
+            )
+        ).mappings()
+        by_type: dict[str, tuple[EntityType, list[Record]]] = {}
+        for row in rows:
+            actual = await self._actual_type(target, row)
+            if actual is None:
+                continue
+            by_type.setdefault(actual.name, (actual, []))[1].append(row_to_record(actual, row))
+        out: dict[str, Shown] = {}
+        for actual, records in by_type.values():
+            for item in await self.render(actual, records, expand[name]):
+                out[item["id"]] = item
+        return out
+
+    async def _actual_type(self, target: EntityType, row: Any) -> EntityType | None:
+        """The real entity type of a row of a shared table (a Lead, a CE_Bid record...)."""
+        if target.table == "lead_opptys":
+            return BUILTIN[_KIND_TO_ROUTE[row["kind"]]]
+        if target.name == "CustomEntityRecords":
+            api_name = row["ce_api_name"]
+            if api_name not in self._custom:
+                self._custom[api_name] = await custom_type(self.conn, self.space_id, api_name)
+            return self._custom[api_name]
+        return target
 
 
 async def render(
@@ -44,28 +164,7 @@ async def render(
     space_id: str,
     records: Sequence[Record],
     base: str,
-) -> list[dict[str, Any]]:
-    """The records of one entity type as the API returns them."""
-    if not records:
-        return []
-    routes = await _group_routes(conn, et, space_id, records)
-    ids = [r["id"] for r in records]
-    many = {
-        tm.name: (tm.source, await ids_pointing_at(conn, BUILTIN[tm.source], tm.via, space_id, ids))
-        for tm in et.to_many
-    }
-    out = []
-    for r in records:
-        shown: dict[str, Any] = {}
-        for f in et.fields:
-            value = r.get(f.name)
-            shown[f.name] = value
-            if f.target is not None:
-                route = routes.get(str(value), f.target) if f.target in GROUPS else f.target
-                shown[f.relation_name] = (
-                    None if value is None else record_uri(base, space_id, route, value)
-                )
-        for name, (source, by_target) in many.items():
-            shown[name] = [record_uri(base, space_id, source, i) for i in by_target[r["id"]]]
-        out.append(shown)
-    return out
+    shape: Shape | None = None,
+) -> list[Shown]:
+    """The records of one entity type as the API returns them, shaped."""
+    return await Renderer(conn, space_id, base).shaped(et, records, shape or Shape())

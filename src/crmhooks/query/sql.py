@@ -1,4 +1,10 @@
-"""The parsed list query compiled to SQL (the same statements on SQLite and PostgreSQL)."""
+"""The parsed list query compiled to SQL, with the same meaning on SQLite and PostgreSQL.
+
+Where the engines differ by default, the statements pin the meaning down so that they agree with
+each other and with ``query.memory``: text compares by code point (``COLLATE "C"`` on
+PostgreSQL, SQLite's binary default), case-insensitive operators fold A-Z only, and substring
+tests use ``instr``/``strpos`` rather than ``LIKE`` (whose case rules differ).
+"""
 
 from __future__ import annotations
 
@@ -10,98 +16,209 @@ from sqlalchemy import (
     and_,
     false,
     func,
+    literal,
+    not_,
     or_,
     select,
     tuple_,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import Integer, String
 
 from crmhooks.query.params import (
+    CASE_INSENSITIVE,
     Condition,
     Cursor,
     ListQuery,
     Op,
     OrderKey,
+    Target,
     encode_cursor,
     typed_value,
 )
-from crmhooks.schema.types import EntityType, Field, Kind
+from crmhooks.schema.types import EntityType, Kind
 from crmhooks.schema.values import to_wire
 from crmhooks.store.records import Record, row_to_record, scope, table_of
 
 
-def _operand(et: EntityType, c: Condition) -> tuple[ColumnElement[Any], Any]:
-    """The SQL expression a condition reads, and how to present its values to it."""
+class codepoint(FunctionElement[str]):
+    """Text compared and sorted by code point on every engine."""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(codepoint)
+def _codepoint_default(element: codepoint, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(codepoint, "postgresql")
+def _codepoint_pg(element: codepoint, compiler: SQLCompiler, **kw: Any) -> str:
+    return f'({compiler.process(element.clauses, **kw)}) COLLATE "C"'
+
+
+class ascii_lower(FunctionElement[str]):
+    """A-Z folded to a-z, nothing else (SQLite's ``lower`` without ICU does exactly this)."""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(ascii_lower)
+def _lower_default(element: ascii_lower, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"lower({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(ascii_lower, "postgresql")
+def _lower_pg(element: ascii_lower, compiler: SQLCompiler, **kw: Any) -> str:
+    inner = compiler.process(element.clauses, **kw)
+    return f"translate({inner}, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
+
+
+class position(FunctionElement[int]):
+    """1-based position of the second text in the first, 0 when absent (case-sensitive)."""
+
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(position)
+def _position_default(element: position, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"instr({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(position, "postgresql")
+def _position_pg(element: position, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"strpos({compiler.process(element.clauses, **kw)})"
+
+
+def operand(et: EntityType, target: Target) -> tuple[ColumnElement[Any], bool]:
+    """The SQL expression a target reads, and whether its values go in as wire text."""
     t = table_of(et)
-    if c.column is not None:
-        return t.c[c.column], None
-    extracted = t.c.data[c.path]
-    k = c.field.kind
+    k = target.field.kind
+    if target.column is not None:
+        col: ColumnElement[Any] = t.c[target.column]
+        return (codepoint(col) if k is Kind.TEXT else col), False
+    extracted = t.c.data[target.path]
     if k is Kind.INTEGER:
-        return extracted.as_integer(), None
+        return extracted.as_integer(), False
     if k is Kind.FLOAT:
-        return extracted.as_float(), None
+        return extracted.as_float(), False
     if k is Kind.BOOLEAN:
-        return extracted.as_boolean(), None
-    return extracted.as_string(), c.field
+        return extracted.as_boolean(), False
+    if k is Kind.ENUM:  # pragma: no cover - custom fields have no enums
+        return extracted.as_integer(), False
+    # Dates, date-times, UUIDs and text are kept as wire strings inside JSON; the wire forms
+    # sort as their values do.
+    return codepoint(extracted.as_string()), True
+
+
+def _text_match(col: ColumnElement[Any], op: Op, v: str) -> ColumnElement[bool]:
+    if v == "":
+        return col.is_not(None)
+    n = len(v)
+    if op in (Op.CONTAINS, Op.ICONTAINS):
+        return position(col, v) > 0
+    if op in (Op.STARTS, Op.ISTARTS):
+        return func.substr(col, 1, n) == v
+    length = func.length(col)
+    return and_(length >= n, func.substr(col, length - n + 1) == v)
 
 
 def condition_sql(et: EntityType, c: Condition) -> ColumnElement[bool]:
-    col, wire_field = _operand(et, c)
-    values = [to_wire(wire_field, v) if wire_field else v for v in c.values]
-    if c.op is Op.EQ:
+    col, as_wire = operand(et, c.target)
+    values = [to_wire(c.target.field, v) if as_wire else v for v in c.values]
+    op = c.op
+    if op in CASE_INSENSITIVE:
+        col = ascii_lower(col)
+    if op is Op.NULL:
+        return col.is_(None)
+    if op is Op.NOT_NULL:
+        return col.is_not(None)
+    if op in (Op.EMPTY, Op.NOT_EMPTY):
+        empty: ColumnElement[bool] = col.is_(None)
+        if c.target.field.kind is Kind.TEXT:
+            empty = or_(empty, col == "")
+        return empty if op is Op.EMPTY else not_(empty)
+    if op in (Op.EQ, Op.IEQ):
         return col == values[0] if len(values) == 1 else col.in_(values)
-    raise AssertionError(c.op)  # pragma: no cover - Op has no other members
+    if op in (Op.NOT_EQ, Op.NOT_IEQ):
+        # "not equal to any of them": a record without a value is not equal to any.
+        return or_(col.is_(None), col.not_in(values))
+    if op is Op.BETWEEN:
+        return and_(col >= literal(values[0]), col <= literal(values[1]))
+    if op in (Op.GT, Op.GTE, Op.LT, Op.LTE):
+        compare = {
+            Op.GT: col.__gt__,
+            Op.GTE: col.__ge__,
+            Op.LT: col.__lt__,
+            Op.LTE: col.__le__,
+        }[op]
+        return or_(*(compare(literal(v)) for v in values))
+    return or_(*(_text_match(col, op, v) for v in values))
 
 
 def _cmp(col: ColumnElement[Any], value: Any, greater: bool) -> ColumnElement[bool]:
     """``col`` strictly after ``value`` in an order where NULL sorts first."""
     if greater:
-        return col.is_not(None) if value is None else col > value
-    return false() if value is None else or_(col < value, col.is_(None))
+        return col.is_not(None) if value is None else col > literal(value)
+    return false() if value is None else or_(col < literal(value), col.is_(None))
 
 
 def _eq(col: ColumnElement[Any], value: Any) -> ColumnElement[bool]:
     return col.is_(None) if value is None else col == value
 
 
+_NOT_NULL_COLUMNS = {"id", "created", "modified", "revision", "is_deleted"}
+
+
+def _order_values(et: EntityType, order: tuple[OrderKey, ...], cursor: Cursor) -> list[Any]:
+    out = []
+    for k, v in zip(order, cursor.values, strict=True):
+        as_wire = operand(et, k.target)[1]
+        out.append(to_wire(k.target.field, v) if as_wire and v is not None else v)
+    return out
+
+
 def keyset(
     et: EntityType, order: tuple[OrderKey, ...], cursor: Cursor, forward: bool
 ) -> ColumnElement[bool]:
     """Rows strictly after (``forward``) or before the cursor in the given order."""
-    t = table_of(et)
-    cols = [t.c[k.column] for k in order]
+    cols = [operand(et, k.target)[0] for k in order]
+    values = _order_values(et, order, cursor)
     greater = [(not k.desc) == forward for k in order]
-    nullable = any(v is None for v in cursor.values)
-    if len(set(greater)) == 1 and not nullable and all(_not_null(et, k) for k in order):
-        # One direction and no NULLs: a row-value comparison that both engines seek with an index.
-        lhs, rhs = tuple_(*cols), tuple_(*cursor.values)
+    plain = all(k.target.column in _NOT_NULL_COLUMNS for k in order)
+    if len(set(greater)) == 1 and plain:
+        # One direction over non-null columns: a row-value comparison both engines seek with
+        # an index.
+        lhs, rhs = tuple_(*cols), tuple_(*values)
         return lhs > rhs if greater[0] else lhs < rhs
     clauses = []
     for i, col in enumerate(cols):
-        prefix = [_eq(cols[j], cursor.values[j]) for j in range(i)]
-        clauses.append(and_(*prefix, _cmp(col, cursor.values[i], greater[i])))
+        prefix = [_eq(cols[j], values[j]) for j in range(i)]
+        clauses.append(and_(*prefix, _cmp(col, values[i], greater[i])))
     return or_(*clauses)
 
 
-def _not_null(et: EntityType, k: OrderKey) -> bool:
-    return k.column in ("id", "created", "modified", "revision", "is_deleted")
-
-
 def _ordered(et: EntityType, order: tuple[OrderKey, ...], forward: bool) -> list[Any]:
-    t = table_of(et)
     out = []
     for k in order:
+        col = operand(et, k.target)[0]
         ascending = (not k.desc) == forward
-        col = t.c[k.column]
         out.append(col.asc().nulls_first() if ascending else col.desc().nulls_last())
     return out
 
 
-def where_clause(et: EntityType, space_id: str, q: ListQuery) -> ColumnElement[bool]:
+def where_clause(
+    et: EntityType, space_id: str, conditions: tuple[Condition, ...], include_deleted: bool
+) -> ColumnElement[bool]:
     return and_(
-        scope(et, space_id, include_deleted=q.include_deleted),
-        *(condition_sql(et, c) for c in q.conditions),
+        scope(et, space_id, include_deleted=include_deleted),
+        *(condition_sql(et, c) for c in conditions),
     )
 
 
@@ -109,34 +226,29 @@ def page_statement(
     et: EntityType, space_id: str, q: ListQuery, cursor: Cursor | None, forward: bool, limit: int
 ) -> Select[Any]:
     t = table_of(et)
-    stmt = select(t).where(where_clause(et, space_id, q))
+    stmt = select(t).where(where_clause(et, space_id, q.conditions, q.include_deleted))
     if cursor is not None:
         stmt = stmt.where(keyset(et, q.order, cursor, forward))
     return stmt.order_by(*_ordered(et, q.order, forward)).limit(limit)
 
 
-def cursor_of(order: tuple[OrderKey, ...], record: Record) -> Cursor:
+def _key_values(order: tuple[OrderKey, ...], record: Record) -> list[Any]:
     values = []
     for k in order:
-        head, _, sub = k.path.partition(".")
-        value = record.get(head)
-        if sub:
-            value = None if value is None else value.get(sub)
-        values.append(value)
-    return Cursor(tuple(_typed(k.field, v) for k, v in zip(order, values, strict=True)))
-
-
-def _typed(f: Field, wire: Any) -> Any:
-    return None if wire is None else typed_value(f, wire, "cursor")
-
-
-def _wire_cursor(order: tuple[OrderKey, ...], record: Record) -> str:
-    values = []
-    for k in order:
-        head, _, sub = k.path.partition(".")
+        head, _, sub = k.target.path.partition(".")
         value = record.get(head)
         values.append((value or {}).get(sub) if sub else value)
-    return encode_cursor(values)
+    return values
+
+
+def cursor_of(order: tuple[OrderKey, ...], record: Record) -> Cursor:
+    values = _key_values(order, record)
+    return Cursor(
+        tuple(
+            None if v is None else typed_value(k.target.field, v, "cursor")
+            for k, v in zip(order, values, strict=True)
+        )
+    )
 
 
 async def list_page(
@@ -144,19 +256,15 @@ async def list_page(
 ) -> tuple[list[Record], int, dict[str, Any]]:
     """One page of records, the total that match, and ``page_info``."""
     forward = not q.backward
-    rows = (
-        (await conn.execute(page_statement(et, space_id, q, q.cursor, forward, q.limit + 1)))
-        .mappings()
-        .all()
-    )
+    stmt = page_statement(et, space_id, q, q.cursor, forward, q.limit + 1)
+    rows = (await conn.execute(stmt)).mappings().all()
     more = len(rows) > q.limit
     records = [row_to_record(et, r) for r in rows[: q.limit]]
     if not forward:
         records.reverse()
+    where = where_clause(et, space_id, q.conditions, q.include_deleted)
     total = (
-        await conn.execute(
-            select(func.count()).select_from(table_of(et)).where(where_clause(et, space_id, q))
-        )
+        await conn.execute(select(func.count()).select_from(table_of(et)).where(where))
     ).scalar_one()
     # Is there anything on the far side of where this page starts?
     beyond = False
@@ -166,8 +274,8 @@ async def list_page(
         beyond = (await conn.execute(probe)).first() is not None
     has_next, has_previous = (more, beyond) if forward else (beyond, more)
     info = {
-        "start_cursor": _wire_cursor(q.order, records[0]) if records else None,
-        "end_cursor": _wire_cursor(q.order, records[-1]) if records else None,
+        "start_cursor": encode_cursor(_key_values(q.order, records[0])) if records else None,
+        "end_cursor": encode_cursor(_key_values(q.order, records[-1])) if records else None,
         "has_previous_page": has_previous,
         "has_next_page": has_next,
     }

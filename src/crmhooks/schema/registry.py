@@ -323,14 +323,20 @@ _TYPES: tuple[EntityType, ...] = (
 
 # Relation targets that stand for more than one entity type: any row of the shared table.
 GROUPS: dict[str, EntityType] = {
+    # What every Lead and Opportunity has: a relation to either can be expanded this far.
     "LeadOpptys": EntityType(
-        name="LeadOpptys", singular="LeadOppty", table="lead_opptys", fields=with_system()
+        name="LeadOpptys",
+        singular="LeadOppty",
+        table="lead_opptys",
+        fields=with_system(*_LEAD_OPPTY_COMMON, rel("step_id", "Steps")),
+        to_many=(_documents("lead_oppty_id"),),
     ),
     "CustomEntityRecords": EntityType(
         name="CustomEntityRecords",
         singular="CustomEntityRecord",
         table="custom_entity_records",
-        fields=with_system(),
+        fields=with_system(text("name"), OWNER),
+        to_many=(_documents("custom_entity_id"),),
     ),
 }
 

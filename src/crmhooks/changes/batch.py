@@ -1,0 +1,47 @@
+"""Batch writes: many items through one writer, each item's outcome at its index.
+
+Every write checks everything before it stores anything, so a failed item leaves nothing
+behind and the batch can go on to the next one without a savepoint. With ``keep_going`` false
+(``rollback-method=0``) a batch with any failure raises :class:`BatchFailed`, which rolls the
+whole transaction back; with it true (``rollback-method=1``) the items that succeeded are kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from crmhooks.changes.writer import Writer
+from crmhooks.errors import ApiError, BatchFailed
+from crmhooks.schema.types import EntityType
+
+MAX_ITEMS = 10_000
+
+Item = Callable[[Writer, EntityType, Any], Awaitable[str]]
+
+
+def item_error(index: int, exc: ApiError) -> dict[str, Any]:
+    return {"index": index, **exc.body()}
+
+
+async def run_batch(
+    writer: Writer,
+    et: EntityType,
+    items: Sequence[Any],
+    run: Item,
+    *,
+    keep_going: bool,
+) -> list[Any]:
+    """Each item's id or error object, in item order."""
+    results: list[Any] = []
+    failed: list[int] = []
+    for index, item in enumerate(items):
+        try:
+            results.append(await run(writer, et, item))
+        except ApiError as exc:
+            results.append(item_error(index, exc))
+            failed.append(index)
+    if failed and not keep_going:
+        shown = [r if i in set(failed) else None for i, r in enumerate(results)]
+        raise BatchFailed(failed, shown)
+    return results

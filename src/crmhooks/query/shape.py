@@ -1,0 +1,118 @@
+"""``expand`` and ``load-only``: which related records to embed and which fields to keep.
+
+Both are parsed into trees checked against the entity types, so a mistake is a 400 naming the
+path, and applied to rendered records by ``query.render``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from crmhooks.errors import ParameterInvalid
+from crmhooks.schema.registry import BUILTIN, GROUPS
+from crmhooks.schema.types import EntityType, Kind
+
+# relation name -> the expansions below it
+ExpandTree = dict[str, "ExpandTree"]
+# field name -> the fields kept below it (None: the whole value)
+LoadTree = dict[str, "LoadTree | None"]
+
+
+@dataclass(frozen=True)
+class Shape:
+    expand: ExpandTree = field(default_factory=dict)
+    load_only: LoadTree | None = None  # None: every field
+
+
+def related_type(et: EntityType, name: str) -> tuple[EntityType, bool] | None:
+    """The entity type a relation name leads to, and whether it is to-many."""
+    for f in et.relations:
+        if f.relation_name == name and f.target is not None:
+            return (BUILTIN.get(f.target) or GROUPS[f.target]), False
+    for tm in et.to_many:
+        if tm.name == name:
+            return BUILTIN[tm.source], True
+    return None
+
+
+def _expand_tree(et: EntityType, paths: Sequence[str], where: str) -> ExpandTree:
+    tree: ExpandTree = {}
+    for path in paths:
+        if not path:
+            raise ParameterInvalid(f"{where}: empty relation name")
+        node, current = tree, et
+        for name in path.split("."):
+            found = related_type(current, name)
+            if found is None:
+                raise ParameterInvalid(f"{where}: {current.name} has no relation {name!r}")
+            current = found[0]
+            node = node.setdefault(name, {})
+    return tree
+
+
+def _load_tree(et: EntityType, paths: Sequence[str], expand: ExpandTree, where: str) -> LoadTree:
+    tree: LoadTree = {}
+    for path in paths:
+        if not path:
+            raise ParameterInvalid(f"{where}: empty field name")
+        _add_load_path(et, path.split("."), expand, tree, where, path)
+    return tree
+
+
+def _add_load_path(
+    et: EntityType,
+    parts: list[str],
+    expand: ExpandTree,
+    tree: LoadTree,
+    where: str,
+    path: str,
+) -> None:
+    head, rest = parts[0], parts[1:]
+    f = et.field(head)
+    related = related_type(et, head)
+    if f is None and related is None:
+        raise ParameterInvalid(f"{where}: {et.name} has no field {head!r} (in {path!r})")
+    if not rest:
+        tree[head] = None
+        return
+    if f is not None and f.kind is Kind.OBJECT:
+        subs = {s.name for s in f.subfields}
+        if rest[0] not in subs or len(rest) > 1:
+            raise ParameterInvalid(f"{where}: {head!r} has no sub-field {'.'.join(rest)!r}")
+        sub = tree.get(head, {})
+        if sub is not None:
+            sub[rest[0]] = None
+            tree[head] = sub
+        return
+    if related is None or head not in expand:
+        raise ParameterInvalid(f"{where}: {path!r} reaches into {head!r}, which is not expanded")
+    existing = tree.get(head, {})
+    if existing is None:  # the whole value is kept already
+        return
+    _add_load_path(related[0], rest, expand[head], existing, where, path)
+    tree[head] = existing
+
+
+def parse_shape(
+    et: EntityType,
+    expand: Sequence[str] | None,
+    load_only: Sequence[str] | None,
+    expand_name: str = "expand",
+    load_name: str = "load-only",
+) -> Shape:
+    tree = _expand_tree(et, expand or [], expand_name)
+    loads = None if load_only is None else _load_tree(et, load_only, tree, load_name)
+    return Shape(tree, loads)
+
+
+def prune(record: Any, tree: LoadTree | None) -> Any:
+    """Keep only the fields of ``tree`` (at every depth, through lists)."""
+    if tree is None or record is None:
+        return record
+    if isinstance(record, list):
+        return [prune(item, tree) for item in record]
+    if not isinstance(record, dict):
+        return record
+    return {name: prune(record[name], sub) for name, sub in tree.items() if name in record}
