@@ -127,6 +127,40 @@ LIST_PARAMS = [
     _param("order-by", "query", {"type": "string"}),
     _param("include-deleted", "query", {"type": "boolean"}),
 ]
+INCLUDE_DELETED = LIST_PARAMS[-1]
+SHAPE_PARAMS = [
+    {
+        **_param("expand", "query", {"type": "string"}),
+        "description": "Relations to embed, comma-separated, dotted for deeper ones",
+    },
+    {
+        **_param("load-only", "query", {"type": "string"}),
+        "description": "Fields to keep, comma-separated, dotted into expanded relations",
+    },
+]
+FILTER_PARAMS = [
+    {
+        "name": "filter",
+        "in": "query",
+        "style": "deepObject",
+        "explode": True,
+        "schema": {"type": "object", "additionalProperties": {"type": "string"}},
+        "description": "filter[field]=value; a comma in an eq / not-eq value means any of",
+    },
+    {
+        "name": "filter-op",
+        "in": "query",
+        "style": "deepObject",
+        "explode": True,
+        "schema": {"type": "object", "additionalProperties": {"type": "string"}},
+        "description": "filter-op[field]=operator: eq ieq not-eq not-ieq contains starts ends "
+        "icontains istarts iends null not-null empty not-empty gt gte lt lte between",
+    },
+]
+ROLLBACK = {
+    **_param("rollback-method", "query", {"type": "integer", "enum": [0, 1]}),
+    "description": "0 (default): all or nothing; 1: keep the items that succeeded",
+}
 
 
 def _responses(ok: str, ok_schema: dict[str, Any], *errors: str) -> dict[str, Any]:
@@ -171,28 +205,29 @@ def _entity_paths(et: EntityType, path_name: str, extra: list[Any]) -> dict[str,
             "get": {
                 "tags": tag,
                 "summary": f"List {et.name}",
-                "parameters": [*base, *LIST_PARAMS],
+                "parameters": [*base, *LIST_PARAMS, *FILTER_PARAMS, *SHAPE_PARAMS],
                 "responses": _responses("200", listing, "404"),
             },
             "post": {
                 "tags": tag,
                 "summary": f"Create one of {et.name}",
-                "parameters": base,
+                "parameters": [*base, *SHAPE_PARAMS],
                 "requestBody": _body(write_schema(et, create=True)),
                 "responses": _responses("201", _one(ref), "404", "413", "422"),
             },
         },
+        **_batch_paths(et, path_name, base),
         f"{PREFIX}/entities/{path_name}/{{record_id}}": {
             "get": {
                 "tags": tag,
                 "summary": f"Read one of {et.name}",
-                "parameters": [*base, RECORD, LIST_PARAMS[-1]],
+                "parameters": [*base, RECORD, INCLUDE_DELETED, *SHAPE_PARAMS],
                 "responses": _responses("200", _one(ref), "404"),
             },
             "patch": {
                 "tags": tag,
                 "summary": f"Change fields of one of {et.name}",
-                "parameters": [*base, RECORD],
+                "parameters": [*base, RECORD, *SHAPE_PARAMS],
                 "requestBody": _body(write_schema(et, create=False)),
                 "responses": _responses("200", _one(ref), "404", "413", "422"),
             },
@@ -204,6 +239,30 @@ def _entity_paths(et: EntityType, path_name: str, extra: list[Any]) -> dict[str,
             },
         },
     }
+
+
+def _batch_paths(et: EntityType, path_name: str, base: list[Any]) -> dict[str, Any]:
+    update = {**write_schema(et, create=False)}
+    update["properties"] = {**update["properties"], "id": {"type": "string", "format": "uuid"}}
+    items = {"type": "array", "items": {"anyOf": [write_schema(et, create=True), update]}}
+    ids = {"type": "array", "items": {"type": "string", "format": "uuid"}}
+    results = {"type": "object", "properties": {"success": {"const": True}, "data": {}}}
+    out = {}
+    for action, body, summary in (
+        ("batch-modify", items, "Create (no id) and update (with id) many"),
+        ("batch-delete", ids, "Soft-delete many"),
+        ("batch-restore", ids, "Restore many soft-deleted"),
+    ):
+        out[f"{PREFIX}/entities/{path_name}/{action}"] = {
+            "post": {
+                "tags": [et.name],
+                "summary": f"{summary} {et.name}",
+                "parameters": [*base, ROLLBACK],
+                "requestBody": _body(body),
+                "responses": _responses("200", results, "404", "413", "422"),
+            }
+        }
+    return out
 
 
 def record_schema(et: EntityType) -> dict[str, Any]:
