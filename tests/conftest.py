@@ -62,10 +62,12 @@ def pg_schema_url() -> Iterator[str | None]:
 
 
 def _truncate_pg(url: str) -> None:
+    # DELETE, not TRUNCATE: on tables this small it is about twenty times faster, and it runs
+    # before every PostgreSQL test.
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-    names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
     with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {names} CASCADE"))
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(table.delete())
     engine.dispose()
 
 
@@ -88,7 +90,8 @@ def db_url(
 
 @pytest.fixture
 def settings(db_url: str) -> Settings:
-    return Settings(database_url=db_url, public_url="http://testserver")
+    # The API alone: tests of delivery start a dispatcher of their own (or a real server).
+    return Settings(database_url=db_url, public_url="http://testserver", delivery=False)
 
 
 async def new_space(db_url: str, space_id: str) -> IssuedKey:

@@ -67,6 +67,8 @@ def serve(
     from crmhooks.api import create_app
 
     settings = _settings(database)
+    if not settings.public_url:
+        settings = settings.model_copy(update={"public_url": f"http://{host}:{port}"})
     configure(settings.log_level, json=settings.log_json)
     try:
         upgrade(settings.database_url)
@@ -87,6 +89,21 @@ def serve(
         loop="uvloop",
         http="httptools",
     )
+
+
+@app.command()
+def listen(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 9000,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    signature: Annotated[
+        str | None, typer.Option(help="The webhook's secret, to check each request's signature.")
+    ] = None,
+    status: Annotated[int, typer.Option(help="The HTTP status to answer with.")] = 200,
+) -> None:
+    """Receive webhook requests locally and print them (headers, JSON, signature check)."""
+    from crmhooks.listen import run
+
+    run(host, port, signature, status)
 
 
 @spaces_app.command("create")

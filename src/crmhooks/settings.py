@@ -17,3 +17,11 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
     log_level: str = "info"
     log_json: bool = False
+    # Delivery (contract sections 8, 9).
+    delivery: bool = True  # run the dispatcher in this process
+    allowed_targets: str = ""  # CIDRs webhooks may reach although private, e.g. 127.0.0.0/8
+    retry_schedule: str = ""  # seconds between attempts, comma-separated; empty: the default
+    max_in_flight: int = 256
+    max_in_flight_per_webhook: int = 16
+    connect_timeout: float = 5.0
+    request_timeout: float = 15.0

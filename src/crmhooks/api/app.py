@@ -20,7 +20,9 @@ from crmhooks.api import envelopes
 from crmhooks.api.auth import KeyCache
 from crmhooks.api.openapi import build_openapi
 from crmhooks.api.routes import Services, routes
+from crmhooks.changes.outbox import record_events
 from crmhooks.changes.writer import WritePath
+from crmhooks.delivery.dispatcher import build_dispatcher
 from crmhooks.errors import (
     ApiError,
     InternalError,
@@ -29,6 +31,8 @@ from crmhooks.errors import (
     ParameterInvalid,
     PayloadTooLarge,
 )
+from crmhooks.hooks.registration import make_validator
+from crmhooks.netguard import Guard, parse_allowed
 from crmhooks.settings import Settings
 from crmhooks.store.engine import open_database
 from crmhooks.store.migrate import upgrade
@@ -100,10 +104,23 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         if migrate:
             await asyncio.to_thread(upgrade, settings.database_url)
         db = open_database(settings.database_url, pool_size=settings.db_pool_size)
-        app.state.services = Services(settings, db, WritePath(db), KeyCache(db))
+        guard = Guard(parse_allowed(settings.allowed_targets))
+        dispatcher = build_dispatcher(db, settings) if settings.delivery else None
+        writes = WritePath(
+            db,
+            recorders=[record_events],
+            after_commit=[dispatcher.notify] if dispatcher else [],
+            validators={"Webhooks": make_validator(guard)},
+        )
+        app.state.services = Services(settings, db, writes, KeyCache(db))
+        app.state.dispatcher = dispatcher
+        if dispatcher is not None:
+            await dispatcher.start()
         try:
             yield
         finally:
+            if dispatcher is not None:
+                await dispatcher.stop()
             await db.dispose()
 
     app = FastAPI(

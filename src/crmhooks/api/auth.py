@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 
 from starlette.requests import Request
 
@@ -41,7 +40,7 @@ def _credentials(request: Request) -> tuple[str, str]:
         raise Unauthorized(_REFUSED)
     try:
         user, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, or a header that is not ASCII
         raise Unauthorized(_REFUSED) from None
     if not sep or not user:
         raise Unauthorized(_REFUSED)

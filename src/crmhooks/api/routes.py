@@ -30,6 +30,7 @@ from crmhooks.store.records import Record, fetch
 
 PREFIX = "/api/v100/rest/spaces/{space_id}"
 SKIP_KEY_HEADER = "webhook-skip-key"
+MAX_SKIP_KEY = 255
 
 
 @dataclass
@@ -58,6 +59,8 @@ async def _context(request: Request) -> tuple[Services, WriteContext]:
     space_id = request.path_params["space_id"]
     key = await authenticate(request, svc.keys, space_id)
     skip = request.headers.get(SKIP_KEY_HEADER)
+    if skip is not None and len(skip) > MAX_SKIP_KEY:
+        raise ParameterInvalid(f"Webhook-Skip-Key: longer than {MAX_SKIP_KEY} characters")
     return svc, WriteContext(space_id=space_id, key_id=key.key_id, skip_key=skip)
 
 
@@ -159,13 +162,16 @@ async def _write(
     *,
     shown_as: EntityType | None = None,
     status: int = 200,
+    reveal: bool = False,
 ) -> Response:
     """Run one write and answer with the record as it is now, shaped as asked."""
     shape = _shape(request, shown_as or et)
     async with svc.writes.begin(ctx) as writer:
         record = await step(writer, et)
         base = base_url(request, svc.settings)
-        shown = await render(writer.conn, shown_as or et, ctx.space_id, [record], base, shape)
+        shown = await render(
+            writer.conn, shown_as or et, ctx.space_id, [record], base, shape, reveal=reveal
+        )
     return envelopes.one(shown[0], status)
 
 
@@ -177,7 +183,7 @@ async def create_record(request: Request) -> Response:
     async def step(w: Writer, et: EntityType) -> Record:
         return await w.create(et, body)
 
-    return await _write(request, svc, ctx, et, step, status=201)
+    return await _write(request, svc, ctx, et, step, status=201, reveal=True)
 
 
 async def patch_record(request: Request) -> Response:

@@ -30,6 +30,8 @@ def _merged(before: Record | None, updates: Stored, name: str) -> Any:
 def lead_oppty_status(before: Record | None, updates: Stored, now: datetime) -> Stored:
     """Status dates follow status; archiving an open record loses it (contract section 4)."""
     out = dict(updates)
+    if before is None:
+        out["was_qualified"] = False  # only qualify sets it; a new record shows false, not null
     old_status = OPEN if before is None else before.get("status", OPEN)
     was_archived = bool(before and before.get("is_archived"))
     status = _merged(before, out, "status") or OPEN

@@ -10,7 +10,7 @@ where events are stored, so a write that commits has its events and one that rol
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -65,6 +65,7 @@ class Change:
     before: Record | None
     after: Record
     changed: dict[str, tuple[Any, Any]]
+    at: datetime
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,12 @@ class WriteContext:
 
 
 Recorder = Callable[[AsyncConnection, WriteContext, Sequence[Change]], Awaitable[None]]
+# An entity type's own check that needs the database or settings (webhook registration):
+# (connection, context, record before or None, stored updates, now) -> stored updates.
+Validator = Callable[
+    [AsyncConnection, WriteContext, Record | None, dict[str, Any], datetime],
+    Awaitable[dict[str, Any]],
+]
 
 
 def _diff(before: Record | None, after: Record) -> dict[str, tuple[Any, Any]]:
@@ -91,6 +98,15 @@ class Writer:
     ctx: WriteContext
     changes: list[Change] = field(default_factory=list)
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    validators: Mapping[str, Validator] = field(default_factory=dict)
+
+    async def _validate(
+        self, et: EntityType, before: Record | None, stored: dict[str, Any]
+    ) -> dict[str, Any]:
+        check = self.validators.get(et.name)
+        return (
+            stored if check is None else await check(self.conn, self.ctx, before, stored, self.now)
+        )
 
     async def _check_relations(self, et: EntityType, stored: dict[str, Any]) -> None:
         wanted: dict[str, list[tuple[str, str]]] = {}
@@ -139,6 +155,7 @@ class Writer:
             if f.name not in stored and not f.read_only and f.default is not None:
                 stored[f.name] = f.default
         stored = derive(et, None, stored, self.now)
+        stored = await self._validate(et, None, stored)
         await self._check_relations(et, stored)
         await self._check_unique(et, stored)
         record_id = str(uuid.uuid4())
@@ -158,7 +175,9 @@ class Writer:
             cols["data"] = data
         await self.conn.execute(insert(table_of(et)).values(**system, **cols))
         after = row_to_record(et, {**_empty_row(et), **system, **cols})
-        return self._record(Change(et, Action.CREATE, record_id, None, after, _diff(None, after)))
+        return self._record(
+            Change(et, Action.CREATE, record_id, None, after, _diff(None, after), self.now)
+        )
 
     async def _load(self, et: EntityType, record_id: str, *, deleted: bool = False) -> Record:
         found = await fetch(
@@ -202,12 +221,13 @@ class Writer:
             .where(t.c.id == before["id"], t.c.space_id == self.ctx.space_id)
             .values(**cols, modified=self.now, revision=after["revision"])
         )
-        return self._record(Change(et, action, before["id"], before, after, changed))
+        return self._record(Change(et, action, before["id"], before, after, changed, self.now))
 
     async def update(self, et: EntityType, record_id: str, body: dict[str, Any]) -> Record:
         before = await self._load(et, record_id)
         stored = check_write(et, body, before=before)
         stored = derive(et, before, stored, self.now)
+        stored = await self._validate(et, before, stored)
         changed_relations = {k: v for k, v in stored.items() if before.get(k) != v}
         await self._check_relations(et, changed_relations)
         return await self._store(et, before, stored, Action.UPDATE)
@@ -282,17 +302,32 @@ def _empty_row(et: EntityType) -> dict[str, Any]:
 
 
 class WritePath:
-    """Opens write transactions with the recorders that must see their changes."""
+    """Opens write transactions with the recorders that must see their changes.
 
-    def __init__(self, db: Database, recorders: Sequence[Recorder] = ()) -> None:
+    ``recorders`` run inside the transaction, before the commit; ``after_commit`` callbacks run
+    once a transaction that changed something has committed (to wake the dispatcher).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        recorders: Sequence[Recorder] = (),
+        after_commit: Sequence[Callable[[Sequence[Change]], None]] = (),
+        validators: Mapping[str, Validator] | None = None,
+    ) -> None:
         self.db = db
         self.recorders: list[Recorder] = list(recorders)
+        self.after_commit = list(after_commit)
+        self.validators = dict(validators or {})
 
     @asynccontextmanager
     async def begin(self, ctx: WriteContext) -> AsyncIterator[Writer]:
         async with self.db.write() as conn:
-            writer = Writer(conn, ctx)
+            writer = Writer(conn, ctx, validators=self.validators)
             yield writer
             if writer.changes:
                 for record in self.recorders:
                     await record(conn, ctx, writer.changes)
+        if writer.changes:
+            for callback in self.after_commit:
+                callback(writer.changes)

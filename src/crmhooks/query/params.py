@@ -135,9 +135,11 @@ def typed_value(f: Field, raw: Any, where: str) -> Any:
         if not isinstance(raw, str):
             return _typed_json(f, raw)
         if f.kind is Kind.TEXT:
+            if "\x00" in raw:
+                raise ValueRejected("contains a NUL character")
             return raw
         if f.kind is Kind.INTEGER:
-            return int(raw)
+            return _int64(int(raw))
         if f.kind is Kind.FLOAT:
             return float(raw)
         if f.kind is Kind.BOOLEAN:
@@ -163,8 +165,15 @@ def _typed_json(f: Field, raw: Any) -> Any:
     if f.kind in (Kind.INTEGER, Kind.FLOAT) and isinstance(raw, int | float):
         if isinstance(raw, bool):
             raise ValueRejected(f"{raw!r} is not a number")
-        return int(raw) if f.kind is Kind.INTEGER and float(raw).is_integer() else raw
+        return _int64(int(raw)) if f.kind is Kind.INTEGER and float(raw).is_integer() else raw
     raise ValueRejected(f"{raw!r} is not a {f.kind.value}")
+
+
+def _int64(value: int) -> int:
+    """Integers are stored in 64 bits; a larger one would fail in the database, not here."""
+    if not -(2**63) <= value < 2**63:
+        raise ValueRejected("integer out of range")
+    return value
 
 
 def condition(et: EntityType, path: str, op_name: str, raw: Any, where: str) -> Condition:
@@ -217,7 +226,7 @@ def _page_size(params: Mapping[str, str], name: str) -> int | None:
     raw = params.get(name)
     if raw is None:
         return None
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_PAGE:
         raise ParameterInvalid(f"{name}: {raw!r} is not a page size from 1 to {MAX_PAGE}")
     return int(raw)
 

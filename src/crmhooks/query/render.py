@@ -23,6 +23,13 @@ _KIND_TO_ROUTE = {"Lead": "Leads", "Opportunity": "Opportunities"}
 Shown = dict[str, Any]
 
 
+def mask(secret: Any) -> Any:
+    """A secret shown by its last four characters only."""
+    if not isinstance(secret, str) or not secret:
+        return secret
+    return "*" * max(len(secret) - 4, 4) + secret[-4:]
+
+
 def record_uri(base: str, space_id: str, entity: str, record_id: str) -> str:
     return f"{base}{API_PREFIX}/{space_id}/entities/{entity}/{record_id}"
 
@@ -30,10 +37,13 @@ def record_uri(base: str, space_id: str, entity: str, record_id: str) -> str:
 class Renderer:
     """Shows records of one space; one per request (it caches custom entity types)."""
 
-    def __init__(self, conn: AsyncConnection, space_id: str, base: str) -> None:
+    def __init__(
+        self, conn: AsyncConnection, space_id: str, base: str, *, reveal: bool = False
+    ) -> None:
         self.conn = conn
         self.space_id = space_id
         self.base = base
+        self.reveal = reveal  # show secret fields whole (only the response that set them)
         self._custom: dict[str, EntityType | None] = {}
 
     async def shaped(self, et: EntityType, records: Sequence[Record], shape: Shape) -> list[Shown]:
@@ -60,8 +70,10 @@ class Renderer:
         for r in records:
             shown: Shown = {}
             for f in et.fields:
+                if f.hidden:
+                    continue
                 value = r.get(f.name)
-                shown[f.name] = value
+                shown[f.name] = mask(value) if f.secret and not self.reveal else value
                 if f.target is None:
                     continue
                 if f.name in ones:
@@ -165,6 +177,9 @@ async def render(
     records: Sequence[Record],
     base: str,
     shape: Shape | None = None,
+    *,
+    reveal: bool = False,
 ) -> list[Shown]:
     """The records of one entity type as the API returns them, shaped."""
-    return await Renderer(conn, space_id, base).shaped(et, records, shape or Shape())
+    renderer = Renderer(conn, space_id, base, reveal=reveal)
+    return await renderer.shaped(et, records, shape or Shape())

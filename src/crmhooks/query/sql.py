@@ -14,6 +14,7 @@ from sqlalchemy import (
     ColumnElement,
     Select,
     and_,
+    cast,
     false,
     func,
     literal,
@@ -26,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
-from sqlalchemy.types import Integer, String
+from sqlalchemy.types import BigInteger, Integer, String
 
 from crmhooks.query.params import (
     CASE_INSENSITIVE,
@@ -105,7 +106,9 @@ def operand(et: EntityType, target: Target) -> tuple[ColumnElement[Any], bool]:
         return (codepoint(col) if k is Kind.TEXT else col), False
     extracted = t.c.data[target.path]
     if k is Kind.INTEGER:
-        return extracted.as_integer(), False
+        # Not ``as_integer()``: on PostgreSQL that casts to a 32-bit INTEGER, and a stored
+        # value past 2**31 would fail the whole query.
+        return cast(extracted.as_string(), BigInteger), False
     if k is Kind.FLOAT:
         return extracted.as_float(), False
     if k is Kind.BOOLEAN:

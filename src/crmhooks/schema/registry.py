@@ -321,6 +321,27 @@ _TYPES: tuple[EntityType, ...] = (
     ),
 )
 
+WEBHOOKS = EntityType(
+    name="Webhooks",
+    singular="Webhook",
+    table="webhooks",
+    fields=with_system(
+        Field("url", Kind.TEXT, required=True, max_length=2000),
+        Field("events", Kind.JSON, required=True),
+        Field("insecure_ssl", Kind.BOOLEAN, required=True),
+        Field("options", Kind.JSON),
+        Field("signature", Kind.TEXT, max_length=255, secret=True),
+        Field("signature_scheme", Kind.TEXT, max_length=32, default="pipeliner"),
+        rel("client_id", "Clients"),
+        Field("is_active", Kind.BOOLEAN, default=True),
+        read_only("disabled_reason", Kind.TEXT),
+        read_only("application_id", Kind.UUID),
+        # The replaced secret, still signed with until ``previous_signature_until``.
+        Field("previous_signature", Kind.TEXT, read_only=True, hidden=True, max_length=255),
+        Field("previous_signature_until", Kind.DATETIME, read_only=True, hidden=True),
+    ),
+)
+
 # Relation targets that stand for more than one entity type: any row of the shared table.
 GROUPS: dict[str, EntityType] = {
     # What every Lead and Opportunity has: a relation to either can be expanded this far.
@@ -343,7 +364,7 @@ GROUPS: dict[str, EntityType] = {
 CUSTOM_RECORD_TABLE = "custom_entity_records"
 CUSTOM_DISCRIMINATOR = "ce_api_name"
 
-BUILTIN: dict[str, EntityType] = {t.name: t for t in _TYPES}
+BUILTIN: dict[str, EntityType] = {t.name: t for t in (*_TYPES, WEBHOOKS)}
 
 # The ``CloudObjects`` link fields, and the entity types the link names (None: by the row).
 DOCUMENT_LINKS: dict[str, str] = {

@@ -47,6 +47,8 @@ class Field:
     subfields: tuple[Field, ...] = ()
     column: str | None = ""  # "" means: same as name
     default: object = None
+    secret: bool = False  # shown masked, except in the response that created it
+    hidden: bool = False  # kept for the server's own use, never shown
 
     @property
     def column_name(self) -> str | None:

@@ -36,18 +36,17 @@ def parse_datetime(text: str) -> datetime:
     s = text.strip()
     if not s:
         raise ValueRejected("empty date-time")
-    if _DATE_RE.match(s):
-        d = date.fromisoformat(s)
-        return datetime(d.year, d.month, d.day, tzinfo=UTC)
     if s.endswith(("Z", "z")):
         s = s[:-1] + "+00:00"
     try:
+        if _DATE_RE.match(s):
+            d = date.fromisoformat(s)
+            return datetime(d.year, d.month, d.day, tzinfo=UTC)
         dt = datetime.fromisoformat(s)
-    except ValueError:
+        # Near year 1 or 9999 an offset can carry the UTC time out of range (OverflowError).
+        return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise ValueRejected(f"{text!r} is not a date-time such as 2026-01-01 00:00:00") from None
-    if dt.tzinfo is None:
-        return dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
 
 
 def parse_date(text: str) -> date:

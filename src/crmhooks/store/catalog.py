@@ -25,6 +25,15 @@ async def custom_type(conn: AsyncConnection, space_id: str, api_name: str) -> En
     return record_type(api_name, list(row.fields or []))
 
 
+async def custom_types(conn: AsyncConnection, space_id: str) -> dict[str, EntityType]:
+    """Every custom entity type defined in the space, by api name."""
+    t = table_for("custom_entities")
+    rows = await conn.execute(
+        select(t.c.api_name, t.c.fields).where(t.c.space_id == space_id, t.c.is_deleted.is_(False))
+    )
+    return {name: record_type(name, list(fields or [])) for name, fields in rows}
+
+
 async def entity_type(conn: AsyncConnection, space_id: str, name: str) -> EntityType | None:
     """The entity type behind ``/entities/{name}`` in this space, or None."""
     et = BUILTIN.get(name)

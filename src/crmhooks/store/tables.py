@@ -23,6 +23,7 @@ from sqlalchemy import (
     Double,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     SmallInteger,
     String,
@@ -168,6 +169,75 @@ def _entity_tables() -> dict[str, Table]:
 
 
 TABLES = _entity_tables()
+
+# The outbox: every event a committed write raised, in commit order (``seq``). Plain JSON, not
+# JSONB: it is written once and read back whole, and keeps the order of the keys.
+SEQ = BigInteger().with_variant(Integer(), "sqlite")  # SQLite: an alias of the rowid
+events = Table(
+    "events",
+    metadata,
+    Column("seq", SEQ, primary_key=True, autoincrement=True),
+    Column("id", ID, nullable=False, unique=True),
+    Column("space_id", String(64), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("entity", String(64), nullable=False),
+    Column("record_id", ID, nullable=False),
+    Column("record", JSON(), nullable=False),
+    Column("changes", JSON(), nullable=True),
+    Column("related_entity", String(64), nullable=True),
+    Column("related_id", ID, nullable=True),
+    Column("related", JSON(), nullable=True),
+    Column("skip_key", String(255), nullable=True),
+    Column("burst_id", ID, nullable=False),
+    Column("key_id", ID, nullable=True),
+    Column("occurred", UTCDateTime(), nullable=False),
+)
+Index(None, events.c.occurred)
+
+# How far the router has turned events into deliveries.
+dispatch_state = Table(
+    "dispatch_state",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("last_seq", BigInteger(), nullable=False),
+    Column("updated", UTCDateTime(), nullable=False),
+)
+
+# One delivery is one HTTP request to one webhook (``webhook-id``), tried until it succeeds.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("webhook_id", ID, nullable=False),
+    Column("space_id", String(64), nullable=False),
+    Column("status", String(16), nullable=False),  # pending, delivered, failed
+    Column("body", Text(), nullable=False),
+    Column("event_ids", JSON(), nullable=False),
+    Column("event_count", Integer(), nullable=False),
+    Column("first_seq", BigInteger(), nullable=False),
+    Column("attempts", Integer(), nullable=False),
+    Column("next_attempt_at", UTCDateTime(), nullable=False),
+    Column("lease_until", UTCDateTime(), nullable=True),
+    Column("created", UTCDateTime(), nullable=False),
+    Column("delivered_at", UTCDateTime(), nullable=True),
+    Column("last_status", Integer(), nullable=True),
+    Column("last_error", Text(), nullable=True),
+)
+Index(None, deliveries.c.status, deliveries.c.next_attempt_at)
+Index(None, deliveries.c.webhook_id, deliveries.c.created)
+
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column("id", SEQ, primary_key=True, autoincrement=True),
+    Column("delivery_id", ID, nullable=False, index=True),
+    Column("attempt", Integer(), nullable=False),
+    Column("started", UTCDateTime(), nullable=False),
+    Column("status_code", Integer(), nullable=True),
+    Column("latency_ms", Double(), nullable=False),
+    Column("error", Text(), nullable=True),
+    Column("response_body", Text(), nullable=True),
+)
 
 
 def table_for(name: str) -> Table:

@@ -1,0 +1,97 @@
+"""The outbox recorder: a transaction's changes become event rows in the same transaction.
+
+A write that commits has all its events; one that rolls back has none. On PostgreSQL a
+transaction-scoped advisory lock is taken just before the events are inserted and held to the
+commit, so ``events.seq`` grows in commit order there too (SQLite has one writer anyway).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import insert, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from crmhooks.changes.events import Draft, drafts
+from crmhooks.changes.writer import Change, WriteContext
+from crmhooks.schema.registry import BUILTIN
+from crmhooks.schema.types import EntityType
+from crmhooks.store.catalog import custom_type, target_type
+from crmhooks.store.records import row_to_record, table_of
+from crmhooks.store.tables import events
+
+OUTBOX_LOCK = 0x6372_6D68  # "crmh": one lock id for every event-writing transaction
+_KINDS = {"Lead": "Leads", "Opportunity": "Opportunities"}
+
+
+async def _linked_type(
+    conn: AsyncConnection, space_id: str, group: str, row: Any
+) -> EntityType | None:
+    if group == "LeadOpptys":
+        return BUILTIN[_KINDS[row["kind"]]]
+    if group == "CustomEntityRecords":
+        return await custom_type(conn, space_id, row["ce_api_name"])
+    return BUILTIN[group]
+
+
+async def _resolve(conn: AsyncConnection, space_id: str, d: Draft) -> Draft | None:
+    """A DocumentLinked / Comment draft completed with the linked record, or None."""
+    group = target_type(d.entity)
+    t = table_of(group)
+    row = (
+        (await conn.execute(select(t).where(t.c.id == d.record_id, t.c.space_id == space_id)))
+        .mappings()
+        .first()
+    )
+    if row is None:
+        return None
+    et = await _linked_type(conn, space_id, d.entity, row)
+    if et is None or d.name not in et.events:
+        return None
+    return Draft(
+        name=f"{et.event_prefix}.{d.name}",
+        entity=et.name,
+        record_id=d.record_id,
+        record=row_to_record(et, row),
+        related_entity=d.related_entity,
+        related_id=d.related_id,
+        related=d.related,
+    )
+
+
+async def record_events(
+    conn: AsyncConnection, ctx: WriteContext, changes: Sequence[Change]
+) -> None:
+    """Store every event of ``changes`` (a :data:`~crmhooks.changes.writer.Recorder`)."""
+    rows: list[dict[str, Any]] = []
+    burst = str(uuid.uuid4())
+    for change in changes:
+        for d in drafts(change):
+            resolved = d if d.record is not None else await _resolve(conn, ctx.space_id, d)
+            if resolved is None or resolved.record is None:
+                continue
+            rows.append(
+                {
+                    "id": str(uuid.uuid4()),
+                    "space_id": ctx.space_id,
+                    "name": resolved.name,
+                    "entity": resolved.entity,
+                    "record_id": resolved.record_id,
+                    "record": resolved.record,
+                    "changes": resolved.changes,
+                    "related_entity": resolved.related_entity,
+                    "related_id": resolved.related_id,
+                    "related": resolved.related,
+                    "skip_key": ctx.skip_key,
+                    "burst_id": burst,
+                    "key_id": ctx.key_id,
+                    "occurred": change.at,
+                }
+            )
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": OUTBOX_LOCK})
+    await conn.execute(insert(events), rows)

@@ -1,0 +1,1 @@
+"""Delivery: routing events to webhooks, chunking, signing, sending, retrying."""

@@ -1,0 +1,303 @@
+"""The dispatcher inside ``crmhooks serve``: route, claim, send, record, retry.
+
+It wakes when a write commits (``notify``), not on a timer; a slow poll is kept only as a
+fallback for writes made by other processes. Three tasks run:
+
+- routing: events -> deliveries (``delivery.router``);
+- claiming: due deliveries of active webhooks get a lease and go to sending, limited in flight
+  in total and per webhook;
+- recording: outcomes are written in batches (one transaction for many requests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from crmhooks.delivery.retry import Verdict, decide, parse_schedule, retry_after_seconds
+from crmhooks.delivery.router import Router
+from crmhooks.delivery.sender import Outcome, Sender
+from crmhooks.netguard import Guard, parse_allowed
+from crmhooks.schema.registry import WEBHOOKS
+from crmhooks.settings import Settings
+from crmhooks.store.engine import Database
+from crmhooks.store.records import table_of
+from crmhooks.store.tables import deliveries, delivery_attempts
+
+log = structlog.get_logger("crmhooks.dispatcher")
+
+
+@dataclass(frozen=True)
+class DispatchSettings:
+    schedule: Sequence[float]
+    max_in_flight: int = 256
+    max_in_flight_per_webhook: int = 16
+    lease_seconds: float = 60.0
+    poll_seconds: float = 1.0
+    claim_batch: int = 256
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: str
+    webhook_id: str
+    body: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Result:
+    claimed: Claimed
+    outcome: Outcome
+
+
+class Dispatcher:
+    def __init__(self, db: Database, router: Router, sender: Sender, cfg: DispatchSettings) -> None:
+        self.db = db
+        self.router = router
+        self.sender = sender
+        self.cfg = cfg
+        self._route_wake = asyncio.Event()
+        self._claim_wake = asyncio.Event()
+        self._results: list[Result] = []
+        self._results_ready = asyncio.Event()
+        self._total = asyncio.Semaphore(cfg.max_in_flight)
+        self._per_webhook: dict[str, asyncio.Semaphore] = {}
+        self._in_flight: set[str] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._sends: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    def notify(self, *_: Any) -> None:
+        """A write committed: route now."""
+        self._route_wake.set()
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._loop(self._route_once, self._route_wake), name="route"),
+            asyncio.create_task(self._loop(self._claim_once, self._claim_wake), name="claim"),
+            asyncio.create_task(self._record_loop(), name="record"),
+        ]
+
+    async def stop(self, grace: float = 10.0) -> None:
+        self._stopping = True
+        for t in self._tasks[:2]:
+            t.cancel()
+        if self._sends:
+            await asyncio.wait(self._sends, timeout=grace)
+        for t in self._sends:
+            t.cancel()
+        self._results_ready.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._flush()
+        await self.sender.close()
+
+    async def _loop(self, once: Any, wake: asyncio.Event) -> None:
+        while not self._stopping:
+            try:
+                more = await once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("dispatcher step failed")
+                more = False
+                await asyncio.sleep(self.cfg.poll_seconds)
+            if more:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), self._sleep_for())
+            wake.clear()
+
+    def _sleep_for(self) -> float:
+        return self.cfg.poll_seconds
+
+    async def _route_once(self) -> bool:
+        made = await self.router.step()
+        if made:
+            self._claim_wake.set()
+        return made > 0
+
+    async def _claim_once(self) -> bool:
+        room = self.cfg.max_in_flight - len(self._in_flight)
+        if room <= 0:
+            return False
+        now = datetime.now(UTC)
+        webhooks = table_of(WEBHOOKS)
+        active = select(webhooks.c.id).where(
+            webhooks.c.is_active.is_(True), webhooks.c.is_deleted.is_(False)
+        )
+        due = (
+            select(deliveries.c.id)
+            .where(
+                deliveries.c.status == "pending",
+                deliveries.c.next_attempt_at <= now,
+                or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < now),
+                deliveries.c.webhook_id.in_(active),
+            )
+            .order_by(deliveries.c.next_attempt_at, deliveries.c.first_seq)
+            .limit(min(room, self.cfg.claim_batch))
+        )
+        async with self.db.write() as conn:
+            if conn.dialect.name == "postgresql":
+                due = due.with_for_update(skip_locked=True)
+            lease = now + timedelta(seconds=self.cfg.lease_seconds)
+            rows = (
+                await conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id.in_(due.scalar_subquery()))
+                    .values(lease_until=lease)
+                    .returning(
+                        deliveries.c.id,
+                        deliveries.c.webhook_id,
+                        deliveries.c.body,
+                        deliveries.c.attempts,
+                    )
+                )
+            ).all()
+        for row in rows:
+            claimed = Claimed(row.id, row.webhook_id, row.body, row.attempts)
+            self._in_flight.add(claimed.id)
+            task = asyncio.create_task(self._send(claimed))
+            self._sends.add(task)
+            task.add_done_callback(self._sends.discard)
+        return len(rows) >= min(room, self.cfg.claim_batch) and room > len(rows)
+
+    def _webhook_slot(self, webhook_id: str) -> asyncio.Semaphore:
+        slot = self._per_webhook.get(webhook_id)
+        if slot is None:
+            slot = self._per_webhook[webhook_id] = asyncio.Semaphore(
+                self.cfg.max_in_flight_per_webhook
+            )
+        return slot
+
+    async def _send(self, claimed: Claimed) -> None:
+        sub = self.router.index.by_id.get(claimed.webhook_id)
+        try:
+            if sub is None:
+                outcome = Outcome(None, 0.0, "webhook is gone", None, None, datetime.now(UTC))
+            else:
+                async with self._total, self._webhook_slot(claimed.webhook_id):
+                    outcome = await self.sender.send(sub, claimed.id, claimed.body.encode())
+            self._results.append(Result(claimed, outcome))
+            self._results_ready.set()
+        finally:
+            self._in_flight.discard(claimed.id)
+
+    async def _record_loop(self) -> None:
+        while True:
+            await self._results_ready.wait()
+            self._results_ready.clear()
+            try:
+                await self._flush()
+            except Exception:
+                log.exception("recording delivery outcomes failed")
+                await asyncio.sleep(self.cfg.poll_seconds)
+            if self._stopping:
+                return
+            self._claim_wake.set()
+
+    async def _flush(self) -> None:
+        results, self._results = self._results, []
+        if not results:
+            return
+        now = datetime.now(UTC)
+        updates: list[dict[str, Any]] = []
+        attempts: list[dict[str, Any]] = []
+        disable: set[str] = set()
+        for r in results:
+            n = r.claimed.attempts + 1
+            o = r.outcome
+            decision = decide(
+                n,
+                o.status,
+                schedule=self.cfg.schedule,
+                retry_after=retry_after_seconds(o.retry_after),
+                rand=random.Random(),
+            )
+            status = {
+                Verdict.DELIVERED: "delivered",
+                Verdict.RETRY: "pending",
+                Verdict.GIVE_UP: "failed",
+                Verdict.DISABLE: "failed",
+            }[decision.verdict]
+            if decision.verdict is Verdict.DISABLE:
+                disable.add(r.claimed.webhook_id)
+            updates.append(
+                {
+                    "b_id": r.claimed.id,
+                    "b_status": status,
+                    "b_attempts": n,
+                    "b_next": now + timedelta(seconds=decision.delay),
+                    "b_delivered": now if status == "delivered" else None,
+                    "b_last_status": o.status,
+                    "b_last_error": o.error,
+                }
+            )
+            attempts.append(
+                {
+                    "delivery_id": r.claimed.id,
+                    "attempt": n,
+                    "started": o.started,
+                    "status_code": o.status,
+                    "latency_ms": o.latency_ms,
+                    "error": o.error,
+                    "response_body": o.body,
+                }
+            )
+        async with self.db.write() as conn:
+            await conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == bindparam("b_id"))
+                .values(
+                    status=bindparam("b_status"),
+                    attempts=bindparam("b_attempts"),
+                    next_attempt_at=bindparam("b_next"),
+                    delivered_at=bindparam("b_delivered"),
+                    last_status=bindparam("b_last_status"),
+                    last_error=bindparam("b_last_error"),
+                    lease_until=None,
+                ),
+                updates,
+            )
+            await conn.execute(insert(delivery_attempts), attempts)
+            if disable:
+                await self._disable(conn, disable, "the receiver answered 410 Gone", now)
+
+    async def _disable(
+        self, conn: AsyncConnection, ids: set[str], reason: str, now: datetime
+    ) -> None:
+        t = table_of(WEBHOOKS)
+        await conn.execute(
+            update(t)
+            .where(and_(t.c.id.in_(sorted(ids)), t.c.is_active.is_(True)))
+            .values(
+                is_active=False, disabled_reason=reason, modified=now, revision=t.c.revision + 1
+            )
+        )
+
+
+def build_dispatcher(db: Database, settings: Settings) -> Dispatcher:
+    """The dispatcher with its router and sender, configured from the settings."""
+    guard = Guard(parse_allowed(settings.allowed_targets))
+    sender = Sender(
+        guard,
+        connect_timeout=settings.connect_timeout,
+        total_timeout=settings.request_timeout,
+        pool_size=settings.max_in_flight,
+    )
+    base = (settings.public_url or "http://127.0.0.1:8000").rstrip("/")
+    cfg = DispatchSettings(
+        schedule=parse_schedule(settings.retry_schedule),
+        max_in_flight=settings.max_in_flight,
+        max_in_flight_per_webhook=settings.max_in_flight_per_webhook,
+    )
+    return Dispatcher(db, Router(db, base), sender, cfg)

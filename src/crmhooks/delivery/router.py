@@ -1,0 +1,278 @@
+"""The router: turns stored events into deliveries, in commit order, exactly once.
+
+Each step reads the events after its cursor, finds the webhooks each one fires (the index),
+renders the payload elements, groups them into requests by webhook and chunk, and stores those
+requests together with the new cursor in one transaction. A crash between steps repeats nothing
+and loses nothing: the cursor moves only with the deliveries it produced.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import structlog
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from crmhooks.delivery.chunking import plan_chunks
+from crmhooks.errors import ValidationFailed
+from crmhooks.hooks.match import Event, WebhookIndex
+from crmhooks.hooks.names import option_key
+from crmhooks.hooks.payload import element
+from crmhooks.hooks.subscription import Subscription, compile_webhook
+from crmhooks.query.render import Renderer
+from crmhooks.query.shape import Shape
+from crmhooks.schema.custom import record_type
+from crmhooks.schema.registry import BUILTIN, WEBHOOKS
+from crmhooks.schema.types import EntityType
+from crmhooks.store.engine import Database
+from crmhooks.store.records import row_to_record, table_of
+from crmhooks.store.tables import deliveries, dispatch_state, events, table_for
+
+log = structlog.get_logger("crmhooks.router")
+ROUTER = "router"
+
+
+@dataclass
+class Catalog:
+    """Entity types of one routing step, custom ones loaded once per space."""
+
+    custom: dict[str, dict[str, EntityType]] = field(default_factory=dict)
+
+    def entity(self, space_id: str, name: str) -> EntityType | None:
+        return BUILTIN.get(name) or self.custom.get(space_id, {}).get(name)
+
+
+async def load_custom_types(conn: AsyncConnection) -> dict[str, dict[str, EntityType]]:
+    t = table_for("custom_entities")
+    rows = await conn.execute(
+        select(t.c.space_id, t.c.api_name, t.c.fields).where(t.c.is_deleted.is_(False))
+    )
+    out: dict[str, dict[str, EntityType]] = {}
+    for space_id, api_name, fields in rows:
+        out.setdefault(space_id, {})[api_name] = record_type(api_name, list(fields or []))
+    return out
+
+
+async def load_index(conn: AsyncConnection, catalog: Catalog) -> WebhookIndex:
+    t = table_of(WEBHOOKS)
+    subs: list[Subscription] = []
+    for row in (await conn.execute(select(t).where(t.c.is_deleted.is_(False)))).mappings():
+        record = {**row_to_record(WEBHOOKS, row), "space_id": row["space_id"]}
+        try:
+            subs.append(compile_webhook(record, catalog.custom.get(row["space_id"], {})))
+        except ValidationFailed as e:  # e.g. a custom entity it filters on was deleted
+            log.warning("webhook not loaded", webhook_id=row["id"], error=e.message)
+    return WebhookIndex(subs)
+
+
+async def webhooks_version(conn: AsyncConnection) -> tuple[Any, ...]:
+    """Changes whenever a webhook or a custom entity definition changes."""
+    w, c = table_of(WEBHOOKS), table_for("custom_entities")
+    a = (
+        await conn.execute(select(func.count(), func.max(w.c.modified), func.sum(w.c.revision)))
+    ).one()
+    b = (await conn.execute(select(func.count(), func.max(c.c.modified)))).one()
+    return (*a, *b)
+
+
+def _event(row: Any, catalog: Catalog) -> Event | None:
+    et = catalog.entity(row.space_id, row.entity)
+    if et is None:
+        return None
+    return Event(
+        seq=row.seq,
+        id=row.id,
+        space_id=row.space_id,
+        name=row.name,
+        entity=row.entity,
+        option_key=option_key(et),
+        record_id=row.record_id,
+        record=row.record,
+        changes=row.changes,
+        related_entity=row.related_entity,
+        related_id=row.related_id,
+        related=row.related,
+        skip_key=row.skip_key,
+        burst_id=row.burst_id,
+        occurred=row.occurred,
+    )
+
+
+@dataclass
+class Router:
+    db: Database
+    base_url: str
+    batch: int = 2000
+    index: WebhookIndex = field(default_factory=WebhookIndex)
+    catalog: Catalog = field(default_factory=Catalog)
+    _version: tuple[Any, ...] | None = None
+
+    async def refresh(self, conn: AsyncConnection) -> None:
+        version = await webhooks_version(conn)
+        if version != self._version:
+            self.catalog = Catalog(await load_custom_types(conn))
+            self.index = await load_index(conn, self.catalog)
+            self._version = version
+
+    async def _cursor(self, conn: AsyncConnection) -> int | None:
+        row = (
+            await conn.execute(
+                select(dispatch_state.c.last_seq).where(dispatch_state.c.name == ROUTER)
+            )
+        ).first()
+        return None if row is None else int(row[0])
+
+    async def _events(self, conn: AsyncConnection, after: int) -> list[Any]:
+        rows = list(
+            await conn.execute(
+                select(events).where(events.c.seq > after).order_by(events.c.seq).limit(self.batch)
+            )
+        )
+        if len(rows) == self.batch:  # finish the last burst, so its chunks are planned whole
+            last = rows[-1]
+            rows += list(
+                await conn.execute(
+                    select(events)
+                    .where(events.c.burst_id == last.burst_id, events.c.seq > last.seq)
+                    .order_by(events.c.seq)
+                )
+            )
+        return rows
+
+    async def step(self) -> int:
+        """Route the next batch of events; the number of deliveries made (0: nothing to do)."""
+        async with self.db.read() as conn:
+            await self.refresh(conn)
+            cursor = await self._cursor(conn)
+            rows = await self._events(conn, cursor or 0)
+            if not rows:
+                return 0
+            planned = await self._plan(conn, rows)
+        new_cursor = rows[-1].seq
+        now = datetime.now(UTC)
+        async with self.db.write() as conn:
+            if await self._cursor(conn) != cursor:
+                return 0  # another router moved on meanwhile; read again
+            if planned:
+                await conn.execute(
+                    insert(deliveries),
+                    [
+                        {**p, "next_attempt_at": now + timedelta(seconds=p.pop("delay"))}
+                        for p in planned
+                    ],
+                )
+            values = {"last_seq": new_cursor, "updated": now}
+            if cursor is None:
+                await conn.execute(insert(dispatch_state).values(name=ROUTER, **values))
+            else:
+                await conn.execute(
+                    update(dispatch_state).where(dispatch_state.c.name == ROUTER).values(**values)
+                )
+        return max(len(planned), 1)
+
+    async def _plan(self, conn: AsyncConnection, rows: Sequence[Any]) -> list[dict[str, Any]]:
+        matched: dict[str, list[tuple[Event, Subscription]]] = {}
+        for row in rows:
+            event = _event(row, self.catalog)
+            if event is None:
+                continue
+            for sub in self.index.route(event):
+                matched.setdefault(sub.id, []).append((event, sub))
+        if not matched:
+            return []
+        renderer = Rendering(conn, self.base_url, self.catalog)
+        now = datetime.now(UTC)
+        planned: list[dict[str, Any]] = []
+        for pairs in matched.values():
+            sub = pairs[0][1]
+            elements = await renderer.elements(sub, [e for e, _ in pairs])
+            items = [
+                (e.burst_id, (e, el)) for e, el in zip([e for e, _ in pairs], elements, strict=True)
+            ]
+            for chunk in plan_chunks(items, sub.chunk_size, sub.chunk_delay):
+                body = orjson.dumps([el for _, el in chunk.items])
+                planned.append(
+                    {
+                        "id": str(uuid.uuid4()),
+                        "webhook_id": sub.id,
+                        "space_id": sub.space_id,
+                        "status": "pending",
+                        "body": body.decode(),
+                        "event_ids": [e.id for e, _ in chunk.items],
+                        "event_count": len(chunk.items),
+                        "first_seq": chunk.items[0][0].seq,
+                        "attempts": 0,
+                        "created": now,
+                        "delay": chunk.delay,
+                    }
+                )
+        return planned
+
+
+class Rendering:
+    """Renders the ``entity`` and ``related_entity`` of events, one query set per shape."""
+
+    def __init__(self, conn: AsyncConnection, base_url: str, catalog: Catalog) -> None:
+        self.conn = conn
+        self.base_url = base_url
+        self.catalog = catalog
+        self._renderers: dict[str, Renderer] = {}
+
+    def _renderer(self, space_id: str) -> Renderer:
+        if space_id not in self._renderers:
+            self._renderers[space_id] = Renderer(self.conn, space_id, self.base_url)
+        return self._renderers[space_id]
+
+    async def elements(self, sub: Subscription, evs: list[Event]) -> list[dict[str, Any]]:
+        renderer = self._renderer(sub.space_id)
+        opts = sub.entity
+        by_type: dict[str, list[int]] = {}
+        for i, e in enumerate(evs):
+            by_type.setdefault(e.entity, []).append(i)
+        entities: list[dict[str, Any] | None] = [None] * len(evs)
+        for entity, idxs in by_type.items():
+            et = self.catalog.entity(sub.space_id, entity)
+            assert et is not None
+            shape = (
+                opts[evs[idxs[0]].option_key].shape if evs[idxs[0]].option_key in opts else Shape()
+            )
+            shown = await renderer.shaped(et, [evs[i].record for i in idxs], shape)
+            for i, s in zip(idxs, shown, strict=True):
+                entities[i] = s
+        related = await self._related(sub, evs, renderer)
+        return [element(sub, e, entities[i] or {}, related[i]) for i, e in enumerate(evs)]
+
+    async def _related(
+        self, sub: Subscription, evs: list[Event], renderer: Renderer
+    ) -> list[dict[str, Any] | None]:
+        out: list[dict[str, Any] | None] = [None] * len(evs)
+        by_type: dict[str, list[int]] = {}
+        for i, e in enumerate(evs):
+            if e.related_entity is not None:
+                by_type.setdefault(e.related_entity, []).append(i)
+        for name, idxs in by_type.items():
+            et = BUILTIN[name]
+            records: list[dict[str, Any] | None] = [evs[i].related for i in idxs]
+            missing = [evs[i].related_id for i, r in zip(idxs, records, strict=True) if r is None]
+            if missing:
+                t = table_of(et)
+                rows = await self.conn.execute(
+                    select(t).where(t.c.id.in_(sorted({m for m in missing if m})))
+                )
+                loaded = {r["id"]: row_to_record(et, r) for r in rows.mappings()}
+                records = [
+                    r if r is not None else loaded.get(evs[i].related_id or "")
+                    for i, r in zip(idxs, records, strict=True)
+                ]
+            present = [(i, r) for i, r in zip(idxs, records, strict=True) if r is not None]
+            shape = sub.related.get(name, Shape())
+            shown = await renderer.shaped(et, [r for _, r in present], shape)
+            for (i, _), s in zip(present, shown, strict=True):
+                out[i] = s
+        return out

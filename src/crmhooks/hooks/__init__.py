@@ -1,0 +1,1 @@
+"""Webhooks: registration checks, the matching index, payload rendering."""

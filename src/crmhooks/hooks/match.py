@@ -1,0 +1,89 @@
+"""Which webhooks an event goes to (contract section 7).
+
+:class:`WebhookIndex` files subscriptions by (space, subscribed name), so an event looks at the
+webhooks of its own space that listed its name, its ``Entity.*`` or ``*``, and at no other:
+the cost of matching does not grow with webhooks that cannot match. :func:`accepts` is the
+decision for one webhook and one event, a pure function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from crmhooks.hooks.names import CUSTOM_PREFIX, candidates
+from crmhooks.hooks.subscription import Subscription
+from crmhooks.query.memory import matches
+
+
+@dataclass(frozen=True)
+class Event:
+    """A stored event as matching and rendering read it."""
+
+    seq: int
+    id: str
+    space_id: str
+    name: str
+    entity: str  # route name of the record's type
+    option_key: str  # key of options.entity for it ("Account", "CE_Bid")
+    record_id: str
+    record: dict[str, Any]
+    changes: dict[str, Any] | None
+    related_entity: str | None
+    related_id: str | None
+    related: dict[str, Any] | None
+    skip_key: str | None
+    burst_id: str
+    occurred: datetime
+
+
+def accepts(sub: Subscription, event: Event) -> bool:
+    """Whether this webhook fires for this event (its name already matched)."""
+    if event.occurred < sub.created:
+        return False  # registered after the event happened
+    if event.skip_key is not None and event.skip_key in sub.skip_keys:
+        return False
+    if (
+        event.name.startswith(CUSTOM_PREFIX + ".")
+        and sub.custom_entities is not None
+        and event.entity not in sub.custom_entities
+    ):
+        return False
+    if sub.client_id is not None and event.record.get("owner_id") != sub.client_id:
+        return False
+    opts = sub.entity.get(event.option_key)
+    if opts is None:
+        return True
+    if opts.conditions and not matches(event.record, opts.conditions):
+        return False
+    if opts.on_field_change and event.name.endswith(".Update"):
+        return bool(opts.on_field_change.intersection(event.changes or {}))
+    return True
+
+
+class WebhookIndex:
+    """Subscriptions filed by (space id, subscribed event name)."""
+
+    def __init__(self, subs: Iterable[Subscription] = ()) -> None:
+        self._by_name: dict[tuple[str, str], list[Subscription]] = {}
+        self.by_id: dict[str, Subscription] = {}
+        for sub in subs:
+            self.by_id[sub.id] = sub
+            for name in sub.events:
+                self._by_name.setdefault((sub.space_id, name), []).append(sub)
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+    def route(self, event: Event) -> list[Subscription]:
+        """Every webhook that fires for the event, each once."""
+        out: list[Subscription] = []
+        seen: set[str] = set()
+        for name in candidates(event.name):
+            for sub in self._by_name.get((event.space_id, name), ()):
+                if sub.id not in seen and accepts(sub, event):
+                    seen.add(sub.id)
+                    out.append(sub)
+        return out

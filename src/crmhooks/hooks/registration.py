@@ -1,0 +1,88 @@
+"""Checking a webhook write (contract section 6) beyond field types: URL, events, options,
+secrets. Runs inside the write path as the ``Webhooks`` validator."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+import socket
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from crmhooks.changes.writer import Validator, WriteContext
+from crmhooks.errors import FIELD_VALUE, ValidationFailed, field_error
+from crmhooks.hooks.subscription import compile_webhook
+from crmhooks.netguard import Guard, literal_ip, resolve
+from crmhooks.schema.values import format_datetime
+from crmhooks.store.catalog import custom_types
+
+ROTATION_GRACE = timedelta(hours=24)
+
+
+def _refuse(name: str, message: str) -> ValidationFailed:
+    return ValidationFailed([field_error(name, FIELD_VALUE, message)])
+
+
+async def check_url(url: str, guard: Guard) -> None:
+    """http(s) with a host that does not resolve to a blocked address."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise _refuse("url", f"{url!r} is not a URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _refuse("url", f"{url!r} is not an http or https URL with a host")
+    host = parts.hostname
+    ip = literal_ip(host)
+    if ip is not None:
+        addresses: list[str] = [str(ip)]
+    else:
+        try:
+            addresses = list(await asyncio.to_thread(resolve, host, port))
+        except (socket.gaierror, UnicodeError, OSError):
+            return  # not resolvable from here; the sender checks again at connection time
+    refused = guard.refused(addresses)
+    if refused:
+        raise _refuse("url", f"{url!r} resolves to a blocked address: {', '.join(refused)}")
+
+
+def new_standard_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def make_validator(guard: Guard) -> Validator:
+    async def validate(
+        conn: AsyncConnection,
+        ctx: WriteContext,
+        before: dict[str, Any] | None,
+        stored: dict[str, Any],
+        now: datetime,
+    ) -> dict[str, Any]:
+        out = dict(stored)
+        if before is None:
+            out["application_id"] = ctx.key_id
+            out.setdefault("options", {})
+            scheme = out.get("signature_scheme") or "pipeliner"
+            if scheme == "standard-webhooks" and out.get("signature") is None:
+                out["signature"] = new_standard_secret()
+        else:
+            new_secret = out.get("signature", before.get("signature"))
+            if before.get("signature") and new_secret != before.get("signature"):
+                out["previous_signature"] = before["signature"]
+                out["previous_signature_until"] = now + ROTATION_GRACE
+            if out.get("is_active") is True and not before.get("is_active"):
+                out["disabled_reason"] = None
+        if "options" in out and out["options"] is None:
+            out["options"] = {}
+        if "url" in out:
+            await check_url(str(out["url"]), guard)
+        merged = {**(before or {}), **out, "created": format_datetime(now)}
+        merged.pop("previous_signature_until", None)
+        compile_webhook(merged, await custom_types(conn, ctx.space_id))
+        return out
+
+    return validate
