@@ -1,0 +1,122 @@
+"""Pure decisions of delivery: retry schedule, chunk plans, address guard, signatures."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import random
+import time
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from crmhooks.delivery.chunking import plan_chunks
+from crmhooks.delivery.retry import DEFAULT_SCHEDULE, Verdict, decide, parse_schedule
+from crmhooks.delivery.signing import pipeliner_signature, standard_signature
+from crmhooks.netguard import Guard, parse_allowed
+
+
+def test_success_is_delivered_and_410_disables() -> None:
+    assert decide(1, 204).verdict is Verdict.DELIVERED
+    assert decide(3, 410).verdict is Verdict.DISABLE
+
+
+@pytest.mark.parametrize("status", [None, 301, 400, 500])
+def test_failures_follow_the_schedule_with_twenty_percent_jitter(status: int | None) -> None:
+    rand = random.Random(7)
+    for attempt, base in enumerate(DEFAULT_SCHEDULE, start=1):
+        d = decide(attempt, status, rand=rand)
+        assert d.verdict is Verdict.RETRY
+        assert 0.8 * base <= d.delay <= 1.2 * base
+
+
+def test_ten_attempts_then_give_up() -> None:
+    assert len(DEFAULT_SCHEDULE) == 9  # the first attempt and nine more
+    assert 2.5 < sum(DEFAULT_SCHEDULE) / 86400 < 3.5  # about three days
+    assert decide(10, 500).verdict is Verdict.GIVE_UP
+
+
+def test_retry_after_is_honoured_between_the_delay_and_twice_it() -> None:
+    assert decide(1, 429, retry_after=7).delay == 7
+    assert decide(1, 503, retry_after=1).delay == 5  # at least the scheduled delay
+    assert decide(1, 503, retry_after=3600).delay == 10  # at most twice it
+    assert decide(1, 500, retry_after=60).delay <= 6  # only 429 and 503 are asked to wait
+
+
+def test_a_compressed_schedule_for_tests() -> None:
+    assert parse_schedule("0.5,1") == (0.5, 1.0)
+    assert parse_schedule("") == DEFAULT_SCHEDULE
+    assert decide(3, 500, schedule=(0.5, 1)).verdict is Verdict.GIVE_UP
+
+
+def test_chunks_of_a_burst_are_spread_by_the_delay() -> None:
+    items = [("b1", i) for i in range(250)]
+    chunks = plan_chunks(items, 100, 1.0)
+    assert [len(c.items) for c in chunks] == [100, 100, 50]
+    assert [c.delay for c in chunks] == [0.0, 1.0, 2.0]
+
+
+def test_without_a_delay_bursts_share_requests() -> None:
+    items = [("b1", 1), ("b2", 2), ("b2", 3)]
+    chunks = plan_chunks(items, 100, 0)
+    assert [c.items for c in chunks] == [[1, 2, 3]]
+    assert [c.items for c in plan_chunks(items, 2, 0)] == [[1, 2], [3]]
+
+
+def test_with_a_delay_each_burst_starts_its_own_chunks() -> None:
+    items = [("b1", 1), ("b2", 2), ("b2", 3)]
+    chunks = plan_chunks(items, 1, 5)
+    assert [(c.items, c.delay) for c in chunks] == [([1], 0), ([2], 0), ([3], 5)]
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "0.0.0.0",
+        "224.0.0.1",
+        "240.0.0.1",
+        "::1",
+        "::",
+        "fe80::1",
+        "fc00::1",
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+        "64:ff9b::a00:1",
+        "2002:a00:1::",
+    ],
+)
+def test_blocked_addresses(address: str) -> None:
+    assert not Guard().permits(address)
+
+
+def test_public_addresses_pass_and_the_allow_list_opens_private_ones() -> None:
+    assert Guard().permits("93.184.216.34")
+    assert Guard().permits("2606:2800:220:1::1")
+    guard = Guard(parse_allowed("127.0.0.0/8, ::1/128"))
+    assert guard.permits("127.0.0.1")
+    assert guard.permits("::1")
+    assert guard.permits("::ffff:127.0.0.1")
+    assert not guard.permits("10.0.0.1")
+
+
+def test_pipeliner_signature_is_hex_hmac_of_the_body() -> None:
+    secret, body = "0b1f2a8e-2f5e-4c4b-9a57-3b7b6f0c1d2e", b'[{"a":1}]'
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    assert pipeliner_signature(secret, body) == expected
+
+
+def test_standard_signature_verifies_with_the_reference_library() -> None:
+    secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    body = b'[{"event":"Account.Create"}]'
+    now = int(time.time())
+    sig = standard_signature(secret, "msg_1", now, body)
+    headers = {"webhook-id": "msg_1", "webhook-timestamp": str(now), "webhook-signature": sig}
+    Webhook(secret).verify(body, headers)  # raises if the signature is refused
+    with pytest.raises(Exception, match="signature"):
+        Webhook(secret).verify(body + b" ", headers)
