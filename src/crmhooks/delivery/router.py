@@ -112,6 +112,10 @@ class Router:
     index: WebhookIndex = field(default_factory=WebhookIndex)
     catalog: Catalog = field(default_factory=Catalog)
     _version: tuple[Any, ...] | None = None
+    _loaded: bool = False
+    _stored: int | None = None  # the cursor as stored
+    _memory: int = 0  # the cursor as routed
+    _stored_at: datetime = field(default_factory=lambda: datetime.min.replace(tzinfo=UTC))
 
     async def refresh(self, conn: AsyncConnection) -> None:
         version = await webhooks_version(conn)
@@ -146,35 +150,52 @@ class Router:
         return rows
 
     async def step(self) -> int:
-        """Route the next batch of events; the number of deliveries made (0: nothing to do)."""
+        """Route the next batch of events; the number of deliveries made (0: nothing to do).
+
+        The cursor is stored with the deliveries it produced. Events that fire no webhook move
+        it only in memory, stored at most once a second: after a crash they are read again and
+        still fire nothing (a webhook never fires for events older than itself).
+        """
         async with self.db.read() as conn:
             await self.refresh(conn)
-            cursor = await self._cursor(conn)
-            rows = await self._events(conn, cursor or 0)
+            if not self._loaded:
+                self._stored = await self._cursor(conn)
+                self._memory = self._stored or 0
+                self._loaded = True
+            rows = await self._events(conn, self._memory)
             if not rows:
+                await self._store_cursor([], force=False)
                 return 0
             planned = await self._plan(conn, rows)
-        new_cursor = rows[-1].seq
+        self._memory = rows[-1].seq
+        await self._store_cursor(planned, force=bool(planned))
+        return max(len(planned), 1)
+
+    async def _store_cursor(self, planned: list[dict[str, Any]], *, force: bool) -> None:
         now = datetime.now(UTC)
+        if self._memory == (self._stored or 0) and not planned:
+            return
+        if not force and (now - self._stored_at).total_seconds() < 1.0:
+            return
         async with self.db.write() as conn:
-            if await self._cursor(conn) != cursor:
-                return 0  # another router moved on meanwhile; read again
+            if await self._cursor(conn) != self._stored:
+                self._loaded = False  # another router moved it: start again from the table
+                return
             if planned:
-                await conn.execute(
-                    insert(deliveries),
-                    [
-                        {**p, "next_attempt_at": now + timedelta(seconds=p.pop("delay"))}
-                        for p in planned
-                    ],
-                )
-            values = {"last_seq": new_cursor, "updated": now}
-            if cursor is None:
+                rows = [
+                    {**p, "next_attempt_at": now + timedelta(seconds=p.pop("delay"))}
+                    for p in planned
+                ]
+                await conn.execute(insert(deliveries), rows)
+            values = {"last_seq": self._memory, "updated": now}
+            if self._stored is None:
                 await conn.execute(insert(dispatch_state).values(name=ROUTER, **values))
             else:
                 await conn.execute(
                     update(dispatch_state).where(dispatch_state.c.name == ROUTER).values(**values)
                 )
-        return max(len(planned), 1)
+        self._stored = self._memory
+        self._stored_at = now
 
     async def _plan(self, conn: AsyncConnection, rows: Sequence[Any]) -> list[dict[str, Any]]:
         matched: dict[str, list[tuple[Event, Subscription]]] = {}

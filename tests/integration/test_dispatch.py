@@ -1,0 +1,163 @@
+"""The dispatcher in the API process: wake on commit, route, send to a real loopback socket."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from aiohttp import web
+from sqlalchemy import select
+
+from crmhooks.api import create_app
+from crmhooks.settings import Settings
+from crmhooks.store.engine import open_database
+from crmhooks.store.keys import IssuedKey
+from crmhooks.store.tables import deliveries, dispatch_state
+from tests.conftest import Api, free_port, new_space
+
+
+@dataclass
+class Inbox:
+    url: str
+    requests: list[tuple[float, dict[str, str], Any]] = field(default_factory=list)
+    status: int = 200
+
+    async def wait_for(self, events: int, within: float = 10.0) -> list[Any]:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            got = [e for _, _, body in self.requests for e in body]
+            if len(got) >= events:
+                return got
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"{len(got)} of {events} events arrived")
+
+
+@pytest.fixture
+async def inbox() -> AsyncIterator[Inbox]:
+    port = free_port()
+    box = Inbox(f"http://127.0.0.1:{port}/hook")
+
+    async def receive(request: web.Request) -> web.Response:
+        box.requests.append(
+            (time.monotonic(), dict(request.headers), orjson.loads(await request.read()))
+        )
+        return web.Response(status=box.status)
+
+    app = web.Application()
+    app.router.add_post("/hook", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield box
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def live(db_url: str, space: IssuedKey) -> AsyncIterator[Api]:
+    settings = Settings(
+        database_url=db_url,
+        public_url="http://testserver",
+        allowed_targets="127.0.0.0/8",
+        retry_schedule="0.2,0.2",
+    )
+    app = create_app(settings, migrate=False)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://testserver",
+            auth=httpx.BasicAuth(space.api_key, space.api_secret),
+        ) as client,
+    ):
+        yield Api(client, space)
+
+
+async def _hook(api: Api, inbox: Inbox, events: list[str], options: Any = None) -> dict[str, Any]:
+    body = {"url": inbox.url, "events": events, "insecure_ssl": False, "options": options or {}}
+    return await api.create("Webhooks", body)
+
+
+async def test_a_write_reaches_the_receiver(live: Api, inbox: Inbox) -> None:
+    hook = await _hook(live, inbox, ["Account.*"])
+    account = await live.create("Accounts", {"name": "Acme"})
+    (event,) = await inbox.wait_for(1)
+    assert event["event"] == "Account.Create"
+    assert event["entity"]["id"] == account["id"]
+    assert event["webhook"]["id"] == hook["id"]
+    assert event["team_space_id"] == "acme"
+
+
+async def test_events_before_the_webhook_existed_are_not_sent(live: Api, inbox: Inbox) -> None:
+    await live.create("Accounts", {"name": "early"})
+    await asyncio.sleep(0.2)
+    await _hook(live, inbox, ["Account.Create"])
+    await live.create("Accounts", {"name": "late"})
+    events = await inbox.wait_for(1)
+    await asyncio.sleep(0.3)
+    assert [e["entity"]["name"] for e in events] == ["late"]
+    assert len(inbox.requests) == 1
+
+
+async def test_a_failing_receiver_is_retried_with_the_same_ids(live: Api, inbox: Inbox) -> None:
+    inbox.status = 500
+    await _hook(live, inbox, ["Account.Create"])
+    await live.create("Accounts", {"name": "Acme"})
+    await inbox.wait_for(1)
+    inbox.status = 200
+    events = await inbox.wait_for(2)
+    assert events[0]["id"] == events[1]["id"]
+    assert inbox.requests[0][1]["webhook-id"] == inbox.requests[1][1]["webhook-id"]
+
+
+async def test_410_disables_the_webhook(live: Api, inbox: Inbox) -> None:
+    inbox.status = 410
+    hook = await _hook(live, inbox, ["Account.Create"])
+    await live.create("Accounts", {"name": "Acme"})
+    await inbox.wait_for(1)
+    for _ in range(100):
+        got = (await live.get("Webhooks", hook["id"])).json()["data"]
+        if not got["is_active"]:
+            break
+        await asyncio.sleep(0.02)
+    assert got["is_active"] is False
+    assert "410" in got["disabled_reason"]
+    assert got["signature"] is None
+
+
+async def test_routing_state_is_stored_with_the_deliveries(
+    live: Api, inbox: Inbox, db_url: str
+) -> None:
+    await _hook(live, inbox, ["Account.Create"])
+    await live.create("Accounts", {"name": "Acme"})
+    await inbox.wait_for(1)
+    db = open_database(db_url)
+    try:
+        async with db.read() as conn:
+            (cursor,) = (await conn.execute(select(dispatch_state.c.last_seq))).one()
+            rows = (await conn.execute(select(deliveries.c.status, deliveries.c.event_count))).all()
+    finally:
+        await db.dispose()
+    assert cursor >= 1
+    assert [tuple(r) for r in rows] == [("delivered", 1)]
+
+
+async def test_other_spaces_do_not_see_each_others_events(
+    live: Api, inbox: Inbox, db_url: str
+) -> None:
+    await _hook(live, inbox, ["*"])
+    other = await new_space(db_url, "other")
+    auth = httpx.BasicAuth(other.api_key, other.api_secret)
+    r = await live.http.post(
+        "/api/v100/rest/spaces/other/entities/Accounts", json={"name": "x"}, auth=auth
+    )
+    assert r.status_code == 201
+    await live.create("Accounts", {"name": "mine"})
+    events = await inbox.wait_for(1)
+    await asyncio.sleep(0.2)
+    assert [e["entity"]["name"] for e in events] == ["mine"]
