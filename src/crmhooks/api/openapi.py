@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from crmhooks.api.routes import PREFIX
+from crmhooks.hooks.names import EVENT_NAMES
 from crmhooks.schema.custom import API_NAME_RE
 from crmhooks.schema.registry import BUILTIN
 from crmhooks.schema.types import EntityType, Field, Kind
@@ -57,6 +58,42 @@ ERROR_SCHEMA: dict[str, Any] = {
 }
 
 
+# The fields kept as free JSON, each checked by its entity type's own rule.
+JSON_FIELDS: dict[str, dict[str, Any]] = {
+    "fields": {  # CustomEntities: the declared fields of a custom entity
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["api_name", "type"],
+            "additionalProperties": False,
+            "properties": {
+                "api_name": {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_]{0,62}$"},
+                "type": {
+                    "enum": ["text", "integer", "float", "boolean", "date", "datetime", "uuid"]
+                },
+            },
+        },
+    },
+    "events": {  # Webhooks
+        "type": "array",
+        "minItems": 1,
+        "items": {"type": "string", "enum": sorted(EVENT_NAMES)},
+    },
+    "options": {  # Webhooks: contract section 7
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "custom_entity_api_name": {"type": "array", "items": {"type": "string"}},
+            "entity": {"type": "object", "additionalProperties": {"type": "object"}},
+            "related_entity": {"type": "object"},
+            "skip_keys": {"type": "array", "items": {"type": "string"}},
+            "chunk_size": {"type": "integer", "minimum": 1, "maximum": 100},
+            "chunk_delay": {"type": "number", "minimum": 0},
+        },
+    },
+}
+
+
 def field_schema(f: Field) -> dict[str, Any]:
     k = f.kind
     if k is Kind.OBJECT:
@@ -66,20 +103,7 @@ def field_schema(f: Field) -> dict[str, Any]:
             "properties": {s.name: field_schema(s) for s in f.subfields},
         }
     elif k is Kind.JSON:
-        schema = {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["api_name", "type"],
-                "additionalProperties": False,
-                "properties": {
-                    "api_name": {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_]{0,62}$"},
-                    "type": {
-                        "enum": ["text", "integer", "float", "boolean", "date", "datetime", "uuid"]
-                    },
-                },
-            },
-        }
+        schema = JSON_FIELDS[f.name]
     elif k is Kind.ENUM:
         schema = {"type": "integer", "enum": sorted(set((f.choices or {}).values()))}
     else:
@@ -268,6 +292,8 @@ def _batch_paths(et: EntityType, path_name: str, base: list[Any]) -> dict[str, A
 def record_schema(et: EntityType) -> dict[str, Any]:
     props: dict[str, Any] = {}
     for f in et.fields:
+        if f.hidden:
+            continue
         props[f.name] = field_schema(f)
         if f.target:
             props[f.relation_name] = {"type": ["string", "null"], "format": "uri"}
