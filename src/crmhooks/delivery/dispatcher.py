@@ -99,7 +99,17 @@ class Dispatcher:
         self._results_ready.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._flush()
+        await self._release(sorted(self._in_flight))
         await self.sender.close()
+
+    async def _release(self, ids: list[str]) -> None:
+        """Give back the leases of requests that were claimed but not finished."""
+        if not ids:
+            return
+        async with self.db.write() as conn:
+            await conn.execute(
+                update(deliveries).where(deliveries.c.id.in_(ids)).values(lease_until=None)
+            )
 
     async def _loop(self, once: Any, wake: asyncio.Event) -> None:
         while not self._stopping:
@@ -181,16 +191,21 @@ class Dispatcher:
 
     async def _send(self, claimed: Claimed) -> None:
         sub = self.router.index.by_id.get(claimed.webhook_id)
-        try:
-            if sub is None:
-                outcome = Outcome(None, 0.0, "webhook is gone", None, None, datetime.now(UTC))
-            else:
-                async with self._total, self._webhook_slot(claimed.webhook_id):
+        if sub is None:
+            outcome = Outcome(None, 0.0, "webhook is gone", None, None, datetime.now(UTC))
+        else:
+            # Cancelled at shutdown: the id stays in _in_flight and its lease is released.
+            async with self._total, self._webhook_slot(claimed.webhook_id):
+                try:
                     outcome = await self.sender.send(sub, claimed.id, claimed.body.encode())
-            self._results.append(Result(claimed, outcome))
-            self._results_ready.set()
-        finally:
-            self._in_flight.discard(claimed.id)
+                except Exception as e:  # a bug must not strand the request: record it
+                    log.exception("sending failed", delivery_id=claimed.id)
+                    outcome = Outcome(
+                        None, 0.0, f"internal error: {e}", None, None, datetime.now(UTC)
+                    )
+        self._results.append(Result(claimed, outcome))
+        self._results_ready.set()
+        self._in_flight.discard(claimed.id)
 
     async def _record_loop(self) -> None:
         while True:
