@@ -60,6 +60,9 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     database: DatabaseOption = None,
+    no_delivery: Annotated[
+        bool, typer.Option("--no-delivery", help="Serve the API only; `worker`s deliver.")
+    ] = False,
 ) -> None:
     """Run the API (on an empty database, create space `default` and print its key once)."""
     import uvicorn
@@ -69,6 +72,8 @@ def serve(
     settings = _settings(database)
     if not settings.public_url:
         settings = settings.model_copy(update={"public_url": f"http://{host}:{port}"})
+    if no_delivery:
+        settings = settings.model_copy(update={"delivery": False})
     configure(settings.log_level, json=settings.log_json)
     try:
         upgrade(settings.database_url)
@@ -89,6 +94,22 @@ def serve(
         loop="uvloop",
         http="httptools",
     )
+
+
+@app.command()
+def worker(database: DatabaseOption = None) -> None:
+    """Deliver webhooks only (beside `serve`, typically `serve --no-delivery`)."""
+    from crmhooks.delivery.worker import run_worker
+
+    settings = _settings(database)
+    configure(settings.log_level, json=settings.log_json)
+    try:
+        upgrade(settings.database_url)
+    except ConfigError as e:
+        err.print(f"error: {e}")
+        raise typer.Exit(2) from None
+    console.print("crmhooks worker delivering webhooks (stop with Ctrl-C or SIGTERM)")
+    asyncio.run(run_worker(settings))
 
 
 @app.command()

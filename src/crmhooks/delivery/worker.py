@@ -1,0 +1,25 @@
+"""``crmhooks worker``: the dispatcher without the API, until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from crmhooks.delivery.dispatcher import build_dispatcher
+from crmhooks.settings import Settings
+from crmhooks.store.engine import open_database
+
+
+async def run_worker(settings: Settings) -> None:
+    db = open_database(settings.database_url, pool_size=settings.db_pool_size)
+    dispatcher = build_dispatcher(db, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await dispatcher.start()
+    try:
+        await stop.wait()
+    finally:
+        await dispatcher.stop()
+        await db.dispose()
