@@ -161,3 +161,109 @@ async def test_other_spaces_do_not_see_each_others_events(
     events = await inbox.wait_for(1)
     await asyncio.sleep(0.2)
     assert [e["entity"]["name"] for e in events] == ["mine"]
+
+
+async def _delivered(api: Api, hook_id: str, n: int) -> list[dict[str, Any]]:
+    for _ in range(200):
+        body = (await api.get("Webhooks", hook_id, "deliveries")).json()
+        if len([d for d in body["data"] if d["status"] != "pending"]) >= n:
+            return list(body["data"])
+        await asyncio.sleep(0.02)
+    raise AssertionError(body)
+
+
+async def test_the_delivery_log_shows_each_attempt(live: Api, inbox: Inbox) -> None:
+    inbox.status = 503
+    hook = await _hook(live, inbox, ["Account.Create"])
+    await live.create("Accounts", {"name": "Acme"})
+    await inbox.wait_for(1)
+    inbox.status = 200
+    await inbox.wait_for(2)
+    (delivery,) = await _delivered(live, hook["id"], 1)
+    assert delivery["status"] == "delivered"
+    assert [a["status_code"] for a in delivery["attempt_log"]] == [503, 200]
+    assert delivery["attempt_log"][0]["latency_ms"] > 0
+    failed = await live.get("Webhooks", hook["id"], "deliveries", params={"status": "failed"})
+    assert failed.json()["total"] == 0
+
+
+async def test_resend_and_recover_send_again(live: Api, inbox: Inbox) -> None:
+    inbox.status = 400
+    hook = await _hook(live, inbox, ["Account.Create"])
+    await live.create("Accounts", {"name": "Acme"})
+    (delivery,) = await _delivered(live, hook["id"], 1)
+    for _ in range(200):  # two attempts with the compressed schedule, then given up
+        delivery = (await live.get("Webhooks", hook["id"], "deliveries", delivery["id"])).json()[
+            "data"
+        ]
+        if delivery["status"] == "failed":
+            break
+        await asyncio.sleep(0.02)
+    assert delivery["status"] == "failed"
+    inbox.status = 200
+    r = await live.http.post(
+        live.path("Webhooks", hook["id"], "deliveries", delivery["id"], "resend")
+    )
+    assert r.status_code == 200, r.text
+    events = await inbox.wait_for(4)
+    assert len({e["id"] for e in events}) == 1
+    r = await live.http.post(
+        live.path("Webhooks", hook["id"], "recover"), json={"since": "2000-01-01"}
+    )
+    assert r.json()["data"]["resent"] == 0  # delivered now: nothing failed is left
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({"since": "2026-02-01", "until": "2026-01-01"}, "since"),
+        ({"since": "yesterday"}, "since"),
+        ({}, "since"),
+        ({"since": "2026-01-01", "nope": 1}, "nope"),
+    ],
+)
+async def test_recover_refuses_bad_windows(
+    live: Api, inbox: Inbox, body: dict[str, Any], named: str
+) -> None:
+    hook = await _hook(live, inbox, ["Account.Create"])
+    r = await live.http.post(live.path("Webhooks", hook["id"], "recover"), json=body)
+    assert r.status_code == 400
+    assert named in r.json()["message"]
+
+
+async def test_unknown_delivery_and_deleted_webhook_are_404(live: Api, inbox: Inbox) -> None:
+    hook = await _hook(live, inbox, ["Account.Create"])
+    missing = "00000000-0000-4000-8000-000000000000"
+    r = await live.http.post(live.path("Webhooks", hook["id"], "deliveries", missing, "resend"))
+    assert r.status_code == 404
+    assert r.json()["name"] == "ERROR_ENTITY_NOT_FOUND"
+    await live.http.delete(live.path("Webhooks", hook["id"]))
+    r = await live.http.post(live.path("Webhooks", hook["id"], "test"))
+    assert r.status_code == 404
+
+
+async def test_send_test_returns_the_outcome(live: Api, inbox: Inbox) -> None:
+    hook = await _hook(live, inbox, ["Opportunity.*"])
+    r = await live.http.post(live.path("Webhooks", hook["id"], "test"))
+    assert r.status_code == 200, r.text
+    outcome = r.json()["data"]
+    assert outcome["success"] is True
+    assert outcome["status_code"] == 200
+    (event,) = await inbox.wait_for(1)
+    assert event["event"] == "Opportunity.Create"
+    log = (await live.get("Webhooks", hook["id"], "deliveries")).json()
+    assert log["data"][0]["id"] == outcome["delivery_id"]
+
+
+async def test_health_and_metrics(live: Api, inbox: Inbox) -> None:
+    r = await live.http.get("/health")
+    assert r.status_code == 200
+    assert r.json()["database"] is True
+    assert r.json()["dispatcher"]["alive"] is True
+    await _hook(live, inbox, ["Account.Create"])
+    await live.create("Accounts", {"name": "Acme"})
+    await inbox.wait_for(1)
+    text = (await live.http.get("/metrics")).text
+    assert "crmhooks_events_recorded_total" in text
+    assert 'crmhooks_requests_sent_total{outcome="delivered"}' in text
+    assert "crmhooks_queue_depth" in text

@@ -18,7 +18,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from crmhooks import __version__
 from crmhooks.api import envelopes
 from crmhooks.api.auth import KeyCache
+from crmhooks.api.deliveries import delivery_routes
 from crmhooks.api.openapi import build_openapi
+from crmhooks.api.ops import ops_routes
 from crmhooks.api.routes import Services, routes
 from crmhooks.changes.outbox import record_events
 from crmhooks.changes.writer import WritePath
@@ -130,7 +132,9 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         docs_url="/docs",
         redoc_url=None,
     )
-    app.router.routes.extend(routes())
+    # The delivery routes come first: /entities/Webhooks/{id}/deliveries would otherwise be
+    # taken for a record route.
+    app.router.routes.extend([*delivery_routes(), *routes(), *ops_routes()])
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)

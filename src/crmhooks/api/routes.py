@@ -54,7 +54,7 @@ def base_url(request: Request, settings: Settings) -> str:
     return str(request.base_url).rstrip("/")
 
 
-async def _context(request: Request) -> tuple[Services, WriteContext]:
+async def request_context(request: Request) -> tuple[Services, WriteContext]:
     svc = services(request)
     space_id = request.path_params["space_id"]
     key = await authenticate(request, svc.keys, space_id)
@@ -65,8 +65,10 @@ async def _context(request: Request) -> tuple[Services, WriteContext]:
 
 
 async def _entity(svc: Services, space_id: str, name: str) -> EntityType:
-    async with svc.db.read() as conn:
-        et = await entity_type(conn, space_id, name)
+    et = BUILTIN.get(name)  # only a custom entity needs the database
+    if et is None:
+        async with svc.db.read() as conn:
+            et = await entity_type(conn, space_id, name)
     if et is None:
         raise NotFound(f"unknown entity {name!r}")
     return et
@@ -112,7 +114,7 @@ def rollback_method(raw: str | None) -> bool:
     raise ParameterInvalid(f"rollback-method: {raw!r} is not 0 or 1")
 
 
-def _only(request: Request, allowed: set[str] | frozenset[str]) -> dict[str, str]:
+def only_params(request: Request, allowed: set[str] | frozenset[str]) -> dict[str, str]:
     params = dict(request.query_params)
     for key in params:
         if key not in allowed:
@@ -121,11 +123,11 @@ def _only(request: Request, allowed: set[str] | frozenset[str]) -> dict[str, str
 
 
 def _shape(request: Request, et: EntityType, extra: frozenset[str] = frozenset()) -> Shape:
-    return shape_of(et, _only(request, SHAPE_PARAMS | extra))
+    return shape_of(et, only_params(request, SHAPE_PARAMS | extra))
 
 
 async def list_records(request: Request) -> Response:
-    svc, ctx = await _context(request)
+    svc, ctx = await request_context(request)
     et = await _entity(svc, ctx.space_id, request.path_params["entity"])
     q = parse_list(et, request.query_params)
     async with svc.db.read() as conn:
@@ -136,7 +138,7 @@ async def list_records(request: Request) -> Response:
 
 
 async def read_record(request: Request) -> Response:
-    svc, ctx = await _context(request)
+    svc, ctx = await request_context(request)
     et = await _entity(svc, ctx.space_id, request.path_params["entity"])
     record_id = _record_id(request)
     shape = _shape(request, et, frozenset({"include-deleted"}))
@@ -176,7 +178,7 @@ async def _write(
 
 
 async def create_record(request: Request) -> Response:
-    svc, ctx = await _context(request)
+    svc, ctx = await request_context(request)
     et = await _entity(svc, ctx.space_id, request.path_params["entity"])
     body = await json_object(request)
 
@@ -187,7 +189,7 @@ async def create_record(request: Request) -> Response:
 
 
 async def patch_record(request: Request) -> Response:
-    svc, ctx = await _context(request)
+    svc, ctx = await request_context(request)
     et = await _entity(svc, ctx.space_id, request.path_params["entity"])
     record_id = _record_id(request)
     body = await json_object(request)
@@ -199,17 +201,17 @@ async def patch_record(request: Request) -> Response:
 
 
 async def delete_record(request: Request) -> Response:
-    svc, ctx = await _context(request)
+    svc, ctx = await request_context(request)
     et = await _entity(svc, ctx.space_id, request.path_params["entity"])
     record_id = _record_id(request)
-    _only(request, set())
+    only_params(request, set())
     async with svc.writes.begin(ctx) as writer:
         await writer.delete(et, record_id)
     return envelopes.one(record_id)
 
 
 async def qualify(request: Request) -> Response:
-    svc, ctx = await _context(request)
+    svc, ctx = await request_context(request)
     record_id = _record_id(request)
     body = await json_object(request) if (await request.body()).strip() else {}
 
@@ -221,7 +223,7 @@ async def qualify(request: Request) -> Response:
 
 
 async def back_to_lead(request: Request) -> Response:
-    svc, ctx = await _context(request)
+    svc, ctx = await request_context(request)
     record_id = _record_id(request)
 
     async def step(w: Writer, et: EntityType) -> Record:
@@ -234,9 +236,9 @@ async def back_to_lead(request: Request) -> Response:
 async def _batch(
     request: Request, run: Callable[[Writer, EntityType, Any], Awaitable[str]]
 ) -> Response:
-    svc, ctx = await _context(request)
+    svc, ctx = await request_context(request)
     et = await _entity(svc, ctx.space_id, request.path_params["entity"])
-    params = _only(request, {"rollback-method"})
+    params = only_params(request, {"rollback-method"})
     keep_going = rollback_method(params.get("rollback-method"))
     items = await json_array(request)
     async with svc.writes.begin(ctx) as writer:

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crmhooks.changes.events import Draft, drafts
 from crmhooks.changes.writer import Change, WriteContext
+from crmhooks.metrics import EVENTS_RECORDED
 from crmhooks.schema.registry import BUILTIN
 from crmhooks.schema.types import EntityType
 from crmhooks.store.catalog import custom_type, target_type
@@ -95,3 +96,4 @@ async def record_events(
     if conn.dialect.name == "postgresql":
         await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": OUTBOX_LOCK})
     await conn.execute(insert(events), rows)
+    EVENTS_RECORDED.inc(len(rows))  # counted before the commit: an aborted write over-counts

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from crmhooks.delivery.retry import Verdict, decide, parse_schedule, retry_after_seconds
 from crmhooks.delivery.router import Router
 from crmhooks.delivery.sender import Outcome, Sender
+from crmhooks.metrics import DELIVERY_LATENCY, REQUESTS_SENT
 from crmhooks.netguard import Guard, parse_allowed
 from crmhooks.schema.registry import WEBHOOKS
 from crmhooks.settings import Settings
@@ -76,10 +78,21 @@ class Dispatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._sends: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._beat = time.monotonic()
+
+    @property
+    def alive(self) -> bool:
+        """Its loops are running and went round recently."""
+        running = bool(self._tasks) and not any(t.done() for t in self._tasks)
+        return running and time.monotonic() - self._beat < 5 * self.cfg.poll_seconds + 30
 
     def notify(self, *_: Any) -> None:
         """A write committed: route now."""
         self._route_wake.set()
+
+    def requeued(self) -> None:
+        """Deliveries were put back in the queue: claim now."""
+        self._claim_wake.set()
 
     async def start(self) -> None:
         self._tasks = [
@@ -113,6 +126,7 @@ class Dispatcher:
 
     async def _loop(self, once: Any, wake: asyncio.Event) -> None:
         while not self._stopping:
+            self._beat = time.monotonic()
             try:
                 more = await once()
             except asyncio.CancelledError:
@@ -246,6 +260,9 @@ class Dispatcher:
             }[decision.verdict]
             if decision.verdict is Verdict.DISABLE:
                 disable.add(r.claimed.webhook_id)
+            REQUESTS_SENT.labels(decision.verdict.value).inc()
+            if o.status is not None:
+                DELIVERY_LATENCY.observe(o.latency_ms / 1000)
             updates.append(
                 {
                     "b_id": r.claimed.id,
