@@ -1,0 +1,210 @@
+"""The command line of contract section 10, run as real processes on real databases."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, select
+
+from crmhooks.store.engine import sync_url
+from crmhooks.store.tables import api_keys, spaces
+from tests.conftest import Server, free_port, start_server, stop_server
+
+
+def crmhooks(*args: str, database: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ}
+    env.pop("CRMHOOKS_DATABASE_URL", None)
+    if database is not None:
+        env["CRMHOOKS_DATABASE_URL"] = database
+    return subprocess.run(
+        [sys.executable, "-m", "crmhooks", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def serve_without_key(db_url: str) -> tuple[Server, str]:
+    """``crmhooks serve --database URL`` until it listens; its server and what it printed."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "CRMHOOKS_DATABASE_URL"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crmhooks", "serve", "--port", str(port), "--database", db_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "listening on" in line:
+            break
+    server = Server(f"http://127.0.0.1:{port}", "", "", proc)
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(server.url + "/openapi.json", timeout=1)
+            break
+        except httpx.TransportError:
+            time.sleep(0.05)
+    else:
+        stop_server(server)
+        raise AssertionError("server did not start:\n" + "".join(lines))
+    return server, "".join(lines)
+
+
+def stop_and_read(server: Server) -> str:
+    """Stop the server; everything else it printed."""
+    stop_server(server)
+    assert server.process.stdout is not None
+    return server.process.stdout.read()
+
+
+def accounts(server_url: str, space_id: str) -> str:
+    return f"{server_url}/api/v100/rest/spaces/{space_id}/entities/Accounts"
+
+
+def key_rows(db_url: str) -> list[dict[str, Any]]:
+    engine = create_engine(sync_url(db_url))
+    try:
+        with engine.connect() as conn:
+            return [dict(r) for r in conn.execute(select(api_keys)).mappings()]
+    finally:
+        engine.dispose()
+
+
+def space_ids(db_url: str) -> list[str]:
+    engine = create_engine(sync_url(db_url))
+    try:
+        with engine.connect() as conn:
+            return sorted(r[0] for r in conn.execute(select(spaces.c.id)))
+    finally:
+        engine.dispose()
+
+
+def sqlite_bytes(db_url: str) -> bytes:
+    """The SQLite file and its journal files, as stored."""
+    path = Path(db_url.removeprefix("sqlite:///"))
+    return b"".join(p.read_bytes() for p in sorted(path.parent.glob(path.name + "*")))
+
+
+def create_space_json(space_id: str, db_url: str) -> dict[str, str]:
+    done = crmhooks("spaces", "create", space_id, "--json", "--database", db_url)
+    assert done.returncode == 0, done.stderr
+    issued: dict[str, str] = json.loads(done.stdout)
+    return issued
+
+
+def test_spaces_create_json_prints_a_key_whose_secret_is_stored_hashed(db_url: str) -> None:
+    issued = create_space_json("acme", db_url)
+    assert set(issued) == {"space_id", "api_key", "api_secret"}
+    assert issued["space_id"] == "acme"
+    assert issued["api_key"]
+    assert len(issued["api_secret"]) >= 32
+    assert space_ids(db_url) == ["acme"]
+    (row,) = key_rows(db_url)
+    assert (row["space_id"], row["key"]) == ("acme", issued["api_key"])
+    # The secret is kept only as a hash: it is in no column, nor anywhere in an SQLite file.
+    assert all(issued["api_secret"] not in str(v) for v in row.values())
+    if db_url.startswith("sqlite"):
+        assert issued["api_secret"].encode() not in sqlite_bytes(db_url)
+    # Without --json it prints the same three things for a person to read.
+    done = crmhooks("spaces", "create", "beta", database=db_url)
+    assert done.returncode == 0, done.stderr
+    assert "beta" in done.stdout
+    assert "api key" in done.stdout
+    assert "api secret" in done.stdout
+    assert space_ids(db_url) == ["acme", "beta"]
+
+
+def test_creating_a_space_again_fails_with_a_clear_message(db_url: str) -> None:
+    first = create_space_json("acme", db_url)
+    again = crmhooks("spaces", "create", "acme", "--json", "--database", db_url)
+    assert again.returncode != 0
+    said = " ".join(again.stderr.split())
+    assert "space 'acme' exists already" in said
+    assert again.stdout.strip() == ""
+    (row,) = key_rows(db_url)
+    assert row["key"] == first["api_key"]
+
+
+@pytest.mark.parametrize("space_id", ["bad id!", "x" * 65])
+def test_space_id_outside_the_contract_is_refused(space_id: str, empty_db_url: str) -> None:
+    done = crmhooks("spaces", "create", space_id, "--json", "--database", empty_db_url)
+    assert done.returncode != 0
+    assert "is not a space id" in " ".join(done.stderr.split())
+    assert done.stdout.strip() == ""
+
+
+@pytest.mark.slow
+def test_key_from_spaces_create_works_against_a_server_on_the_same_file(
+    empty_db_url: str,
+) -> None:
+    server = start_server(empty_db_url)
+    try:
+        issued = create_space_json("acme", empty_db_url)
+        mine = httpx.BasicAuth(issued["api_key"], issued["api_secret"])
+        default = httpx.BasicAuth(server.api_key, server.api_secret)
+        with httpx.Client(timeout=10) as client:
+            r = client.post(accounts(server.url, "acme"), json={"name": "Acme"}, auth=mine)
+            assert r.status_code == 201, r.text
+            r = client.get(accounts(server.url, "acme"), auth=mine)
+            assert r.status_code == 200, r.text
+            assert [a["name"] for a in r.json()["data"]] == ["Acme"]
+            # Each key opens its own space only.
+            assert client.get(accounts(server.url, "default"), auth=mine).status_code == 401
+            assert client.get(accounts(server.url, "acme"), auth=default).status_code == 401
+            r = client.get(accounts(server.url, "default"), auth=default)
+            assert r.json()["total"] == 0
+            wrong = httpx.BasicAuth(issued["api_key"], issued["api_secret"] + "x")
+            r = client.get(accounts(server.url, "acme"), auth=wrong)
+            assert r.status_code == 401
+            assert r.headers["www-authenticate"] == 'Basic realm="restapi"'
+    finally:
+        stop_server(server)
+
+
+@pytest.mark.slow
+def test_serve_prints_the_default_key_once_and_stores_only_its_hash(
+    empty_db_url: str,
+) -> None:
+    assert not Path(empty_db_url.removeprefix("sqlite:///")).exists()
+    first = start_server(empty_db_url)
+    first_rest = stop_and_read(first)
+    assert "api secret" not in first_rest
+    assert space_ids(empty_db_url) == ["default"]
+
+    second, printed = serve_without_key(empty_db_url)
+    try:
+        assert "listening on" in printed
+        assert "api key" not in printed
+        assert "api secret" not in printed
+        assert first.api_secret not in printed
+        # The key printed the first time still opens the default space.
+        auth = httpx.BasicAuth(first.api_key, first.api_secret)
+        r = httpx.post(accounts(second.url, "default"), json={"name": "Acme"}, auth=auth)
+        assert r.status_code == 201, r.text
+    finally:
+        rest = stop_and_read(second)
+    assert "api secret" not in rest
+    assert first.api_secret not in rest
+    assert space_ids(empty_db_url) == ["default"]
+
+    (row,) = key_rows(empty_db_url)
+    assert row["key"] == first.api_key
+    assert first.api_secret not in [str(v) for v in row.values()]
+    assert first.api_secret.encode() not in sqlite_bytes(empty_db_url)

@@ -1,0 +1,75 @@
+"""The alembic migrations build exactly the schema that ``crmhooks.store.tables`` describes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, inspect, text
+
+from crmhooks.store.engine import sync_url
+from crmhooks.store.migrate import alembic_config, upgrade
+from crmhooks.store.tables import metadata
+from tests.conftest import PG_URL, _with_schema
+
+
+def differences(url: str) -> list[Any]:
+    """What autogenerate would still have to do to reach ``metadata`` from this database."""
+    engine = create_engine(sync_url(url))
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(
+                conn, opts={"compare_type": True, "compare_server_default": True}
+            )
+            diff: list[Any] = compare_metadata(context, metadata)
+            tables = set(inspect(conn).get_table_names())
+    finally:
+        engine.dispose()
+    assert tables == {*metadata.tables, "alembic_version"}
+    return diff
+
+
+@pytest.fixture
+def empty_pg_url() -> Iterator[str]:
+    """A schema of its own with nothing in it, in the PostgreSQL test database."""
+    if not PG_URL:
+        pytest.skip("CRMHOOKS_TEST_POSTGRES_URL is not set")
+    schema = f"crmhooks_migrations_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(sync_url(PG_URL))
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield _with_schema(PG_URL, schema)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def test_migrations_have_one_head() -> None:
+    scripts = ScriptDirectory.from_config(alembic_config("sqlite:///unused.db"))
+    assert len(scripts.get_heads()) == 1
+
+
+def test_migrations_on_an_empty_sqlite_file_give_exactly_the_tables_module(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    upgrade(url)
+    assert differences(url) == []
+    # Running them again on an up-to-date database changes nothing.
+    upgrade(url)
+    assert differences(url) == []
+
+
+def test_migrations_on_an_empty_postgresql_schema_give_exactly_the_tables_module(
+    empty_pg_url: str,
+) -> None:
+    upgrade(empty_pg_url)
+    assert differences(empty_pg_url) == []
