@@ -302,6 +302,90 @@ def record_schema(et: EntityType) -> dict[str, Any]:
     return {"type": "object", "properties": props}
 
 
+def delivery_paths() -> dict[str, Any]:
+    """The delivery log and replay routes (docs/deliveries.md) and the operations routes."""
+    hook = _param("webhook_id", "path", {"type": "string", "format": "uuid"}, True)
+    delivery = _param("delivery_id", "path", {"type": "string", "format": "uuid"}, True)
+    base = f"{PREFIX}/entities/Webhooks/{{webhook_id}}"
+    obj: dict[str, Any] = {"type": "object"}
+    tag = ["Webhook deliveries"]
+    window = {
+        "type": "object",
+        "required": ["since"],
+        "additionalProperties": False,
+        "properties": {
+            "since": {"type": "string", "format": "date-time"},
+            "until": {"type": "string", "format": "date-time"},
+        },
+    }
+    log_params = [
+        _param("status", "query", {"type": "string"}),
+        _param("since", "query", {"type": "string", "format": "date-time"}),
+        _param("until", "query", {"type": "string", "format": "date-time"}),
+        _param("first", "query", {"type": "integer", "minimum": 1, "maximum": 100}),
+        _param("after", "query", {"type": "string"}),
+    ]
+    return {
+        f"{base}/deliveries": {
+            "get": {
+                "tags": tag,
+                "summary": "The webhook's requests, newest first, with every attempt",
+                "parameters": [SPACE, hook, *log_params],
+                "responses": _responses("200", obj, "404"),
+            }
+        },
+        f"{base}/deliveries/{{delivery_id}}": {
+            "get": {
+                "tags": tag,
+                "summary": "One request and its attempts",
+                "parameters": [SPACE, hook, delivery],
+                "responses": _responses("200", obj, "404"),
+            }
+        },
+        f"{base}/deliveries/{{delivery_id}}/resend": {
+            "post": {
+                "tags": tag,
+                "summary": "Send a request again, now",
+                "parameters": [SPACE, hook, delivery],
+                "responses": _responses("200", obj, "404"),
+            }
+        },
+        f"{base}/recover": {
+            "post": {
+                "tags": tag,
+                "summary": "Send again every failed request created in a window",
+                "parameters": [SPACE, hook],
+                "requestBody": _body(window),
+                "responses": _responses("200", obj, "404"),
+            }
+        },
+        f"{base}/test": {
+            "post": {
+                "tags": tag,
+                "summary": "Send a sample event now and answer the outcome",
+                "parameters": [SPACE, hook],
+                "responses": _responses("200", obj, "404"),
+            }
+        },
+        "/health": {
+            "get": {
+                "tags": ["Operations"],
+                "summary": "Database reachable, dispatcher alive, queue depth",
+                "security": [],
+                "responses": {"200": {"description": "Healthy"}, "503": {"description": "Not"}},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "tags": ["Operations"],
+                "summary": "Prometheus metrics",
+                "security": [],
+                "responses": {"200": {"description": "Prometheus text format"}},
+            }
+        },
+    }
+
+
 def build_openapi(version: str) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
@@ -356,6 +440,7 @@ def build_openapi(version: str) -> dict[str, Any]:
             "responses": _responses("200", _one("#/components/schemas/Leads"), "404", "422"),
         }
     }
+    paths.update(delivery_paths())
     return {
         "openapi": "3.1.0",
         "info": {
