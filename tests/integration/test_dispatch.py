@@ -138,9 +138,15 @@ async def test_routing_state_is_stored_with_the_deliveries(
     await inbox.wait_for(1)
     db = open_database(db_url)
     try:
-        async with db.read() as conn:
-            (cursor,) = (await conn.execute(select(dispatch_state.c.last_seq))).one()
-            rows = (await conn.execute(select(deliveries.c.status, deliveries.c.event_count))).all()
+        for _ in range(200):  # the outcome is recorded just after the receiver answered
+            async with db.read() as conn:
+                (cursor,) = (await conn.execute(select(dispatch_state.c.last_seq))).one()
+                rows = (
+                    await conn.execute(select(deliveries.c.status, deliveries.c.event_count))
+                ).all()
+            if rows and rows[0][0] == "delivered":
+                break
+            await asyncio.sleep(0.02)
     finally:
         await db.dispose()
     assert cursor >= 1

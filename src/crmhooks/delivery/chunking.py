@@ -18,6 +18,8 @@ T = TypeVar("T")
 class Chunk(Generic[T]):
     items: list[T]
     delay: float  # seconds after the first chunk
+    burst: str | None = None  # with a chunk_delay: the burst it is a chunk of
+    index: int = 0  # its place among the burst's chunks
 
 
 def plan_chunks(
@@ -31,7 +33,7 @@ def plan_chunks(
     for burst, item in items:
         bursts.setdefault(burst, []).append(item)
     out: list[Chunk[T]] = []
-    for values in bursts.values():
+    for burst, values in bursts.items():
         for n, i in enumerate(range(0, len(values), chunk_size)):
-            out.append(Chunk(values[i : i + chunk_size], n * chunk_delay))
+            out.append(Chunk(values[i : i + chunk_size], n * chunk_delay, burst, n))
     return out

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy import and_, bindparam, exists, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crmhooks.delivery.retry import Verdict, decide, parse_schedule, retry_after_seconds
@@ -46,6 +46,10 @@ class DispatchSettings:
     lease_seconds: float = 60.0
     poll_seconds: float = 1.0
     claim_batch: int = 256
+    # While other requests are in flight, outcomes are gathered this long (or up to
+    # record_batch of them) before they are written: one transaction for many.
+    record_wait: float = 0.02
+    record_batch: int = 256
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ class Dispatcher:
         self._sends: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._beat = time.monotonic()
+        self._rand = random.Random()
 
     @property
     def alive(self) -> bool:
@@ -148,7 +153,8 @@ class Dispatcher:
         made = await self.router.step()
         if made:
             self._claim_wake.set()
-        return made > 0
+        # Go round again at once only for a backlog; otherwise the next commit wakes it.
+        return made > 0 and self.router.backlog
 
     async def _claim_once(self) -> bool:
         room = self.cfg.max_in_flight - len(self._in_flight)
@@ -159,6 +165,13 @@ class Dispatcher:
         active = select(webhooks.c.id).where(
             webhooks.c.is_active.is_(True), webhooks.c.is_deleted.is_(False)
         )
+        # A later chunk of a burst waits until the chunks before it were sent once.
+        earlier = deliveries.alias("earlier")
+        earlier_unsent = select(earlier.c.id).where(
+            earlier.c.chunk_group == deliveries.c.chunk_group,
+            earlier.c.chunk_index < deliveries.c.chunk_index,
+            earlier.c.attempts == 0,
+        )
         due = (
             select(deliveries.c.id)
             .where(
@@ -166,6 +179,7 @@ class Dispatcher:
                 deliveries.c.next_attempt_at <= now,
                 or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < now),
                 deliveries.c.webhook_id.in_(active),
+                or_(deliveries.c.chunk_group.is_(None), ~exists(earlier_unsent)),
             )
             .order_by(deliveries.c.next_attempt_at, deliveries.c.first_seq)
             .limit(min(room, self.cfg.claim_batch))
@@ -184,9 +198,14 @@ class Dispatcher:
                         deliveries.c.webhook_id,
                         deliveries.c.body,
                         deliveries.c.attempts,
+                        deliveries.c.chunk_group,
+                        deliveries.c.chunk_index,
                     )
                 )
             ).all()
+            firsts = [r for r in rows if r.chunk_index == 0 and r.attempts == 0]
+            if firsts:
+                await self._space_out(conn, firsts, now)
         for row in rows:
             claimed = Claimed(row.id, row.webhook_id, row.body, row.attempts)
             self._in_flight.add(claimed.id)
@@ -194,6 +213,32 @@ class Dispatcher:
             self._sends.add(task)
             task.add_done_callback(self._sends.discard)
         return len(rows) >= min(room, self.cfg.claim_batch) and room > len(rows)
+
+    async def _space_out(self, conn: AsyncConnection, firsts: Sequence[Any], now: datetime) -> None:
+        """Chunk N of a burst is due N x chunk_delay after its chunk 0 is sent (now)."""
+        later = (
+            await conn.execute(
+                select(deliveries.c.id, deliveries.c.chunk_group, deliveries.c.chunk_index).where(
+                    deliveries.c.chunk_group.in_([r.chunk_group for r in firsts]),
+                    deliveries.c.chunk_index > 0,
+                )
+            )
+        ).all()
+        delay = {
+            r.chunk_group: getattr(self.router.index.by_id.get(r.webhook_id), "chunk_delay", 0.0)
+            for r in firsts
+        }
+        values = [
+            {"b_id": r.id, "b_next": now + timedelta(seconds=r.chunk_index * delay[r.chunk_group])}
+            for r in later
+        ]
+        if values:
+            await conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == bindparam("b_id"))
+                .values(next_attempt_at=bindparam("b_next")),
+                values,
+            )
 
     def _webhook_slot(self, webhook_id: str) -> asyncio.Semaphore:
         slot = self._per_webhook.get(webhook_id)
@@ -224,6 +269,12 @@ class Dispatcher:
     async def _record_loop(self) -> None:
         while True:
             await self._results_ready.wait()
+            if (
+                self._in_flight
+                and not self._stopping
+                and len(self._results) < self.cfg.record_batch
+            ):
+                await asyncio.sleep(self.cfg.record_wait)  # more outcomes are on their way
             self._results_ready.clear()
             try:
                 await self._flush()
@@ -250,7 +301,7 @@ class Dispatcher:
                 o.status,
                 schedule=self.cfg.schedule,
                 retry_after=retry_after_seconds(o.retry_after),
-                rand=random.Random(),
+                rand=self._rand,
             )
             status = {
                 Verdict.DELIVERED: "delivered",

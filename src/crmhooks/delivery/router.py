@@ -8,6 +8,7 @@ and loses nothing: the cursor moves only with the deliveries it produced.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,8 +17,20 @@ from typing import Any
 
 import orjson
 import structlog
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import (
+    JSON,
+    Dialect,
+    Text,
+    TypeDecorator,
+    func,
+    insert,
+    select,
+    true,
+    type_coerce,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.types import TypeEngine
 
 from crmhooks.delivery.chunking import plan_chunks
 from crmhooks.errors import ValidationFailed
@@ -74,33 +87,74 @@ async def load_index(conn: AsyncConnection, catalog: Catalog) -> WebhookIndex:
 async def webhooks_version(conn: AsyncConnection) -> tuple[Any, ...]:
     """Changes whenever a webhook or a custom entity definition changes."""
     w, c = table_of(WEBHOOKS), table_for("custom_entities")
-    a = (
-        await conn.execute(select(func.count(), func.max(w.c.modified), func.sum(w.c.revision)))
-    ).one()
-    b = (await conn.execute(select(func.count(), func.max(c.c.modified)))).one()
-    return (*a, *b)
+    a = select(func.count(), func.max(w.c.modified), func.sum(w.c.revision)).subquery()
+    b = select(func.count(), func.max(c.c.modified)).subquery()
+    both = select(a, b).select_from(a.join(b, true()))  # one round trip, one row each
+    return tuple((await conn.execute(both)).one())
+
+
+class _ReadJSON(TypeDecorator[Any]):
+    """A JSON column as the router reads it. On SQLite: the stored text parsed with orjson, or
+    with ``json`` for what orjson refuses (NaN, integers past 64 bits), so the values are the
+    ones the JSON type gives, several times faster. Elsewhere: the JSON type itself."""
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        return dialect.type_descriptor(Text() if dialect.name == "sqlite" else JSON())
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if dialect.name != "sqlite" or not isinstance(value, str):
+            return value
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return json.loads(value)
+
+
+# What routing reads of an event, in this order (see ``_event``).
+_EVENT_COLUMNS = (
+    events.c.seq,
+    events.c.id,
+    events.c.space_id,
+    events.c.name,
+    events.c.entity,
+    events.c.record_id,
+    type_coerce(events.c.record, _ReadJSON()).label("record"),
+    type_coerce(events.c.changes, _ReadJSON()).label("changes"),
+    events.c.related_entity,
+    events.c.related_id,
+    type_coerce(events.c.related, _ReadJSON()).label("related"),
+    events.c.skip_key,
+    events.c.burst_id,
+    events.c.occurred,
+)
 
 
 def _event(row: Any, catalog: Catalog) -> Event | None:
-    et = catalog.entity(row.space_id, row.entity)
+    # By position: a row of _EVENT_COLUMNS (reading attributes by name costs more than the rest).
+    (seq, id_, space_id, name, entity, record_id, record, changes) = row[:8]
+    (related_entity, related_id, related, skip_key, burst_id, occurred) = row[8:]
+    et = catalog.entity(space_id, entity)
     if et is None:
         return None
     return Event(
-        seq=row.seq,
-        id=row.id,
-        space_id=row.space_id,
-        name=row.name,
-        entity=row.entity,
+        seq=seq,
+        id=id_,
+        space_id=space_id,
+        name=name,
+        entity=entity,
         option_key=option_key(et),
-        record_id=row.record_id,
-        record=row.record,
-        changes=row.changes,
-        related_entity=row.related_entity,
-        related_id=row.related_id,
-        related=row.related,
-        skip_key=row.skip_key,
-        burst_id=row.burst_id,
-        occurred=row.occurred,
+        record_id=record_id,
+        record=record,
+        changes=changes,
+        related_entity=related_entity,
+        related_id=related_id,
+        related=related,
+        skip_key=skip_key,
+        burst_id=burst_id,
+        occurred=occurred,
     )
 
 
@@ -116,6 +170,7 @@ class Router:
     _stored: int | None = None  # the cursor as stored
     _memory: int = 0  # the cursor as routed
     _stored_at: datetime = field(default_factory=lambda: datetime.min.replace(tzinfo=UTC))
+    backlog: bool = False  # the last step may have left events to route now
 
     async def refresh(self, conn: AsyncConnection) -> None:
         version = await webhooks_version(conn)
@@ -135,14 +190,17 @@ class Router:
     async def _events(self, conn: AsyncConnection, after: int) -> list[Any]:
         rows = list(
             await conn.execute(
-                select(events).where(events.c.seq > after).order_by(events.c.seq).limit(self.batch)
+                select(*_EVENT_COLUMNS)
+                .where(events.c.seq > after)
+                .order_by(events.c.seq)
+                .limit(self.batch)
             )
         )
         if len(rows) == self.batch:  # finish the last burst, so its chunks are planned whole
             last = rows[-1]
             rows += list(
                 await conn.execute(
-                    select(events)
+                    select(*_EVENT_COLUMNS)
                     .where(events.c.burst_id == last.burst_id, events.c.seq > last.seq)
                     .order_by(events.c.seq)
                 )
@@ -163,6 +221,7 @@ class Router:
                 self._memory = self._stored or 0
                 self._loaded = True
             rows = await self._events(conn, self._memory)
+            self.backlog = len(rows) >= self.batch
             if not rows:
                 await self._store_cursor([], force=False)
                 return 0
@@ -180,6 +239,7 @@ class Router:
         async with self.db.write() as conn:
             if await self._cursor(conn) != self._stored:
                 self._loaded = False  # another router moved it: start again from the table
+                self.backlog = True
                 return
             if planned:
                 rows = [
@@ -216,8 +276,12 @@ class Router:
             items = [
                 (e.burst_id, (e, el)) for e, el in zip([e for e, _ in pairs], elements, strict=True)
             ]
+            groups: dict[str, str] = {}
             for chunk in plan_chunks(items, sub.chunk_size, sub.chunk_delay):
                 body = orjson.dumps([el for _, el in chunk.items])
+                group = None
+                if chunk.burst is not None:
+                    group = groups.setdefault(chunk.burst, str(uuid.uuid4()))
                 planned.append(
                     {
                         "id": str(uuid.uuid4()),
@@ -231,6 +295,8 @@ class Router:
                         "attempts": 0,
                         "created": now,
                         "delay": chunk.delay,
+                        "chunk_group": group,
+                        "chunk_index": chunk.index if group else None,
                     }
                 )
         return planned

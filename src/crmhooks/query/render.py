@@ -46,13 +46,22 @@ class Renderer:
         self.reveal = reveal  # show secret fields whole (only the response that set them)
         self._custom: dict[str, EntityType | None] = {}
 
-    async def shaped(self, et: EntityType, records: Sequence[Record], shape: Shape) -> list[Shown]:
-        shown = await self.render(et, records, shape.expand)
+    async def shaped(
+        self, et: EntityType, records: Sequence[Record], shape: Shape, *, fresh: bool = False
+    ) -> list[Shown]:
+        shown = await self.render(et, records, shape.expand, fresh=fresh)
         return [prune(r, shape.load_only) for r in shown]
 
     async def render(
-        self, et: EntityType, records: Sequence[Record], expand: ExpandTree | None = None
+        self,
+        et: EntityType,
+        records: Sequence[Record],
+        expand: ExpandTree | None = None,
+        *,
+        fresh: bool = False,
     ) -> list[Shown]:
+        """``fresh``: the records were created by this very write, so nothing points at them
+        yet and their to-many lists are empty without a query."""
         if not records:
             return []
         expand = expand or {}
@@ -60,7 +69,10 @@ class Renderer:
         ids = [r["id"] for r in records]
         many: dict[str, dict[str, list[Any]]] = {}
         for tm in et.to_many:
-            many[tm.name] = await self._to_many(tm, ids, expand.get(tm.name))
+            if fresh:
+                many[tm.name] = {i: [] for i in ids}
+            else:
+                many[tm.name] = await self._to_many(tm, ids, expand.get(tm.name))
         ones: dict[str, dict[str, Shown]] = {}
         for f in et.relations:
             if f.relation_name in expand:
@@ -179,7 +191,9 @@ async def render(
     shape: Shape | None = None,
     *,
     reveal: bool = False,
+    fresh: bool = False,
 ) -> list[Shown]:
-    """The records of one entity type as the API returns them, shaped."""
+    """The records of one entity type as the API returns them, shaped (``fresh``: see
+    :meth:`Renderer.render`)."""
     renderer = Renderer(conn, space_id, base, reveal=reveal)
-    return await renderer.shaped(et, records, shape or Shape())
+    return await renderer.shaped(et, records, shape or Shape(), fresh=fresh)

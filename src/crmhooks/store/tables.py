@@ -163,7 +163,9 @@ def _entity_tables() -> dict[str, Table]:
         Index(None, *(table.c[c] for c in (*lead, "created", "id")))
         Index(None, *(table.c[c] for c in (*lead, "modified", "id")))
         for rc in relation_columns.get(table_name, []):
-            Index(None, table.c["space_id"], table.c[rc])
+            # Ending in the default order: a page of one owner's (or one parent's) records is
+            # read in order from the index, without a sort and without visiting other records.
+            Index(None, *(table.c[c] for c in ("space_id", rc, "created", "id")))
         tables[table_name] = table
     return tables
 
@@ -222,9 +224,13 @@ deliveries = Table(
     Column("delivered_at", UTCDateTime(), nullable=True),
     Column("last_status", Integer(), nullable=True),
     Column("last_error", Text(), nullable=True),
+    # The chunks of one burst with a chunk_delay: chunk N waits N x delay after chunk 0 is sent.
+    Column("chunk_group", ID, nullable=True),
+    Column("chunk_index", Integer(), nullable=True),
 )
 Index(None, deliveries.c.status, deliveries.c.next_attempt_at)
 Index(None, deliveries.c.webhook_id, deliveries.c.created)
+Index(None, deliveries.c.chunk_group, deliveries.c.chunk_index)
 
 delivery_attempts = Table(
     "delivery_attempts",

@@ -42,6 +42,8 @@ def upgrade() -> None:
         sa.Column("delivered_at", crmhooks.store.tables.UTCDateTime(timezone=True), nullable=True),
         sa.Column("last_status", sa.Integer(), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("chunk_group", sa.String(length=36), nullable=True),
+        sa.Column("chunk_index", sa.Integer(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_deliveries")),
     )
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
@@ -52,6 +54,11 @@ def upgrade() -> None:
         )
         batch_op.create_index(
             batch_op.f("ix_deliveries_webhook_id_created"), ["webhook_id", "created"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_deliveries_chunk_group_chunk_index"),
+            ["chunk_group", "chunk_index"],
+            unique=False,
         )
 
     op.create_table(
@@ -182,6 +189,7 @@ def downgrade() -> None:
     op.drop_table("delivery_attempts")
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_deliveries_webhook_id_created"))
+        batch_op.drop_index(batch_op.f("ix_deliveries_chunk_group_chunk_index"))
         batch_op.drop_index(batch_op.f("ix_deliveries_status_next_attempt_at"))
 
     op.drop_table("deliveries")

@@ -1,0 +1,1 @@
+"""Helpers the tests run beside the server: a webhook receiver process."""
