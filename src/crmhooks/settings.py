@@ -25,3 +25,7 @@ class Settings(BaseSettings):
     max_in_flight_per_webhook: int = 16
     connect_timeout: float = 5.0
     request_timeout: float = 15.0
+    disable_after_seconds: float = 5 * 86400  # failing continuously this long: disabled
+    retention_seconds: float = 30 * 86400  # delivered requests and routed events older: pruned
+    prune_every_seconds: float = 600.0
+    lease_seconds: float = 60.0  # a claimed request is taken again if not done by then

@@ -273,3 +273,72 @@ async def test_health_and_metrics(live: Api, inbox: Inbox) -> None:
     assert "crmhooks_events_recorded_total" in text
     assert 'crmhooks_requests_sent_total{outcome="delivered"}' in text
     assert "crmhooks_queue_depth" in text
+
+
+async def test_failing_for_too_long_disables_and_patch_resumes(
+    db_url: str, space: IssuedKey, inbox: Inbox
+) -> None:
+    settings = Settings(
+        database_url=db_url,
+        public_url="http://testserver",
+        allowed_targets="127.0.0.0/8",
+        retry_schedule="0.1,0.1,0.1,0.1,0.1,0.1",
+        disable_after_seconds=0.3,
+    )
+    app = create_app(settings, migrate=False)
+    auth = httpx.BasicAuth(space.api_key, space.api_secret)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t", auth=auth) as client,
+    ):
+        api = Api(client, space)
+        inbox.status = 500
+        hook = await _hook(api, inbox, ["Account.Create"])
+        await api.create("Accounts", {"name": "Acme"})
+        for _ in range(300):
+            got = (await api.get("Webhooks", hook["id"])).json()["data"]
+            if not got["is_active"]:
+                break
+            await asyncio.sleep(0.02)
+        assert got["is_active"] is False
+        assert "failed for" in got["disabled_reason"]
+        await api.create("Accounts", {"name": "while disabled"})  # recorded, held
+        inbox.status = 200
+        r = await client.patch(api.path("Webhooks", hook["id"]), json={"is_active": True})
+        assert r.json()["data"]["disabled_reason"] is None
+        events = await inbox.wait_for(3)
+        names = {e["entity"]["name"] for e in events}
+        assert names == {"Acme", "while disabled"}
+
+
+async def test_retention_prunes_delivered_requests_and_routed_events(
+    live: Api, inbox: Inbox, db_url: str
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from crmhooks.delivery.retention import prune
+    from crmhooks.store.tables import delivery_attempts, events
+
+    await _hook(live, inbox, ["Account.Create"])
+    await live.create("Accounts", {"name": "Acme"})
+    await _delivered(live, (await live.get("Webhooks")).json()["data"][0]["id"], 1)
+    db = open_database(db_url)
+    try:
+        async with db.read() as conn:
+            (cursor,) = (await conn.execute(select(dispatch_state.c.last_seq))).one()
+        kept = await prune(db, datetime.now(UTC) - timedelta(days=1), cursor)
+        assert (kept.deliveries, kept.events) == (0, 0)
+        gone = await prune(db, datetime.now(UTC) + timedelta(seconds=1), cursor)
+        assert gone.deliveries == 1
+        assert gone.events >= 1
+        async with db.read() as conn:
+            left = [
+                (await conn.execute(select(t).limit(1))).first()
+                for t in (deliveries, delivery_attempts)
+            ]
+            later = (await conn.execute(select(events.c.seq).where(events.c.seq > cursor))).all()
+        assert left == [None, None]
+        assert later == []
+    finally:
+        await db.dispose()

@@ -21,9 +21,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, bindparam, exists, insert, or_, select, update
+from sqlalchemy import Integer, and_, bindparam, exists, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from crmhooks.delivery.retention import prune
 from crmhooks.delivery.retry import Verdict, decide, parse_schedule, retry_after_seconds
 from crmhooks.delivery.router import Router
 from crmhooks.delivery.sender import Outcome, Sender
@@ -48,6 +49,9 @@ class DispatchSettings:
     claim_batch: int = 256
     # While other requests are in flight, outcomes are gathered this long (or up to
     # record_batch of them) before they are written: one transaction for many.
+    disable_after: float = 5 * 86400
+    retention: float = 30 * 86400
+    prune_every: float = 600.0
     record_wait: float = 0.02
     record_batch: int = 256
 
@@ -83,7 +87,9 @@ class Dispatcher:
         self._sends: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._beat = time.monotonic()
+        self._clean: set[str] = set()  # webhooks known not to be failing
         self._rand = random.Random()
+        self._claims: dict[bool, Any] = {}  # the claim statement, for PostgreSQL or not
 
     @property
     def alive(self) -> bool:
@@ -104,12 +110,14 @@ class Dispatcher:
             asyncio.create_task(self._loop(self._route_once, self._route_wake), name="route"),
             asyncio.create_task(self._loop(self._claim_once, self._claim_wake), name="claim"),
             asyncio.create_task(self._record_loop(), name="record"),
+            asyncio.create_task(self._prune_loop(), name="prune"),
         ]
 
     async def stop(self, grace: float = 10.0) -> None:
         self._stopping = True
-        for t in self._tasks[:2]:
-            t.cancel()
+        for t in self._tasks:
+            if t.get_name() != "record":  # the record loop ends by itself, after a last flush
+                t.cancel()
         if self._sends:
             await asyncio.wait(self._sends, timeout=grace)
         for t in self._sends:
@@ -161,9 +169,35 @@ class Dispatcher:
         if room <= 0:
             return False
         now = datetime.now(UTC)
+        async with self.db.write() as conn:
+            claim = self._claim_statement(conn.dialect.name == "postgresql")
+            lease = now + timedelta(seconds=self.cfg.lease_seconds)
+            limit = min(room, self.cfg.claim_batch)
+            params = {"c_now": now, "c_lease": lease, "c_limit": limit}
+            rows = (await conn.execute(claim, params)).all()
+            firsts = [r for r in rows if r.chunk_index == 0 and r.attempts == 0]
+            if firsts:
+                await self._space_out(conn, firsts, now)
+        for row in rows:
+            claimed = Claimed(row.id, row.webhook_id, row.body, row.attempts)
+            self._in_flight.add(claimed.id)
+            task = asyncio.create_task(self._send(claimed))
+            self._sends.add(task)
+            task.add_done_callback(self._sends.discard)
+        return len(rows) >= min(room, self.cfg.claim_batch) and room > len(rows)
+
+    def _claim_statement(self, postgresql: bool) -> Any:
+        """The claim, built once: building it costs more than running it on a short queue."""
+        if postgresql in self._claims:
+            return self._claims[postgresql]
+        now = bindparam("c_now", type_=deliveries.c.next_attempt_at.type)
         webhooks = table_of(WEBHOOKS)
-        active = select(webhooks.c.id).where(
-            webhooks.c.is_active.is_(True), webhooks.c.is_deleted.is_(False)
+        # Correlated, so each candidate looks its webhook up by id (SQLite would otherwise build
+        # the set of every active webhook on each claim: ~10 ms with 10,000 webhooks).
+        active = exists().where(
+            webhooks.c.id == deliveries.c.webhook_id,
+            webhooks.c.is_active.is_(True),
+            webhooks.c.is_deleted.is_(False),
         )
         # A later chunk of a burst waits until the chunks before it were sent once.
         earlier = deliveries.alias("earlier")
@@ -178,41 +212,29 @@ class Dispatcher:
                 deliveries.c.status == "pending",
                 deliveries.c.next_attempt_at <= now,
                 or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < now),
-                deliveries.c.webhook_id.in_(active),
+                active,
                 or_(deliveries.c.chunk_group.is_(None), ~exists(earlier_unsent)),
             )
             .order_by(deliveries.c.next_attempt_at, deliveries.c.first_seq)
-            .limit(min(room, self.cfg.claim_batch))
+            .limit(bindparam("c_limit", type_=Integer()))
         )
-        async with self.db.write() as conn:
-            if conn.dialect.name == "postgresql":
-                due = due.with_for_update(skip_locked=True)
-            lease = now + timedelta(seconds=self.cfg.lease_seconds)
-            rows = (
-                await conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.id.in_(due.scalar_subquery()))
-                    .values(lease_until=lease)
-                    .returning(
-                        deliveries.c.id,
-                        deliveries.c.webhook_id,
-                        deliveries.c.body,
-                        deliveries.c.attempts,
-                        deliveries.c.chunk_group,
-                        deliveries.c.chunk_index,
-                    )
-                )
-            ).all()
-            firsts = [r for r in rows if r.chunk_index == 0 and r.attempts == 0]
-            if firsts:
-                await self._space_out(conn, firsts, now)
-        for row in rows:
-            claimed = Claimed(row.id, row.webhook_id, row.body, row.attempts)
-            self._in_flight.add(claimed.id)
-            task = asyncio.create_task(self._send(claimed))
-            self._sends.add(task)
-            task.add_done_callback(self._sends.discard)
-        return len(rows) >= min(room, self.cfg.claim_batch) and room > len(rows)
+        if postgresql:
+            due = due.with_for_update(skip_locked=True)
+        claim = (
+            update(deliveries)
+            .where(deliveries.c.id.in_(due.scalar_subquery()))
+            .values(lease_until=bindparam("c_lease", type_=deliveries.c.lease_until.type))
+            .returning(
+                deliveries.c.id,
+                deliveries.c.webhook_id,
+                deliveries.c.body,
+                deliveries.c.attempts,
+                deliveries.c.chunk_group,
+                deliveries.c.chunk_index,
+            )
+        )
+        self._claims[postgresql] = claim
+        return claim
 
     async def _space_out(self, conn: AsyncConnection, firsts: Sequence[Any], now: datetime) -> None:
         """Chunk N of a burst is due N x chunk_delay after its chunk 0 is sent (now)."""
@@ -266,6 +288,20 @@ class Dispatcher:
         self._results_ready.set()
         self._in_flight.discard(claimed.id)
 
+    async def _prune_loop(self) -> None:
+        """Every ``prune_every`` seconds, drop what is older than the retention age."""
+        while not self._stopping:
+            await asyncio.sleep(self.cfg.prune_every)
+            try:
+                cutoff = datetime.now(UTC) - timedelta(seconds=self.cfg.retention)
+                pruned = await prune(self.db, cutoff, self.router.stored_cursor)
+                if pruned.deliveries or pruned.events:
+                    log.info("pruned", deliveries=pruned.deliveries, events=pruned.events)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("pruning failed")
+
     async def _record_loop(self) -> None:
         while True:
             await self._results_ready.wait()
@@ -293,6 +329,8 @@ class Dispatcher:
         updates: list[dict[str, Any]] = []
         attempts: list[dict[str, Any]] = []
         disable: set[str] = set()
+        succeeded: set[str] = set()
+        failing: set[str] = set()
         for r in results:
             n = r.claimed.attempts + 1
             o = r.outcome
@@ -311,6 +349,10 @@ class Dispatcher:
             }[decision.verdict]
             if decision.verdict is Verdict.DISABLE:
                 disable.add(r.claimed.webhook_id)
+            elif decision.verdict is Verdict.DELIVERED:
+                succeeded.add(r.claimed.webhook_id)
+            else:
+                failing.add(r.claimed.webhook_id)
             REQUESTS_SENT.labels(decision.verdict.value).inc()
             if o.status is not None:
                 DELIVERY_LATENCY.observe(o.latency_ms / 1000)
@@ -354,6 +396,39 @@ class Dispatcher:
             await conn.execute(insert(delivery_attempts), attempts)
             if disable:
                 await self._disable(conn, disable, "the receiver answered 410 Gone", now)
+            await self._track_failures(conn, succeeded, failing - succeeded, now)
+
+    async def _track_failures(
+        self, conn: AsyncConnection, succeeded: set[str], failing: set[str], now: datetime
+    ) -> None:
+        """Note when a webhook started failing; disable it after failing for too long."""
+        t = table_of(WEBHOOKS)
+        cleared = sorted(succeeded - self._clean)
+        if cleared:
+            await conn.execute(
+                update(t)
+                .where(t.c.id.in_(cleared), t.c.failing_since.is_not(None))
+                .values(failing_since=None)
+            )
+            self._clean.update(cleared)
+        if not failing:
+            return
+        self._clean.difference_update(failing)
+        ids = sorted(failing)
+        await conn.execute(
+            update(t).where(t.c.id.in_(ids), t.c.failing_since.is_(None)).values(failing_since=now)
+        )
+        limit = now - timedelta(seconds=self.cfg.disable_after)
+        stale = await conn.execute(
+            select(t.c.id).where(
+                t.c.id.in_(ids), t.c.failing_since < limit, t.c.is_active.is_(True)
+            )
+        )
+        worn = {row[0] for row in stale}
+        if worn:
+            days = self.cfg.disable_after / 86400
+            reason = f"every request failed for {days:g} days"
+            await self._disable(conn, worn, reason, now)
 
     async def _disable(
         self, conn: AsyncConnection, ids: set[str], reason: str, now: datetime
@@ -382,5 +457,9 @@ def build_dispatcher(db: Database, settings: Settings) -> Dispatcher:
         schedule=parse_schedule(settings.retry_schedule),
         max_in_flight=settings.max_in_flight,
         max_in_flight_per_webhook=settings.max_in_flight_per_webhook,
+        lease_seconds=settings.lease_seconds,
+        disable_after=settings.disable_after_seconds,
+        retention=settings.retention_seconds,
+        prune_every=settings.prune_every_seconds,
     )
     return Dispatcher(db, Router(db, base), sender, cfg)

@@ -172,6 +172,11 @@ class Router:
     _stored_at: datetime = field(default_factory=lambda: datetime.min.replace(tzinfo=UTC))
     backlog: bool = False  # the last step may have left events to route now
 
+    @property
+    def stored_cursor(self) -> int | None:
+        """The last event seq whose routing is stored (None before the first)."""
+        return self._stored if self._loaded else None
+
     async def refresh(self, conn: AsyncConnection) -> None:
         version = await webhooks_version(conn)
         if version != self._version:

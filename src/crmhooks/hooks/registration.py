@@ -76,6 +76,7 @@ def make_validator(guard: Guard) -> Validator:
                 out["previous_signature_until"] = now + ROTATION_GRACE
             if out.get("is_active") is True and not before.get("is_active"):
                 out["disabled_reason"] = None
+                out["failing_since"] = None  # a fresh start: five more days before disabling
         if "options" in out and out["options"] is None:
             out["options"] = {}
         if "url" in out:

@@ -339,6 +339,8 @@ WEBHOOKS = EntityType(
         # The replaced secret, still signed with until ``previous_signature_until``.
         Field("previous_signature", Kind.TEXT, read_only=True, hidden=True, max_length=255),
         Field("previous_signature_until", Kind.DATETIME, read_only=True, hidden=True),
+        # Since when every request has failed; cleared by a success (disabling, issue-free).
+        Field("failing_since", Kind.DATETIME, read_only=True, hidden=True),
     ),
 )
 

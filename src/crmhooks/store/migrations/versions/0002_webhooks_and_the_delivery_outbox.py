@@ -150,6 +150,7 @@ def upgrade() -> None:
             crmhooks.store.tables.UTCDateTime(timezone=True),
             nullable=True,
         ),
+        sa.Column("failing_since", crmhooks.store.tables.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhooks")),
     )
     with op.batch_alter_table("webhooks", schema=None) as batch_op:
