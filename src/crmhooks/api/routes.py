@@ -165,6 +165,7 @@ async def _write(
     shown_as: EntityType | None = None,
     status: int = 200,
     reveal: bool = False,
+    fresh: bool = False,
 ) -> Response:
     """Run one write and answer with the record as it is now, shaped as asked."""
     shape = _shape(request, shown_as or et)
@@ -172,7 +173,14 @@ async def _write(
         record = await step(writer, et)
         base = base_url(request, svc.settings)
         shown = await render(
-            writer.conn, shown_as or et, ctx.space_id, [record], base, shape, reveal=reveal
+            writer.conn,
+            shown_as or et,
+            ctx.space_id,
+            [record],
+            base,
+            shape,
+            reveal=reveal,
+            fresh=fresh,
         )
     return envelopes.one(shown[0], status)
 
@@ -185,7 +193,7 @@ async def create_record(request: Request) -> Response:
     async def step(w: Writer, et: EntityType) -> Record:
         return await w.create(et, body)
 
-    return await _write(request, svc, ctx, et, step, status=201, reveal=True)
+    return await _write(request, svc, ctx, et, step, status=201, reveal=True, fresh=True)
 
 
 async def patch_record(request: Request) -> Response:
