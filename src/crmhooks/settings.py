@@ -14,7 +14,8 @@ class Settings(BaseSettings):
     # Scheme and host that record URIs start with; by default the request's own.
     public_url: str | None = None
     max_body_bytes: int = 1024 * 1024
-    db_pool_size: int = 10
+    # At least the expected concurrent requests: below that, PostgreSQL connections churn.
+    db_pool_size: int = 20
     log_level: str = "info"
     log_json: bool = False
     # Delivery (contract sections 8, 9).

@@ -312,7 +312,7 @@ class WritePath:
         self,
         db: Database,
         recorders: Sequence[Recorder] = (),
-        after_commit: Sequence[Callable[[Sequence[Change]], None]] = (),
+        after_commit: Sequence[Callable[[WriteContext, Sequence[Change]], None]] = (),
         validators: Mapping[str, Validator] | None = None,
     ) -> None:
         self.db = db
@@ -330,4 +330,4 @@ class WritePath:
                     await record(conn, ctx, writer.changes)
         if writer.changes:
             for callback in self.after_commit:
-                callback(writer.changes)
+                callback(ctx, writer.changes)

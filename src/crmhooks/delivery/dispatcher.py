@@ -24,6 +24,7 @@ import structlog
 from sqlalchemy import Integer, and_, bindparam, exists, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from crmhooks.changes.writer import Change, WriteContext
 from crmhooks.delivery.retention import prune
 from crmhooks.delivery.retry import Verdict, decide, parse_schedule, retry_after_seconds
 from crmhooks.delivery.router import Router
@@ -37,6 +38,8 @@ from crmhooks.store.records import table_of
 from crmhooks.store.tables import deliveries, delivery_attempts
 
 log = structlog.get_logger("crmhooks.dispatcher")
+# Writes to these change what webhooks there are or what their filters mean.
+WEBHOOK_INPUTS = frozenset({"Webhooks", "CustomEntities"})
 
 
 @dataclass(frozen=True)
@@ -97,8 +100,16 @@ class Dispatcher:
         running = bool(self._tasks) and not any(t.done() for t in self._tasks)
         return running and time.monotonic() - self._beat < 5 * self.cfg.poll_seconds + 30
 
-    def notify(self, *_: Any) -> None:
-        """A write committed: route now."""
+    def notify(self, ctx: WriteContext, changes: Sequence[Change]) -> None:
+        """A write committed: route now, if a webhook can care.
+
+        Writes in a space without webhooks wake nothing: their events are passed over by the
+        next routing step, at the latest a poll interval later.
+        """
+        if any(c.entity.name in WEBHOOK_INPUTS for c in changes):
+            self.router.dirty = True
+        elif ctx.space_id not in self.router.index.spaces:
+            return
         self._route_wake.set()
 
     def requeued(self) -> None:

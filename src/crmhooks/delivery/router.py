@@ -9,6 +9,7 @@ and loses nothing: the cursor moves only with the deliveries it produced.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -166,6 +167,8 @@ class Router:
     index: WebhookIndex = field(default_factory=WebhookIndex)
     catalog: Catalog = field(default_factory=Catalog)
     _version: tuple[Any, ...] | None = None
+    dirty: bool = True  # webhooks or custom entities changed: check the version now
+    _checked_at: float = 0.0
     _loaded: bool = False
     _stored: int | None = None  # the cursor as stored
     _memory: int = 0  # the cursor as routed
@@ -178,6 +181,12 @@ class Router:
         return self._stored if self._loaded else None
 
     async def refresh(self, conn: AsyncConnection) -> None:
+        """Reload the webhooks if they changed: at once after a change made in this process
+        (``dirty``), within a second after one made by another."""
+        if not self.dirty and time.monotonic() - self._checked_at < 1.0:
+            return
+        self.dirty = False
+        self._checked_at = time.monotonic()
         version = await webhooks_version(conn)
         if version != self._version:
             self.catalog = Catalog(await load_custom_types(conn))

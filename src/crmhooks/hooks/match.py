@@ -69,8 +69,10 @@ class WebhookIndex:
     def __init__(self, subs: Iterable[Subscription] = ()) -> None:
         self._by_name: dict[tuple[str, str], list[Subscription]] = {}
         self.by_id: dict[str, Subscription] = {}
+        self.spaces: set[str] = set()  # spaces with at least one webhook
         for sub in subs:
             self.by_id[sub.id] = sub
+            self.spaces.add(sub.space_id)
             for name in sub.events:
                 self._by_name.setdefault((sub.space_id, name), []).append(sub)
 

@@ -7,7 +7,7 @@ not here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, Table, and_, false, select
@@ -47,19 +47,58 @@ def wire_value(f: Field, stored: Any) -> Any:
     return to_wire(f, stored)
 
 
+_Reader = Callable[[Mapping[Any, Any]], Any]
+
+
+def _column_reader(f: Field, col: str) -> _Reader:
+    """How one plain column's stored value becomes its wire value (decided once per field)."""
+    k = f.kind
+    if k is Kind.DATETIME:
+        return lambda row: None if (v := row[col]) is None else to_wire(f, v)
+    if k is Kind.DATE:
+        return lambda row: None if (v := row[col]) is None else v.isoformat()
+    if k is Kind.FLOAT:
+        return lambda row: None if (v := row[col]) is None else float(v)
+    if k is Kind.BOOLEAN:
+        return lambda row: None if (v := row[col]) is None else bool(v)
+    if k is Kind.JSON:
+        return lambda row: wire_value(f, row[col])
+    return lambda row: row[col]
+
+
+def _reader(f: Field) -> _Reader:
+    col = f.column_name
+    if col is None:
+        return lambda row: (row.get("data") or {}).get(f.name)
+    if f.kind is Kind.OBJECT:
+        cols = [(s.name, f"{col}__{s.name}") for s in f.subfields]
+
+        def read_object(row: Mapping[Any, Any]) -> Any:
+            subs = {name: row[c] for name, c in cols}
+            return None if all(v is None for v in subs.values()) else wire_value(f, subs)
+
+        return read_object
+    return _column_reader(f, col)
+
+
+# Readers per entity type, built once (custom types are rebuilt per request: bounded).
+_READERS: dict[int, tuple[EntityType, list[tuple[str, _Reader]]]] = {}
+
+
+def _readers(et: EntityType) -> list[tuple[str, _Reader]]:
+    found = _READERS.get(id(et))
+    if found is not None and found[0] is et:
+        return found[1]
+    if len(_READERS) > 1000:
+        _READERS.clear()
+    readers = [(f.name, _reader(f)) for f in et.fields]
+    _READERS[id(et)] = (et, readers)
+    return readers
+
+
 def row_to_record(et: EntityType, row: Mapping[Any, Any]) -> Record:
-    out: Record = {}
-    data: Mapping[str, Any] | None = row.get("data") if et.custom else None
-    for f in et.fields:
-        col = f.column_name
-        if col is None:
-            out[f.name] = (data or {}).get(f.name)
-        elif f.kind is Kind.OBJECT:
-            subs = {s.name: row[f"{col}__{s.name}"] for s in f.subfields}
-            out[f.name] = None if all(v is None for v in subs.values()) else wire_value(f, subs)
-        else:
-            out[f.name] = wire_value(f, row[col])
-    return out
+    """A row as a record (wire values), by readers prepared once per entity type."""
+    return {name: read(row) for name, read in _readers(et)}
 
 
 def to_columns(et: EntityType, stored: Mapping[str, Any], data: dict[str, Any]) -> dict[str, Any]:

@@ -162,6 +162,8 @@ def _entity_tables() -> dict[str, Table]:
         table = Table(table_name, metadata, *system, *cols.values())
         Index(None, *(table.c[c] for c in (*lead, "created", "id")))
         Index(None, *(table.c[c] for c in (*lead, "modified", "id")))
+        # Covers the count behind a list's ``total`` (live records of a space).
+        Index(None, *(table.c[c] for c in (*lead, "is_deleted")))
         for rc in relation_columns.get(table_name, []):
             # Ending in the default order: a page of one owner's (or one parent's) records is
             # read in order from the index, without a sort and without visiting other records.
