@@ -32,16 +32,37 @@ async def run_batch(
     *,
     keep_going: bool,
 ) -> list[Any]:
-    """Each item's id or error object, in item order."""
+    """Each item's id or error object, in item order.
+
+    Consecutive new records (objects without ``id``) are created together by
+    ``Writer.create_many``: one relation check per target and one insert for the run.
+    """
     results: list[Any] = []
-    failed: list[int] = []
-    for index, item in enumerate(items):
+    index = 0
+    while index < len(items):
+        end = index
+        while end < len(items) and _is_new(items[end]):
+            end += 1
+        if end > index:
+            created = await writer.create_many(et, items[index:end])
+            for offset, outcome in enumerate(created):
+                if isinstance(outcome, ApiError):
+                    results.append(item_error(index + offset, outcome))
+                else:
+                    results.append(outcome["id"])
+            index = end
+            continue
         try:
-            results.append(await run(writer, et, item))
+            results.append(await run(writer, et, items[index]))
         except ApiError as exc:
             results.append(item_error(index, exc))
-            failed.append(index)
+        index += 1
+    failed = [i for i, r in enumerate(results) if isinstance(r, dict)]
     if failed and not keep_going:
-        shown = [r if i in set(failed) else None for i, r in enumerate(results)]
+        shown = [r if isinstance(r, dict) else None for r in results]
         raise BatchFailed(failed, shown)
     return results
+
+
+def _is_new(item: Any) -> bool:
+    return isinstance(item, dict) and "id" not in item

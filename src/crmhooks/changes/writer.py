@@ -24,6 +24,7 @@ from crmhooks.changes.rules import derive
 from crmhooks.errors import (
     FIELD_VALUE,
     RELATIONS_DOESNT_EXIST,
+    ApiError,
     FieldError,
     NotFound,
     ValidationFailed,
@@ -108,24 +109,39 @@ class Writer:
             stored if check is None else await check(self.conn, self.ctx, before, stored, self.now)
         )
 
-    async def _check_relations(self, et: EntityType, stored: dict[str, Any]) -> None:
-        wanted: dict[str, list[tuple[str, str]]] = {}
-        for f in et.relations:
-            value = stored.get(f.name)
-            if value is not None and f.target is not None:
-                wanted.setdefault(f.target, []).append((f.name, value))
-        errors: list[FieldError] = []
-        for target, pairs in wanted.items():
-            found = await existing_ids(
-                self.conn, target_type(target), self.ctx.space_id, (v for _, v in pairs)
+    async def _relation_errors(
+        self, et: EntityType, items: list[dict[str, Any]]
+    ) -> list[list[FieldError]]:
+        """For each item, its relations to records that do not exist; one query per target.
+
+        (Ids are made by the server, so no item can name a record created in the same call.)
+        """
+        wanted: dict[str, set[str]] = {}
+        for stored in items:
+            for f in et.relations:
+                value = stored.get(f.name)
+                if value is not None and f.target is not None:
+                    wanted.setdefault(f.target, set()).add(value)
+        found: dict[str, set[str]] = {}
+        for target, values in wanted.items():
+            found[target] = await existing_ids(
+                self.conn, target_type(target), self.ctx.space_id, values
             )
-            errors += [
+        return [
+            [
                 field_error(
-                    name, RELATIONS_DOESNT_EXIST, f"no {target} record with id {value} exists"
+                    f.name, RELATIONS_DOESNT_EXIST, f"no {f.target} record with id {v} exists"
                 )
-                for name, value in pairs
-                if value not in found
+                for f in et.relations
+                if f.target is not None
+                and (v := stored.get(f.name)) is not None
+                and v not in found[f.target]
             ]
+            for stored in items
+        ]
+
+    async def _check_relations(self, et: EntityType, stored: dict[str, Any]) -> None:
+        (errors,) = await self._relation_errors(et, [stored])
         if errors:
             raise ValidationFailed(errors)
 
@@ -149,20 +165,23 @@ class Writer:
         self.changes.append(change)
         return change.after
 
-    async def create(self, et: EntityType, body: dict[str, Any]) -> Record:
+    async def _prepared(self, et: EntityType, body: dict[str, Any]) -> dict[str, Any]:
+        """A create's stored values, checked and completed; relations are checked apart."""
         stored = check_write(et, body, before=None)
         for f in et.fields:
             if f.name not in stored and not f.read_only and f.default is not None:
                 stored[f.name] = f.default
         stored = derive(et, None, stored, self.now)
-        stored = await self._validate(et, None, stored)
-        await self._check_relations(et, stored)
-        await self._check_unique(et, stored)
-        record_id = str(uuid.uuid4())
+        return await self._validate(et, None, stored)
+
+    def _new_row(self, et: EntityType, stored: dict[str, Any]) -> tuple[dict[str, Any], Record]:
+        """The row to insert for a create, every column named, and the record it shows."""
         data: dict[str, Any] = {}
         cols = to_columns(et, stored, data)
-        system = {
-            "id": record_id,
+        row = {
+            **_empty_row(et),
+            **cols,
+            "id": str(uuid.uuid4()),
             "space_id": self.ctx.space_id,
             "created": self.now,
             "modified": self.now,
@@ -170,14 +189,60 @@ class Writer:
             "revision": 1,
         }
         if et.discriminator:
-            system[et.discriminator[0]] = et.discriminator[1]
+            row[et.discriminator[0]] = et.discriminator[1]
         if et.custom:
-            cols["data"] = data
-        await self.conn.execute(insert(table_of(et)).values(**system, **cols))
-        after = row_to_record(et, {**_empty_row(et), **system, **cols})
-        return self._record(
-            Change(et, Action.CREATE, record_id, None, after, _diff(None, after), self.now)
-        )
+            row["data"] = data
+        return row, row_to_record(et, row)
+
+    def _created(self, et: EntityType, after: Record) -> Record:
+        change = Change(et, Action.CREATE, after["id"], None, after, _diff(None, after), self.now)
+        return self._record(change)
+
+    async def create(self, et: EntityType, body: dict[str, Any]) -> Record:
+        stored = await self._prepared(et, body)
+        await self._check_relations(et, stored)
+        await self._check_unique(et, stored)
+        row, after = self._new_row(et, stored)
+        await self.conn.execute(insert(table_of(et)), [row])
+        return self._created(et, after)
+
+    async def create_many(
+        self, et: EntityType, bodies: Sequence[dict[str, Any]]
+    ) -> list[Record | ApiError]:
+        """Many creates with one relation query per target and one insert: each item's record,
+        or the error that kept it out (nothing of a failed item is written)."""
+        if et.name in self.validators or et.name == "CustomEntities":
+            return [await self._one(et, body) for body in bodies]  # checks that need each row
+        out: list[Record | ApiError | None] = [None] * len(bodies)
+        ready: list[tuple[int, dict[str, Any], dict[str, Any], Record]] = []
+        for i, body in enumerate(bodies):
+            try:
+                stored = await self._prepared(et, body)
+            except ApiError as e:
+                out[i] = e
+                continue
+            row, after = self._new_row(et, stored)
+            ready.append((i, stored, row, after))
+        problems = await self._relation_errors(et, [stored for _, stored, _, _ in ready])
+        rows = []
+        for (i, _, row, after), errors in zip(ready, problems, strict=True):
+            if errors:
+                out[i] = ValidationFailed(errors)
+            else:
+                rows.append(row)
+                out[i] = after
+        if rows:
+            await self.conn.execute(insert(table_of(et)), rows)
+        for item in out:
+            if isinstance(item, dict):
+                self._created(et, item)
+        return [item for item in out if item is not None]
+
+    async def _one(self, et: EntityType, body: dict[str, Any]) -> Record | ApiError:
+        try:
+            return await self.create(et, body)
+        except ApiError as e:
+            return e
 
     async def _load(self, et: EntityType, record_id: str, *, deleted: bool = False) -> Record:
         found = await fetch(
