@@ -16,7 +16,7 @@ from crmhooks.query.shape import ExpandTree, Shape, prune, related_type
 from crmhooks.schema.registry import BUILTIN, GROUPS
 from crmhooks.schema.types import EntityType, ToMany
 from crmhooks.store.catalog import custom_type
-from crmhooks.store.records import Record, ids_pointing_at, row_to_record, scope, table_of
+from crmhooks.store.records import Record, by_ids, ids_pointing_at, row_to_record, scope, table_of
 
 API_PREFIX = "/api/v100/rest/spaces"
 _KIND_TO_ROUTE = {"Lead": "Leads", "Opportunity": "Opportunities"}
@@ -113,7 +113,7 @@ class Renderer:
             t = table_of(group)
             disc = t.c.kind if group.name == "LeadOpptys" else t.c.ce_api_name
             rows = await self.conn.execute(
-                select(t.c.id, disc).where(t.c.id.in_(ids), t.c.space_id == self.space_id)
+                select(t.c.id, disc).where(by_ids(group, self.space_id, ids, include_deleted=True))
             )
             out.update({rid: _KIND_TO_ROUTE.get(kind, kind) for rid, kind in rows})
         return out
@@ -155,7 +155,9 @@ class Renderer:
         # A related record that was deleted since is still shown (with is_deleted: true).
         rows = (
             await self.conn.execute(
-                select(t).where(t.c.id.in_(sorted(ids)), t.c.space_id == self.space_id)
+                select(t).where(
+                    by_ids(target, self.space_id, sorted(ids), include_deleted=True, any_kind=True)
+                )
             )
         ).mappings()
         by_type: dict[str, tuple[EntityType, list[Record]]] = {}

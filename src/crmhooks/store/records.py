@@ -12,6 +12,9 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, Table, and_, false, select
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from crmhooks.schema.types import EntityType, Field, Kind
 from crmhooks.schema.values import to_wire
@@ -143,6 +146,52 @@ async def fetch(
     return row_to_record(et, row), row
 
 
+class unindexed(FunctionElement[Any]):
+    """A column that must not pick the index (SQLite's unary ``+``; a no-op elsewhere)."""
+
+    inherit_cache = True
+
+    def __init__(self, col: ColumnElement[Any]) -> None:
+        super().__init__(col)
+        self.type = col.type
+
+
+@compiles(unindexed)
+def _unindexed(element: unindexed, compiler: SQLCompiler, **kw: Any) -> str:
+    return str(compiler.process(element.clauses, **kw))
+
+
+@compiles(unindexed, "sqlite")
+def _unindexed_sqlite(element: unindexed, compiler: SQLCompiler, **kw: Any) -> str:
+    return "+" + str(compiler.process(element.clauses, **kw))
+
+
+def by_ids(
+    et: EntityType,
+    space_id: str,
+    ids: Sequence[str],
+    *,
+    include_deleted: bool = False,
+    any_kind: bool = False,
+) -> ColumnElement[bool]:
+    """These ids in the space, found through the primary key.
+
+    The other terms are kept off the indexes: without statistics SQLite would otherwise walk
+    a ``(space_id, ...)`` index through every record of the space (48 ms for 100 of 100,000).
+    """
+    t = table_of(et)
+    clauses: list[ColumnElement[bool]] = [
+        t.c.id.in_(list(ids)),
+        unindexed(t.c.space_id) == space_id,
+    ]
+    if et.discriminator and not any_kind:
+        col, value = et.discriminator
+        clauses.append(unindexed(t.c[col]) == value)
+    if not include_deleted:
+        clauses.append(unindexed(t.c.is_deleted) == false())
+    return and_(*clauses)
+
+
 async def existing_ids(
     conn: AsyncConnection, et: EntityType, space_id: str, ids: Iterable[str]
 ) -> set[str]:
@@ -151,7 +200,7 @@ async def existing_ids(
     if not wanted:
         return set()
     t = table_of(et)
-    rows = await conn.execute(select(t.c.id).where(t.c.id.in_(wanted), scope(et, space_id)))
+    rows = await conn.execute(select(t.c.id).where(by_ids(et, space_id, wanted)))
     return {r[0] for r in rows}
 
 
