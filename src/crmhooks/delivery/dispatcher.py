@@ -1,12 +1,13 @@
 """The dispatcher inside ``crmhooks serve``: route, claim, send, record, retry.
 
 It wakes when a write commits (``notify``), not on a timer; a slow poll is kept only as a
-fallback for writes made by other processes. Three tasks run:
+fallback for writes made by other processes. Four tasks run:
 
 - routing: events -> deliveries (``delivery.router``);
 - claiming: due deliveries of active webhooks get a lease and go to sending, limited in flight
   in total and per webhook;
-- recording: outcomes are written in batches (one transaction for many requests).
+- recording: outcomes are written in batches (one transaction for many requests);
+- pruning: what is past the retention age (``delivery.retention``).
 """
 
 from __future__ import annotations
@@ -50,11 +51,11 @@ class DispatchSettings:
     lease_seconds: float = 60.0
     poll_seconds: float = 1.0
     claim_batch: int = 256
-    # While other requests are in flight, outcomes are gathered this long (or up to
-    # record_batch of them) before they are written: one transaction for many.
-    disable_after: float = 5 * 86400
+    disable_after: float = 5 * 86400  # failing continuously this long disables a webhook
     retention: float = 30 * 86400
     prune_every: float = 600.0
+    # While other requests are in flight, outcomes are gathered this long (or up to
+    # record_batch of them) before they are written: one transaction for many.
     record_wait: float = 0.02
     record_batch: int = 256
 
@@ -162,11 +163,8 @@ class Dispatcher:
             if more:
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self._sleep_for())
+                await asyncio.wait_for(wake.wait(), self.cfg.poll_seconds)
             wake.clear()
-
-    def _sleep_for(self) -> float:
-        return self.cfg.poll_seconds
 
     async def _route_once(self) -> bool:
         made = await self.router.step()
