@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from typing import Annotated
 
 import orjson
@@ -85,6 +86,9 @@ def serve(
         console.print("Created space 'default'.")
         _print_key(issued)
     console.print(f"crmhooks listening on http://{host}:{port}  (API docs: /docs)")
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the handler
+    # it found: a handler that does nothing lets `serve` end with status 0 after a clean stop.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(
         create_app(settings, migrate=False),
         host=host,

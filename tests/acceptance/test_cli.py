@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -208,3 +209,12 @@ def test_serve_prints_the_default_key_once_and_stores_only_its_hash(
     assert row["key"] == first.api_key
     assert first.api_secret not in [str(v) for v in row.values()]
     assert first.api_secret.encode() not in sqlite_bytes(empty_db_url)
+
+
+def test_sigterm_stops_serve_cleanly_within_a_bound(tmp_path: Path) -> None:
+    server = start_server(f"sqlite:///{tmp_path / 'term.db'}")
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    code = server.process.wait(timeout=20)
+    assert code == 0
+    assert time.monotonic() - started < 15

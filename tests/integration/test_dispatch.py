@@ -342,3 +342,25 @@ async def test_retention_prunes_delivered_requests_and_routed_events(
         assert later == []
     finally:
         await db.dispose()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://localhost:9/hook",  # a name that resolves to loopback
+        "http://127.0.0.1/hook",
+        "http://[::1]/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://10.0.0.1/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[fe80::1]/hook",
+    ],
+)
+async def test_registration_refuses_blocked_targets_without_the_allow_list(
+    api: Api, url: str
+) -> None:
+    body = {"url": url, "events": ["Account.Create"], "insecure_ssl": False}
+    r = await api.http.post(api.path("Webhooks"), json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["field_errors"][0]["field_name"] == "url"
+    assert (await api.get("Webhooks")).json()["total"] == 0
