@@ -161,12 +161,11 @@ class Server:
     process: subprocess.Popen[str]
 
 
-def start_server(db_url: str, *, extra_env: dict[str, str] | None = None) -> Server:
-    """``crmhooks serve`` in its own process on a free loopback port, ready to answer."""
+def spawn_serve(args: list[str], env: dict[str, str]) -> tuple[Server, str]:
+    """``crmhooks serve ARGS`` on a free loopback port until it answers; what it printed."""
     port = free_port()
-    env = {**os.environ, "CRMHOOKS_DATABASE_URL": db_url, **(extra_env or {})}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "crmhooks", "serve", "--port", str(port)],
+        [sys.executable, "-m", "crmhooks", "serve", "--port", str(port), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -183,8 +182,6 @@ def start_server(db_url: str, *, extra_env: dict[str, str] | None = None) -> Ser
         if "listening on" in line:
             break
     out = "".join(lines)
-    key = re.search(r"api key\s+(\S+)", out)
-    secret = re.search(r"api secret\s+(\S+)", out)
     url = f"http://127.0.0.1:{port}"
     while time.monotonic() < deadline:
         try:
@@ -195,10 +192,19 @@ def start_server(db_url: str, *, extra_env: dict[str, str] | None = None) -> Ser
     else:
         proc.kill()
         raise AssertionError(f"server did not start:\n{out}")
-    if key is None or secret is None:
-        proc.kill()
+    key = re.search(r"api key\s+(\S+)", out)
+    secret = re.search(r"api secret\s+(\S+)", out)
+    return Server(url, key.group(1) if key else "", secret.group(1) if secret else "", proc), out
+
+
+def start_server(db_url: str, *, extra_env: dict[str, str] | None = None) -> Server:
+    """``crmhooks serve`` on a new database, with the key it printed."""
+    env = {**os.environ, "CRMHOOKS_DATABASE_URL": db_url, **(extra_env or {})}
+    server, out = spawn_serve([], env)
+    if not server.api_key or not server.api_secret:
+        server.process.kill()
         raise AssertionError(f"server printed no key:\n{out}")
-    return Server(url, key.group(1), secret.group(1), proc)
+    return server
 
 
 def stop_server(server: Server) -> None:

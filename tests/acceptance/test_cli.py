@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, select
 
 from crmhooks.store.engine import sync_url
 from crmhooks.store.tables import api_keys, spaces
-from tests.conftest import Server, free_port, start_server, stop_server
+from tests.conftest import Server, spawn_serve, start_server, stop_server
 
 
 def crmhooks(*args: str, database: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -36,36 +36,8 @@ def crmhooks(*args: str, database: str | None = None) -> subprocess.CompletedPro
 
 def serve_without_key(db_url: str) -> tuple[Server, str]:
     """``crmhooks serve --database URL`` until it listens; its server and what it printed."""
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "CRMHOOKS_DATABASE_URL"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "crmhooks", "serve", "--port", str(port), "--database", db_url],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    assert proc.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "listening on" in line:
-            break
-    server = Server(f"http://127.0.0.1:{port}", "", "", proc)
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(server.url + "/openapi.json", timeout=1)
-            break
-        except httpx.TransportError:
-            time.sleep(0.05)
-    else:
-        stop_server(server)
-        raise AssertionError("server did not start:\n" + "".join(lines))
-    return server, "".join(lines)
+    return spawn_serve(["--database", db_url], env)
 
 
 def stop_and_read(server: Server) -> str:
