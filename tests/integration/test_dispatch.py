@@ -27,6 +27,8 @@ class Inbox:
     url: str
     requests: list[tuple[float, dict[str, str], Any]] = field(default_factory=list)
     status: int = 200
+    fail_next: int = 0  # answer this many of the next requests with 500
+    answered: list[int] = field(default_factory=list)  # the status each request got
 
     async def wait_for(self, events: int, within: float = 10.0) -> list[Any]:
         deadline = time.monotonic() + within
@@ -44,10 +46,14 @@ async def inbox() -> AsyncIterator[Inbox]:
     box = Inbox(f"http://127.0.0.1:{port}/hook")
 
     async def receive(request: web.Request) -> web.Response:
-        box.requests.append(
-            (time.monotonic(), dict(request.headers), orjson.loads(await request.read()))
-        )
-        return web.Response(status=box.status)
+        body = orjson.loads(await request.read())
+        box.requests.append((time.monotonic(), dict(request.headers), body))
+        status = box.status
+        if box.fail_next > 0:
+            box.fail_next -= 1
+            status = 500
+        box.answered.append(status)
+        return web.Response(status=status)
 
     app = web.Application()
     app.router.add_post("/hook", receive)
@@ -364,3 +370,25 @@ async def test_registration_refuses_blocked_targets_without_the_allow_list(
     assert r.status_code == 422, r.text
     assert r.json()["field_errors"][0]["field_name"] == "url"
     assert (await api.get("Webhooks")).json()["total"] == 0
+
+
+async def test_a_records_later_event_waits_until_its_earlier_one_is_delivered(
+    live: Api, inbox: Inbox
+) -> None:
+    await _hook(live, inbox, ["Account.*"], {"chunk_size": 1})
+    inbox.fail_next = 1  # the Create of A fails once and is retried 0.2 s later
+    a = await live.create("Accounts", {"name": "A"})
+    await inbox.wait_for(1)
+    r = await live.http.patch(live.path("Accounts", a["id"]), json={"city": "Oslo"})
+    assert r.status_code == 200
+    await live.create("Accounts", {"name": "B"})  # another record: not held back
+    await inbox.wait_for(4)
+    sent = [
+        (body[0]["event"], body[0]["entity"]["name"], status)
+        for (_, _, body), status in zip(inbox.requests, inbox.answered, strict=True)
+    ]
+    create_ok = sent.index(("Account.Create", "A", 200))
+    update = sent.index(("Account.Update", "A", 200))
+    assert sent[0] == ("Account.Create", "A", 500)
+    assert update > create_ok  # never sent before the earlier event of A succeeded
+    assert sent.index(("Account.Create", "B", 200)) < create_ok  # B went past the retry

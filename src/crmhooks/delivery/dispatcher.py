@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Integer, and_, bindparam, exists, insert, or_, select, update
+from sqlalchemy import Integer, and_, bindparam, delete, exists, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crmhooks.changes.writer import Change, WriteContext
@@ -36,7 +36,7 @@ from crmhooks.schema.registry import WEBHOOKS
 from crmhooks.settings import Settings
 from crmhooks.store.engine import Database
 from crmhooks.store.records import table_of
-from crmhooks.store.tables import deliveries, delivery_attempts
+from crmhooks.store.tables import deliveries, delivery_attempts, delivery_records
 
 log = structlog.get_logger("crmhooks.dispatcher")
 # Writes to these change what webhooks there are or what their filters mean.
@@ -215,6 +215,23 @@ class Dispatcher:
             earlier.c.chunk_index < deliveries.c.chunk_index,
             earlier.c.attempts == 0,
         )
+        # Per-record order: a request waits while an earlier request of the same webhook that
+        # carries an event of one of its records is not finished (delivered or given up).
+        mine, other = delivery_records.alias("mine"), delivery_records.alias("other")
+        record_busy = (
+            select(other.c.delivery_id)
+            .select_from(
+                mine.join(
+                    other,
+                    and_(
+                        other.c.webhook_id == mine.c.webhook_id,
+                        other.c.record_id == mine.c.record_id,
+                        other.c.first_seq < mine.c.first_seq,
+                    ),
+                )
+            )
+            .where(mine.c.delivery_id == deliveries.c.id)
+        )
         due = (
             select(deliveries.c.id)
             .where(
@@ -223,6 +240,7 @@ class Dispatcher:
                 or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < now),
                 active,
                 or_(deliveries.c.chunk_group.is_(None), ~exists(earlier_unsent)),
+                ~exists(record_busy),
             )
             .order_by(deliveries.c.next_attempt_at, deliveries.c.first_seq)
             .limit(bindparam("c_limit", type_=Integer()))
@@ -403,6 +421,11 @@ class Dispatcher:
                 updates,
             )
             await conn.execute(insert(delivery_attempts), attempts)
+            finished = [u["b_id"] for u in updates if u["b_status"] != "pending"]
+            if finished:  # their records no longer hold later requests back
+                await conn.execute(
+                    delete(delivery_records).where(delivery_records.c.delivery_id.in_(finished))
+                )
             if disable:
                 await self._disable(conn, disable, "the receiver answered 410 Gone", now)
             await self._track_failures(conn, succeeded, failing - succeeded, now)

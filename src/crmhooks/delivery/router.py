@@ -46,7 +46,13 @@ from crmhooks.schema.registry import BUILTIN, WEBHOOKS
 from crmhooks.schema.types import EntityType
 from crmhooks.store.engine import Database
 from crmhooks.store.records import row_to_record, table_of
-from crmhooks.store.tables import deliveries, dispatch_state, events, table_for
+from crmhooks.store.tables import (
+    deliveries,
+    delivery_records,
+    dispatch_state,
+    events,
+    table_for,
+)
 
 log = structlog.get_logger("crmhooks.router")
 ROUTER = "router"
@@ -256,11 +262,22 @@ class Router:
                 self.backlog = True
                 return
             if planned:
+                records = [
+                    {
+                        "delivery_id": p["id"],
+                        "record_id": record_id,
+                        "webhook_id": p["webhook_id"],
+                        "first_seq": p["first_seq"],
+                    }
+                    for p in planned
+                    for record_id in p.pop("record_ids")
+                ]
                 rows = [
                     {**p, "next_attempt_at": now + timedelta(seconds=p.pop("delay"))}
                     for p in planned
                 ]
                 await conn.execute(insert(deliveries), rows)
+                await conn.execute(insert(delivery_records), records)
             values = {"last_seq": self._memory, "updated": now}
             if self._stored is None:
                 await conn.execute(insert(dispatch_state).values(name=ROUTER, **values))
@@ -311,6 +328,7 @@ class Router:
                         "delay": chunk.delay,
                         "chunk_group": group,
                         "chunk_index": chunk.index if group else None,
+                        "record_ids": sorted({e.record_id for e, _ in chunk.items}),
                     }
                 )
         return planned

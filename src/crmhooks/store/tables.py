@@ -242,6 +242,23 @@ Index(None, deliveries.c.status, deliveries.c.next_attempt_at)
 Index(None, deliveries.c.webhook_id, deliveries.c.created)
 Index(None, deliveries.c.chunk_group, deliveries.c.chunk_index)
 
+# The records of each request not finished yet: a request of a webhook waits while an earlier
+# one (lower first_seq) of the same webhook still carries an event of one of its records.
+delivery_records = Table(
+    "delivery_records",
+    metadata,
+    Column("delivery_id", ID, primary_key=True),
+    Column("record_id", ID, primary_key=True),
+    Column("webhook_id", ID, nullable=False),
+    Column("first_seq", BigInteger(), nullable=False),
+)
+Index(
+    None,
+    delivery_records.c.webhook_id,
+    delivery_records.c.record_id,
+    delivery_records.c.first_seq,
+)
+
 delivery_attempts = Table(
     "delivery_attempts",
     metadata,

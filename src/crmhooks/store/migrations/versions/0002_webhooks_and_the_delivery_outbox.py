@@ -62,6 +62,21 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "delivery_records",
+        sa.Column("delivery_id", sa.String(length=36), nullable=False),
+        sa.Column("record_id", sa.String(length=36), nullable=False),
+        sa.Column("webhook_id", sa.String(length=36), nullable=False),
+        sa.Column("first_seq", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("delivery_id", "record_id", name=op.f("pk_delivery_records")),
+    )
+    with op.batch_alter_table("delivery_records", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_delivery_records_webhook_id_record_id_first_seq"),
+            ["webhook_id", "record_id", "first_seq"],
+            unique=False,
+        )
+
+    op.create_table(
         "delivery_attempts",
         sa.Column(
             "id",
@@ -188,6 +203,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_delivery_attempts_delivery_id"))
 
     op.drop_table("delivery_attempts")
+    with op.batch_alter_table("delivery_records", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_delivery_records_webhook_id_record_id_first_seq"))
+
+    op.drop_table("delivery_records")
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_deliveries_webhook_id_created"))
         batch_op.drop_index(batch_op.f("ix_deliveries_chunk_group_chunk_index"))
