@@ -392,3 +392,50 @@ async def test_a_records_later_event_waits_until_its_earlier_one_is_delivered(
     assert sent[0] == ("Account.Create", "A", 500)
     assert update > create_ok  # never sent before the earlier event of A succeeded
     assert sent.index(("Account.Create", "B", 200)) < create_ok  # B went past the retry
+
+
+async def test_a_hanging_receiver_does_not_starve_a_healthy_one(
+    db_url: str, space: IssuedKey, inbox: Inbox
+) -> None:
+    port = free_port()
+
+    async def hang(request: web.Request) -> web.Response:
+        await asyncio.sleep(3)  # far past the 1 s timeout
+        return web.Response()
+
+    hanging = web.Application()
+    hanging.router.add_post("/hook", hang)
+    runner = web.AppRunner(hanging)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    settings = Settings(
+        database_url=db_url,
+        public_url="http://testserver",
+        allowed_targets="127.0.0.0/8",
+        retry_schedule="5,5",
+        request_timeout=1.0,
+        max_in_flight=4,  # small, so that a hanging receiver could take all of it
+    )
+    app = create_app(settings, migrate=False)
+    auth = httpx.BasicAuth(space.api_key, space.api_secret)
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://t", auth=auth) as client,
+        ):
+            api = Api(client, space)
+            options = {"chunk_size": 1}
+            dead = Inbox(f"http://127.0.0.1:{port}/hook")
+            await _hook(api, dead, ["Account.Create"], options)
+            await _hook(api, inbox, ["Account.Create"], options)
+            started = time.monotonic()
+            batch = [{"name": f"a{i}"} for i in range(20)]
+            r = await client.post(api.path("Accounts", "batch-modify"), json=batch)
+            assert r.status_code == 200
+            await inbox.wait_for(20, within=10)
+            # At most one round of the hanging receiver's timeout before it is held to one
+            # request in flight, then the healthy one has the rest of the room.
+            assert time.monotonic() - started < 2.5
+    finally:
+        await runner.cleanup()

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -92,6 +93,8 @@ class Dispatcher:
         self._stopping = False
         self._beat = time.monotonic()
         self._clean: set[str] = set()  # webhooks known not to be failing
+        self._busy: Counter[str] = Counter()  # requests in flight per webhook
+        self._struggling: set[str] = set()  # webhooks whose last request failed
         self._rand = random.Random()
         self._claims: dict[bool, Any] = {}  # the claim statement, for PostgreSQL or not
 
@@ -182,18 +185,45 @@ class Dispatcher:
             claim = self._claim_statement(conn.dialect.name == "postgresql")
             lease = now + timedelta(seconds=self.cfg.lease_seconds)
             limit = min(room, self.cfg.claim_batch)
-            params = {"c_now": now, "c_lease": lease, "c_limit": limit}
-            rows = (await conn.execute(claim, params)).all()
+            full = sorted(w for w, n in self._busy.items() if n >= self._allowance(w))
+            params = {"c_now": now, "c_lease": lease, "c_limit": limit, "c_full": full}
+            claimed_rows = (await conn.execute(claim, params)).all()
+            rows, extra = self._within_allowance(claimed_rows)
+            if extra:  # more than a webhook may have in flight: back to the queue
+                await conn.execute(
+                    update(deliveries).where(deliveries.c.id.in_(extra)).values(lease_until=None)
+                )
             firsts = [r for r in rows if r.chunk_index == 0 and r.attempts == 0]
             if firsts:
                 await self._space_out(conn, firsts, now)
         for row in rows:
             claimed = Claimed(row.id, row.webhook_id, row.body, row.attempts)
             self._in_flight.add(claimed.id)
+            self._busy[claimed.webhook_id] += 1
             task = asyncio.create_task(self._send(claimed))
             self._sends.add(task)
             task.add_done_callback(self._sends.discard)
         return len(rows) >= min(room, self.cfg.claim_batch) and room > len(rows)
+
+    def _allowance(self, webhook_id: str) -> int:
+        """Requests a webhook may have in flight: one while its receiver is failing, so that
+        hanging or failing receivers cannot take the room healthy ones need."""
+        if webhook_id in self._struggling:
+            return 1
+        return self.cfg.max_in_flight_per_webhook
+
+    def _within_allowance(self, rows: Sequence[Any]) -> tuple[list[Any], list[str]]:
+        taken: Counter[str] = Counter()
+        keep: list[Any] = []
+        extra: list[str] = []
+        for row in rows:
+            w = row.webhook_id
+            if self._busy[w] + taken[w] < self._allowance(w):
+                taken[w] += 1
+                keep.append(row)
+            else:
+                extra.append(row.id)
+        return keep, extra
 
     def _claim_statement(self, postgresql: bool) -> Any:
         """The claim, built once: building it costs more than running it on a short queue."""
@@ -241,6 +271,7 @@ class Dispatcher:
                 active,
                 or_(deliveries.c.chunk_group.is_(None), ~exists(earlier_unsent)),
                 ~exists(record_busy),
+                deliveries.c.webhook_id.not_in(bindparam("c_full", expanding=True)),
             )
             .order_by(deliveries.c.next_attempt_at, deliveries.c.first_seq)
             .limit(bindparam("c_limit", type_=Integer()))
@@ -314,6 +345,13 @@ class Dispatcher:
         self._results.append(Result(claimed, outcome))
         self._results_ready.set()
         self._in_flight.discard(claimed.id)
+        self._busy[claimed.webhook_id] -= 1
+        if self._busy[claimed.webhook_id] <= 0:
+            del self._busy[claimed.webhook_id]
+        if outcome.status is not None and 200 <= outcome.status < 300:
+            self._struggling.discard(claimed.webhook_id)
+        else:
+            self._struggling.add(claimed.webhook_id)
 
     async def _prune_loop(self) -> None:
         """Every ``prune_every`` seconds, drop what is older than the retention age."""
