@@ -436,6 +436,7 @@ async def test_a_hanging_receiver_does_not_starve_a_healthy_one(
             await inbox.wait_for(20, within=10)
             # At most one round of the hanging receiver's timeout before it is held to one
             # request in flight, then the healthy one has the rest of the room.
-            assert time.monotonic() - started < 2.5
+            # (about 1.2 s here; without the allowance, 5 s or more)
+            assert time.monotonic() - started < 3.0
     finally:
         await runner.cleanup()

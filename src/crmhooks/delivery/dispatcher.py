@@ -203,6 +203,8 @@ class Dispatcher:
             task = asyncio.create_task(self._send(claimed))
             self._sends.add(task)
             task.add_done_callback(self._sends.discard)
+        if extra and room > len(rows):
+            return True  # the webhooks at their allowance are skipped now: claim the others
         return len(rows) >= min(room, self.cfg.claim_batch) and room > len(rows)
 
     def _allowance(self, webhook_id: str) -> int:
