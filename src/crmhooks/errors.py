@@ -20,7 +20,7 @@ The API layer turns an ``ApiError`` into the contract's envelope in exactly one 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 
@@ -113,11 +113,6 @@ class InternalError(ApiError):
     code = 500
 
 
-@dataclass
-class _Grouped:
-    errors: list[FieldError] = field(default_factory=list)
-
-
 class ValidationFailed(ApiError):
     """422: one or more fields of a write are wrong; nothing was changed."""
 
@@ -131,20 +126,18 @@ class ValidationFailed(ApiError):
         self.errors = errors
 
     def body(self) -> dict[str, Any]:
-        grouped: dict[str, _Grouped] = {}
+        grouped: dict[str, list[FieldError]] = {}
         for e in self.errors:
-            grouped.setdefault(e.field_name, _Grouped()).errors.append(e)
+            grouped.setdefault(e.field_name, []).append(e)
         out = super().body()
         out["field_errors"] = [
             {
                 "field_name": name,
                 "name": "ERROR_FIELD_VALIDATION",
                 "code": 40002,
-                "errors": [
-                    {"code": e.code, "name": e.name, "message": e.message} for e in g.errors
-                ],
+                "errors": [{"code": e.code, "name": e.name, "message": e.message} for e in errors],
             }
-            for name, g in grouped.items()
+            for name, errors in grouped.items()
         ]
         return out
 

@@ -13,7 +13,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from crmhooks.api import envelopes
-from crmhooks.api.routes import PREFIX, json_object, only_params, request_context, services
+from crmhooks.api.routes import (
+    PREFIX,
+    json_object,
+    only_params,
+    path_uuid,
+    request_context,
+    services,
+)
 from crmhooks.delivery.dispatcher import Dispatcher
 from crmhooks.delivery.log import (
     failed_between,
@@ -30,7 +37,7 @@ from crmhooks.hooks.payload import element_id
 from crmhooks.hooks.subscription import Subscription, compile_webhook
 from crmhooks.netguard import Guard, parse_allowed
 from crmhooks.schema.registry import WEBHOOKS
-from crmhooks.schema.values import format_datetime, is_uuid
+from crmhooks.schema.values import format_datetime
 from crmhooks.store.catalog import custom_types
 from crmhooks.store.records import fetch
 from crmhooks.store.tables import deliveries, delivery_attempts
@@ -38,17 +45,10 @@ from crmhooks.store.tables import deliveries, delivery_attempts
 BASE = PREFIX + "/entities/Webhooks/{webhook_id}"
 
 
-def _uuid(request: Request, name: str) -> str:
-    raw = str(request.path_params[name])
-    if not is_uuid(raw):
-        raise ParameterInvalid(f"{name.replace('_', ' ')} {raw!r} is not a UUID")
-    return raw.lower()
-
-
 async def _webhook(request: Request) -> tuple[str, Subscription]:
     """The caller's space and the webhook named in the path (404 if missing or deleted)."""
     svc, ctx = await request_context(request)
-    webhook_id = _uuid(request, "webhook_id")
+    webhook_id = path_uuid(request, "webhook_id")
     async with svc.db.read() as conn:
         found = await fetch(conn, WEBHOOKS, ctx.space_id, webhook_id)
         if found is None:
@@ -73,7 +73,7 @@ async def list_log(request: Request) -> Response:
 
 async def read_log(request: Request) -> Response:
     space_id, sub = await _webhook(request)
-    delivery_id = _uuid(request, "delivery_id")
+    delivery_id = path_uuid(request, "delivery_id")
     only_params(request, set())
     async with services(request).db.read() as conn:
         item = await get_delivery(conn, space_id, sub.id, delivery_id)
@@ -84,7 +84,7 @@ async def read_log(request: Request) -> Response:
 
 async def resend_one(request: Request) -> Response:
     space_id, sub = await _webhook(request)
-    delivery_id = _uuid(request, "delivery_id")
+    delivery_id = path_uuid(request, "delivery_id")
     only_params(request, set())
     db = services(request).db
     async with db.write() as conn:

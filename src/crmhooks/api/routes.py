@@ -74,11 +74,16 @@ async def _entity(svc: Services, space_id: str, name: str) -> EntityType:
     return et
 
 
-def _record_id(request: Request) -> str:
-    raw = request.path_params["record_id"]
+def path_uuid(request: Request, name: str) -> str:
+    """A UUID path parameter, lower-cased; a 400 naming it otherwise."""
+    raw = str(request.path_params[name])
     if not is_uuid(raw):
-        raise ParameterInvalid(f"record id {raw!r} is not a UUID")
-    return str(raw).lower()
+        raise ParameterInvalid(f"{name.replace('_', ' ')} {raw!r} is not a UUID")
+    return raw.lower()
+
+
+def _record_id(request: Request) -> str:
+    return path_uuid(request, "record_id")
 
 
 async def _json(request: Request) -> Any:

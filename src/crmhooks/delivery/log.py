@@ -18,7 +18,7 @@ from sqlalchemy import and_, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crmhooks.errors import ParameterInvalid
-from crmhooks.query.params import DEFAULT_PAGE, MAX_PAGE, encode_cursor
+from crmhooks.query.params import DEFAULT_PAGE, encode_cursor, page_size
 from crmhooks.schema.values import ValueRejected, format_datetime, parse_datetime
 from crmhooks.store.tables import deliveries, delivery_attempts
 
@@ -64,13 +64,11 @@ def parse_log_query(params: Mapping[str, str]) -> LogQuery:
         parse_time(params.get("until"), "until"),
     )
     window(since, until)
-    raw_first = params.get("first", str(DEFAULT_PAGE))
-    if not (raw_first.isascii() and raw_first.isdigit()) or not 1 <= int(raw_first) <= MAX_PAGE:
-        raise ParameterInvalid(f"first: {raw_first!r} is not a page size from 1 to {MAX_PAGE}")
+    first = page_size(params, "first") or DEFAULT_PAGE
     after = None
     if "after" in params:
         after = _decode(params["after"])
-    return LogQuery(statuses, since, until, int(raw_first), after)
+    return LogQuery(statuses, since, until, first, after)
 
 
 def _decode(raw: str) -> tuple[datetime, str]:

@@ -41,9 +41,9 @@ from crmhooks.hooks.payload import element
 from crmhooks.hooks.subscription import Subscription, compile_webhook
 from crmhooks.query.render import Renderer
 from crmhooks.query.shape import Shape
-from crmhooks.schema.custom import record_type
 from crmhooks.schema.registry import BUILTIN, WEBHOOKS
 from crmhooks.schema.types import EntityType
+from crmhooks.store.catalog import custom_types_by_space
 from crmhooks.store.engine import Database
 from crmhooks.store.records import row_to_record, table_of
 from crmhooks.store.tables import (
@@ -66,17 +66,6 @@ class Catalog:
 
     def entity(self, space_id: str, name: str) -> EntityType | None:
         return BUILTIN.get(name) or self.custom.get(space_id, {}).get(name)
-
-
-async def load_custom_types(conn: AsyncConnection) -> dict[str, dict[str, EntityType]]:
-    t = table_for("custom_entities")
-    rows = await conn.execute(
-        select(t.c.space_id, t.c.api_name, t.c.fields).where(t.c.is_deleted.is_(False))
-    )
-    out: dict[str, dict[str, EntityType]] = {}
-    for space_id, api_name, fields in rows:
-        out.setdefault(space_id, {})[api_name] = record_type(api_name, list(fields or []))
-    return out
 
 
 async def load_index(conn: AsyncConnection, catalog: Catalog) -> WebhookIndex:
@@ -195,7 +184,7 @@ class Router:
         self._checked_at = time.monotonic()
         version = await webhooks_version(conn)
         if version != self._version:
-            self.catalog = Catalog(await load_custom_types(conn))
+            self.catalog = Catalog(await custom_types_by_space(conn))
             self.index = await load_index(conn, self.catalog)
             self._version = version
 

@@ -217,7 +217,6 @@ def compile_webhook(
     skip_keys: list[str] = []
     custom: frozenset[str] | None = None
     chunk_size, chunk_delay = 100.0, 0.0
-    related: dict[str, Shape] = {}
     if not isinstance(options, dict):
         errors.add("options", FIELD_TYPE, "expected an object")
         options = {}

@@ -224,7 +224,8 @@ def conditions(
     )
 
 
-def _page_size(params: Mapping[str, str], name: str) -> int | None:
+def page_size(params: Mapping[str, str], name: str) -> int | None:
+    """``first`` / ``last``: 1..100, or None when not given."""
     raw = params.get(name)
     if raw is None:
         return None
@@ -303,7 +304,7 @@ def parse_list(et: EntityType, params: Mapping[str, str]) -> ListQuery:
     for key in params:
         if key not in _LIST_PARAMS and key not in SHAPE_PARAMS and not _FILTER_RE.match(key):
             raise ParameterInvalid(f"unknown parameter {key!r}")
-    first, last = _page_size(params, "first"), _page_size(params, "last")
+    first, last = page_size(params, "first"), page_size(params, "last")
     after, before = params.get("after"), params.get("before")
     if first is not None and last is not None:
         raise ParameterInvalid("first and last: give one of them")

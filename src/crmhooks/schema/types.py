@@ -8,7 +8,7 @@ custom entities are built from their definition records at run time, and every o
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
 
@@ -115,13 +115,3 @@ SYSTEM_FIELDS: tuple[Field, ...] = (
 
 def with_system(*fields: Field) -> tuple[Field, ...]:
     return SYSTEM_FIELDS + tuple(fields)
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    """What storage needs for one table: every column any entity type stored there uses."""
-
-    name: str
-    columns: dict[str, Field] = field(default_factory=dict)
-    discriminator: str | None = None
-    has_data: bool = False

@@ -158,8 +158,3 @@ def to_wire(f: Field, value: Any) -> Any:
     if f.kind is Kind.BOOLEAN:
         return bool(value)
     return value
-
-
-def stored_to_json(f: Field, value: Any) -> Any:
-    """A stored value as kept inside a JSON column (custom entity fields)."""
-    return to_wire(f, value)

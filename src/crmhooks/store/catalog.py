@@ -25,13 +25,23 @@ async def custom_type(conn: AsyncConnection, space_id: str, api_name: str) -> En
     return record_type(api_name, list(row.fields or []))
 
 
+async def custom_types_by_space(
+    conn: AsyncConnection, space_id: str | None = None
+) -> dict[str, dict[str, EntityType]]:
+    """space id -> api name -> custom entity type, for one space or for all of them."""
+    t = table_for("custom_entities")
+    stmt = select(t.c.space_id, t.c.api_name, t.c.fields).where(t.c.is_deleted.is_(False))
+    if space_id is not None:
+        stmt = stmt.where(t.c.space_id == space_id)
+    out: dict[str, dict[str, EntityType]] = {}
+    for space, api_name, fields in await conn.execute(stmt):
+        out.setdefault(space, {})[api_name] = record_type(api_name, list(fields or []))
+    return out
+
+
 async def custom_types(conn: AsyncConnection, space_id: str) -> dict[str, EntityType]:
     """Every custom entity type defined in the space, by api name."""
-    t = table_for("custom_entities")
-    rows = await conn.execute(
-        select(t.c.api_name, t.c.fields).where(t.c.space_id == space_id, t.c.is_deleted.is_(False))
-    )
-    return {name: record_type(name, list(fields or [])) for name, fields in rows}
+    return (await custom_types_by_space(conn, space_id)).get(space_id, {})
 
 
 async def entity_type(conn: AsyncConnection, space_id: str, name: str) -> EntityType | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Table, and_, false, select
+from sqlalchemy import ColumnElement, Table, and_, false, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -120,10 +120,6 @@ def to_columns(et: EntityType, stored: Mapping[str, Any], data: dict[str, Any]) 
     return cols
 
 
-def select_records(et: EntityType) -> Select[Any]:
-    return select(table_of(et))
-
-
 async def fetch(
     conn: AsyncConnection,
     et: EntityType,
@@ -224,18 +220,3 @@ async def ids_pointing_at(
     for target, rid in rows:
         out[target].append(rid)
     return out
-
-
-async def kinds_of(
-    conn: AsyncConnection, table: Table, column: str, space_id: str, ids: Iterable[str]
-) -> dict[str, str]:
-    """For shared tables: id -> discriminator value (``Lead``/``Opportunity``, ``CE_Bid``)."""
-    wanted = sorted(set(ids))
-    if not wanted:
-        return {}
-    rows = await conn.execute(
-        select(table.c.id, table.c[column]).where(
-            table.c.id.in_(wanted), table.c.space_id == space_id
-        )
-    )
-    return {r[0]: r[1] for r in rows}
