@@ -9,6 +9,8 @@ PostgreSQL needs none of this: reads and writes share one pool.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,8 +19,11 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.util import await_
+
 
 from crmhooks.errors import ConfigError
+from crmhooks.store import inline_sqlite
 
 DEFAULT_URL = "sqlite:///crmhooks.db"
 
@@ -49,23 +54,56 @@ def sync_url(url: str) -> URL:
     return parsed.set(drivername=f"{parsed.get_backend_name()}+{driver}")
 
 
-def _sqlite_setup(engine: AsyncEngine, begin: str) -> None:
+# How long a writer waits for another process to finish its write (``crmhooks worker``, the
+# command line) before its request fails, and how long a statement may wait in SQLite's own busy
+# handler, which blocks the event loop: only for the rare moments a WAL reader must wait.
+WRITE_LOCK_WAIT = 10.0
+READ_BUSY_MS = 100
+
+
+def _sqlite_engine(target: URL, *, size: int, overflow: int, writer: bool) -> AsyncEngine:
+    engine = create_async_engine(
+        target,
+        pool_size=size,
+        max_overflow=overflow,
+        connect_args={"async_creator_fn": inline_sqlite.connect},
+    )
+
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Take transaction control from the driver so that BEGIN is ours to write.
-        dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a commit survives a process crash; only a power loss may lose
         # the last transactions. That is the trade the SQLite default is chosen for.
         cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute(f"PRAGMA busy_timeout={0 if writer else READ_BUSY_MS}")
         cur.execute("PRAGMA cache_size=-65536")
         cur.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql(begin)
+        driver = conn.connection.driver_connection
+        if writer:
+            _begin_immediate(driver)
+        else:
+            driver.sqlite.execute("BEGIN")
+
+    return engine
+
+
+def _begin_immediate(driver: inline_sqlite.Connection) -> None:
+    """Take SQLite's write lock, waiting on the event loop while another process holds it."""
+    deadline = time.monotonic() + WRITE_LOCK_WAIT
+    pause = 0.001
+    while True:
+        try:
+            driver.sqlite.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as e:
+            if e.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+        await_(asyncio.sleep(pause))
+        pause = min(pause * 2, 0.05)
 
 
 @dataclass
@@ -105,10 +143,8 @@ class Database:
 def open_database(url: str, *, pool_size: int = 10) -> Database:
     target = async_url(url)
     if target.get_backend_name() == "sqlite":
-        writer = create_async_engine(target, pool_size=1, max_overflow=0)
-        _sqlite_setup(writer, "BEGIN IMMEDIATE")
-        reader = create_async_engine(target, pool_size=4, max_overflow=4)
-        _sqlite_setup(reader, "BEGIN")
+        writer = _sqlite_engine(target, size=1, overflow=0, writer=True)
+        reader = _sqlite_engine(target, size=4, overflow=4, writer=False)
         return Database(url, reader, writer, asyncio.Lock())
     engine = create_async_engine(target, pool_size=pool_size, max_overflow=pool_size)
     return Database(url, engine, engine, None)

@@ -1,0 +1,124 @@
+"""SQLite for SQLAlchemy's async engine, run on the event loop's own thread.
+
+SQLAlchemy's async SQLite dialect drives ``aiosqlite``, which runs every DBAPI call (cursor,
+execute, fetch, close, commit) on a thread of its own: each is a queue put, a thread wake-up
+and a hand-back to the loop. A create is a dozen such calls, and the hand-offs were a third of
+the server's CPU (docs/benchmarks.md). This module offers the same coroutine interface with
+each call made directly on :mod:`sqlite3`, so a statement costs what SQLite costs.
+
+It is safe because the statements of this server are short and never wait on each other in the
+process: writes take the single writer connection in turn (``Database.write``), WAL readers
+never wait for the writer, and a writer waiting for another process's write lock waits in
+``asyncio.sleep`` (``engine._begin_immediate``), not in SQLite's busy handler.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+
+class Cursor:
+    __slots__ = ("_cursor",)
+
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self._cursor = cursor
+
+    async def __aenter__(self) -> Cursor:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._cursor.close()
+
+    @property
+    def description(self) -> Any:
+        return self._cursor.description
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    @property
+    def lastrowid(self) -> int | None:
+        return self._cursor.lastrowid
+
+    @property
+    def arraysize(self) -> int:
+        return self._cursor.arraysize
+
+    @arraysize.setter
+    def arraysize(self, value: int) -> None:
+        self._cursor.arraysize = value
+
+    async def execute(self, sql: str, parameters: Any = ()) -> Cursor:
+        self._cursor.execute(sql, parameters)
+        return self
+
+    async def executemany(self, sql: str, parameters: Iterable[Any]) -> Cursor:
+        self._cursor.executemany(sql, parameters)
+        return self
+
+    async def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    async def fetchmany(self, size: int | None = None) -> Sequence[Any]:
+        return self._cursor.fetchmany(self._cursor.arraysize if size is None else size)
+
+    async def fetchall(self) -> Sequence[Any]:
+        return self._cursor.fetchall()
+
+    async def nextset(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._cursor.close()
+
+
+class Connection:
+    """What SQLAlchemy's aiosqlite adapter uses of ``aiosqlite.Connection``."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.sqlite = conn
+        self._conn = conn
+        # The adapter looks at ``_connection`` to tell an open connection from a closed one.
+        self._connection: sqlite3.Connection | None = conn
+
+    @property
+    def isolation_level(self) -> str | None:
+        return self._conn.isolation_level
+
+    def cursor(self) -> Cursor:
+        return Cursor(self._conn.cursor())
+
+    async def execute(self, sql: str, parameters: Any = ()) -> Cursor:
+        return Cursor(self._conn.execute(sql, parameters))
+
+    async def commit(self) -> None:
+        self._conn.commit()
+
+    async def rollback(self) -> None:
+        self._conn.rollback()
+
+    async def create_function(self, *args: Any, **kwargs: Any) -> None:
+        self._conn.create_function(*args, **kwargs)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            self._connection = None
+            self._conn.close()
+
+    def stop(self) -> None:
+        if self._connection is not None:
+            self._connection = None
+            self._conn.close()
+
+
+async def connect(database: str, **kwargs: Any) -> Connection:
+    """The ``async_creator_fn`` for SQLAlchemy's aiosqlite dialect."""
+    # Transactions are ours to begin (``BEGIN IMMEDIATE`` for the writer), so the driver's own
+    # transaction handling is off from the start. A connection may be closed by the garbage
+    # collector of another thread, hence check_same_thread off; it is only used by the loop.
+    kwargs["isolation_level"] = None
+    kwargs["check_same_thread"] = False
+    return Connection(sqlite3.connect(database, **kwargs))
