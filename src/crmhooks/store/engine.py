@@ -2,28 +2,35 @@
 
 SQLite allows one writer at a time. Rather than let concurrent writers collide on the file lock
 (and spin in ``busy_timeout``), writes take one connection in turn, opened with
-``BEGIN IMMEDIATE``; reads use a small pool of their own and see committed data (WAL mode).
-PostgreSQL needs none of this: reads and writes share one pool.
+``BEGIN IMMEDIATE``, and writes that queue for it together share one commit (``group_commit``);
+reads use a small pool of their own and see committed data (WAL mode). Statements run on the
+event loop's thread (``inline_sqlite``), and the WAL is copied back into the database file by a
+thread of its own (``WalCheckpointer``). PostgreSQL needs none of this: reads and writes share
+one pool.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util import await_
 
-
 from crmhooks.errors import ConfigError
 from crmhooks.store import inline_sqlite
+from crmhooks.store.group_commit import GroupWriter
+
+log = structlog.get_logger("crmhooks.store")
 
 DEFAULT_URL = "sqlite:///crmhooks.db"
 
@@ -78,6 +85,14 @@ def _sqlite_engine(target: URL, *, size: int, overflow: int, writer: bool) -> As
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute(f"PRAGMA busy_timeout={0 if writer else READ_BUSY_MS}")
         cur.execute("PRAGMA cache_size=-65536")
+        if writer:
+            # Copying the WAL back into the database file (with its fsync) is the checkpoint
+            # thread's work, off the event loop (``WalCheckpointer``), not the committing
+            # request's.
+            cur.execute("PRAGMA wal_autocheckpoint=0")
+            # Each write of a group runs in a savepoint (``group_commit``), whose undo pages
+            # SQLite keeps in a sub-journal: in memory, not in a temporary file.
+            cur.execute("PRAGMA temp_store=MEMORY")
         cur.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -106,6 +121,47 @@ def _begin_immediate(driver: inline_sqlite.Connection) -> None:
         pause = min(pause * 2, 0.05)
 
 
+class WalCheckpointer:
+    """Copies SQLite's write-ahead log back into the database file, on a thread of its own.
+
+    The writer connection does not checkpoint at commit (``wal_autocheckpoint=0``): a
+    checkpoint writes pages to the database file and syncs it, which would stall the event
+    loop for that commit. Here it runs every ``every`` seconds, without the GIL while SQLite
+    works, and ``PASSIVE``: it never waits for, nor blocks, readers or the writer. Once the
+    whole log has been copied, the next write starts the log again from its beginning.
+    """
+
+    def __init__(self, path: str, every: float = 0.2) -> None:
+        self._path = path
+        self._every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wal-checkpoint", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def checkpoint(self, conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            while not self._stop.wait(self._every):
+                try:
+                    self.checkpoint(conn)
+                except sqlite3.Error as e:  # a busy or vanished file: try again next time
+                    log.warning("wal_checkpoint_failed", error=str(e))
+            with suppress(sqlite3.Error):
+                self.checkpoint(conn)
+        finally:
+            conn.close()
+
+
 @dataclass
 class Database:
     """The engines of one database and the way into a read or a write transaction."""
@@ -113,7 +169,8 @@ class Database:
     url: str
     reader: AsyncEngine
     writer: AsyncEngine
-    _write_lock: asyncio.Lock | None
+    _group_writer: GroupWriter | None = None
+    _checkpointer: WalCheckpointer | None = None
 
     @property
     def dialect(self) -> str:
@@ -121,12 +178,16 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        """One write transaction: committed when the block ends, rolled back on error."""
-        if self._write_lock is None:
+        """One write transaction: committed when the block ends, rolled back on error.
+
+        On SQLite the block may share its transaction with other writes that queued for the
+        writer at the same time (``group_commit``); it still returns only once committed.
+        """
+        if self._group_writer is None:
             async with self.writer.begin() as conn:
                 yield conn
             return
-        async with self._write_lock, self.writer.begin() as conn:
+        async with self._group_writer.write() as conn:
             yield conn
 
     @asynccontextmanager
@@ -135,6 +196,10 @@ class Database:
             yield conn
 
     async def dispose(self) -> None:
+        if self._group_writer is not None:
+            await self._group_writer.close()
+        if self._checkpointer is not None:
+            await asyncio.to_thread(self._checkpointer.stop)
         await self.writer.dispose()
         if self.reader is not self.writer:
             await self.reader.dispose()
@@ -145,6 +210,8 @@ def open_database(url: str, *, pool_size: int = 10) -> Database:
     if target.get_backend_name() == "sqlite":
         writer = _sqlite_engine(target, size=1, overflow=0, writer=True)
         reader = _sqlite_engine(target, size=4, overflow=4, writer=False)
-        return Database(url, reader, writer, asyncio.Lock())
+        checkpointer = WalCheckpointer(str(target.database))
+        checkpointer.start()
+        return Database(url, reader, writer, GroupWriter(writer), checkpointer)
     engine = create_async_engine(target, pool_size=pool_size, max_overflow=pool_size)
-    return Database(url, engine, engine, None)
+    return Database(url, engine, engine)

@@ -1,0 +1,132 @@
+"""SQLite's writer on a real file: group commit, failures inside a group, another process's lock."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from crmhooks.store.engine import Database, open_database
+from crmhooks.store.group_commit import LostTransaction
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = open_database(f"sqlite:///{tmp_path / 'w.db'}")
+    async with database.write() as conn:
+        await conn.execute(text("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER)"))
+    yield database
+    await database.dispose()
+
+
+def committed(db: Database) -> dict[str, int]:
+    """What another connection sees: only committed rows."""
+    path = db.writer.url.database
+    assert path
+    with sqlite3.connect(path) as conn:
+        return dict(conn.execute("SELECT k, v FROM t").fetchall())
+
+
+async def put(db: Database, key: str, value: int, *, fail: bool = False) -> None:
+    async with db.write() as conn:
+        await conn.execute(text("INSERT INTO t VALUES (:k, :v)"), {"k": key, "v": value})
+        await asyncio.sleep(0)  # let the other writes queue for the writer
+        if fail:
+            raise ValueError(f"write {key} fails")
+
+
+async def test_concurrent_writes_share_commits_and_each_is_durable_when_it_returns(
+    db: Database,
+) -> None:
+    writer = db._group_writer
+    assert writer is not None
+    groups0 = writer.groups
+    seen_at_return: dict[str, bool] = {}
+
+    async def one(i: int) -> None:
+        await put(db, f"k{i}", i)
+        seen_at_return[f"k{i}"] = f"k{i}" in committed(db)
+
+    await asyncio.gather(*(one(i) for i in range(40)))
+    assert committed(db) == {f"k{i}": i for i in range(40)}
+    assert all(seen_at_return.values()), "a write returned before its commit"
+    assert writer.groups - groups0 < 40, "no write shared a commit"
+
+
+async def test_a_failing_write_in_a_group_changes_nothing_and_the_others_are_kept(
+    db: Database,
+) -> None:
+    results = await asyncio.gather(
+        *(put(db, f"k{i}", i, fail=i % 3 == 0) for i in range(12)), return_exceptions=True
+    )
+    failed = {i for i, r in enumerate(results) if isinstance(r, ValueError)}
+    assert failed == {0, 3, 6, 9}
+    assert committed(db) == {f"k{i}": i for i in range(12) if i not in failed}
+
+
+async def test_a_constraint_error_is_rolled_back_to_its_own_write(db: Database) -> None:
+    await put(db, "dup", 1)
+    results = await asyncio.gather(
+        put(db, "a", 1), put(db, "dup", 2), put(db, "b", 2), return_exceptions=True
+    )
+    assert results[0] is None
+    assert results[2] is None
+    assert "UNIQUE" in str(results[1])
+    assert committed(db) == {"dup": 1, "a": 1, "b": 2}
+
+
+async def test_a_lost_transaction_fails_every_write_of_its_group(db: Database) -> None:
+    async def ends_the_transaction() -> None:
+        async with db.write() as conn:
+            await conn.execute(text("INSERT INTO t VALUES ('x', 1)"))
+            # What SQLite does on its own after a disk-full or I/O error.
+            await conn.exec_driver_sql("ROLLBACK")
+
+    results = await asyncio.gather(
+        put(db, "before", 1), ends_the_transaction(), return_exceptions=True
+    )
+    assert all(isinstance(r, LostTransaction) for r in results), results
+    assert committed(db) == {}
+    await put(db, "after", 2)
+    assert committed(db) == {"after": 2}
+
+
+async def test_waiting_for_another_process_lock_does_not_stall_the_event_loop(
+    db: Database,
+) -> None:
+    path = db.writer.url.database
+    assert path
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    released = threading.Event()
+
+    def release_later() -> None:
+        time.sleep(0.5)
+        other.execute("INSERT INTO t VALUES ('other', 0)")
+        other.execute("COMMIT")
+        released.set()
+
+    threading.Thread(target=release_later).start()
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not released.is_set():
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    tick_task = asyncio.create_task(ticker())
+    started = time.monotonic()
+    await put(db, "mine", 1)
+    waited = time.monotonic() - started
+    await tick_task
+    other.close()
+    assert waited >= 0.4
+    assert ticks >= 20, f"the loop ran {ticks} times in {waited:.2f} s"
+    assert committed(db) == {"other": 0, "mine": 1}
