@@ -9,12 +9,13 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -159,6 +160,20 @@ class Server:
     api_key: str
     api_secret: str
     process: subprocess.Popen[str]
+    # Everything the server printed, read as it comes so that the pipe never fills up.
+    output: list[str] = field(default_factory=list)
+    drainer: threading.Thread | None = None
+
+    def printed(self) -> str:
+        """What the server printed after it started listening (all of it once it has exited)."""
+        if self.process.poll() is not None and self.drainer is not None:
+            self.drainer.join(5)
+        return "".join(self.output)
+
+
+def _drain(stream: IO[str], into: list[str]) -> None:
+    for line in stream:
+        into.append(line)
 
 
 def spawn_serve(args: list[str], env: dict[str, str]) -> tuple[Server, str]:
@@ -194,7 +209,13 @@ def spawn_serve(args: list[str], env: dict[str, str]) -> tuple[Server, str]:
         raise AssertionError(f"server did not start:\n{out}")
     key = re.search(r"api key\s+(\S+)", out)
     secret = re.search(r"api secret\s+(\S+)", out)
-    return Server(url, key.group(1) if key else "", secret.group(1) if secret else "", proc), out
+    rest: list[str] = []
+    drainer = threading.Thread(target=_drain, args=(proc.stdout, rest), daemon=True)
+    drainer.start()
+    server = Server(
+        url, key.group(1) if key else "", secret.group(1) if secret else "", proc, rest, drainer
+    )
+    return server, out
 
 
 def start_server(db_url: str, *, extra_env: dict[str, str] | None = None) -> Server:

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+import orjson
 import structlog
+
+
+def _dumps(value: Any, **_: Any) -> str:
+    return orjson.dumps(value, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def configure(level: str = "info", *, json: bool = False) -> None:
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer(serializer=_dumps)
+        if json
+        else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
         processors=[

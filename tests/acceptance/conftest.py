@@ -45,6 +45,7 @@ SERVER_ENV = {
     "CRMHOOKS_CONNECT_TIMEOUT": "2",
     "CRMHOOKS_RETRY_SCHEDULE": "0.5,0.5",
     "CRMHOOKS_LOG_LEVEL": "warning",
+    "CRMHOOKS_LOG_JSON": "true",
 }
 WAIT = 15.0  # seconds any expected delivery may take, at most
 
@@ -361,6 +362,17 @@ class Stack:
                 return pending == 0
 
         wait_until(quiet, timeout, "the dispatcher to route and deliver every event")
+
+    def logged(self, **match: Any) -> list[dict[str, Any]]:
+        """The server's JSON log lines whose fields include ``match``."""
+        found = []
+        for line in self.server.printed().splitlines():
+            if not line.startswith("{"):
+                continue
+            entry = orjson.loads(line)
+            if all(entry.get(k) == v for k, v in match.items()):
+                found.append(entry)
+        return found
 
     def deliveries_of(self, webhook_id: str) -> list[dict[str, Any]]:
         with self.db.connect() as conn:

@@ -43,8 +43,7 @@ def serve_without_key(db_url: str) -> tuple[Server, str]:
 def stop_and_read(server: Server) -> str:
     """Stop the server; everything else it printed."""
     stop_server(server)
-    assert server.process.stdout is not None
-    return server.process.stdout.read()
+    return server.printed()
 
 
 def accounts(server_url: str, space_id: str) -> str:

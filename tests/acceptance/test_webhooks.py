@@ -636,6 +636,13 @@ def test_payload_has_the_contract_shape_and_a_retry_resends_the_same_ids(tenant:
     assert [el["id"] for el in retry.elements()] == [el["id"] for el in first.elements()]
     assert int(retry.headers["webhook-timestamp"]) >= int(first.headers["webhook-timestamp"])
     assert retry.time - first.time >= 0.3  # the retry schedule, 0.5 s +-20 %
+    [failed] = wait_until(
+        lambda: tenant.stack.logged(event="delivery failed, will retry", webhook_id=hook.id),
+        what="the failure in the log",
+    )
+    assert (failed["status_code"], failed["attempt"], failed["level"]) == (500, 1, "warning")
+    assert failed["delivery_id"] in {r["id"] for r in tenant.stack.deliveries_of(hook.id)}
+    assert failed["next_attempt_at"]
 
     tenant.patch("Opportunities", opp["id"], {"value": {"base_value": 5.5, "currency_id": "EUR"}})
     tenant.settle(hook, other)
@@ -1144,3 +1151,10 @@ def test_a_410_answer_disables_the_webhook(tenant: Space) -> None:
     assert "410" in shown["disabled_reason"]
     [row] = s.stack.deliveries_of(hook.id)
     assert (row["status"], row["attempts"], row["last_status"]) == ("failed", 1, 410)
+    # Structured logs name the webhook and the delivery.
+    [given_up] = wait_until(lambda: s.stack.logged(delivery_id=row["id"]), what="a log line")
+    assert given_up["webhook_id"] == hook.id
+    assert (given_up["event"], given_up["level"]) == ("delivery failed, given up", "error")
+    assert (given_up["attempt"], given_up["status_code"]) == (1, 410)
+    [disabled] = s.stack.logged(event="webhook disabled", webhook_id=hook.id)
+    assert "410" in disabled["reason"]

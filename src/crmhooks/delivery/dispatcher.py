@@ -469,6 +469,8 @@ class Dispatcher:
             if disable:
                 await self._disable(conn, disable, "the receiver answered 410 Gone", now)
             await self._track_failures(conn, succeeded, failing - succeeded, now)
+        for r, u in zip(results, updates, strict=True):
+            _log_outcome(r, u)
 
     async def _track_failures(
         self, conn: AsyncConnection, succeeded: set[str], failing: set[str], now: datetime
@@ -506,6 +508,8 @@ class Dispatcher:
         self, conn: AsyncConnection, ids: set[str], reason: str, now: datetime
     ) -> None:
         t = table_of(WEBHOOKS)
+        for webhook_id in sorted(ids):
+            log.error("webhook disabled", webhook_id=webhook_id, reason=reason)
         await conn.execute(
             update(t)
             .where(and_(t.c.id.in_(sorted(ids)), t.c.is_active.is_(True)))
@@ -513,6 +517,26 @@ class Dispatcher:
                 is_active=False, disabled_reason=reason, modified=now, revision=t.c.revision + 1
             )
         )
+
+
+def _log_outcome(result: Result, update: dict[str, Any]) -> None:
+    """One structured line per request sent: a failure as a warning, a success at debug."""
+    o = result.outcome
+    fields: dict[str, Any] = {
+        "webhook_id": result.claimed.webhook_id,
+        "delivery_id": result.claimed.id,
+        "attempt": update["b_attempts"],
+        "status_code": o.status,
+        "latency_ms": round(o.latency_ms, 1),
+    }
+    if update["b_status"] == "delivered":
+        log.debug("delivered", **fields)
+    elif update["b_status"] == "pending":
+        log.warning(
+            "delivery failed, will retry", error=o.error, next_attempt_at=update["b_next"], **fields
+        )
+    else:
+        log.error("delivery failed, given up", error=o.error, **fields)
 
 
 def build_dispatcher(db: Database, settings: Settings) -> Dispatcher:

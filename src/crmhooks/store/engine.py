@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import structlog
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
@@ -61,6 +62,13 @@ def sync_url(url: str) -> URL:
     return parsed.set(drivername=f"{parsed.get_backend_name()}+{driver}")
 
 
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+# JSON columns through orjson: the JSON type's default, the json module, was 2-3% of a create.
+JSON_CODEC: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
+
 # How long a writer waits for another process to finish its write (``crmhooks worker``, the
 # command line) before its request fails, and how long a statement may wait in SQLite's own busy
 # handler, which blocks the event loop: only for the rare moments a WAL reader must wait.
@@ -74,6 +82,7 @@ def _sqlite_engine(target: URL, *, size: int, overflow: int, writer: bool) -> As
         pool_size=size,
         max_overflow=overflow,
         connect_args={"async_creator_fn": inline_sqlite.connect},
+        **JSON_CODEC,
     )
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -213,5 +222,5 @@ def open_database(url: str, *, pool_size: int = 10) -> Database:
         checkpointer = WalCheckpointer(str(target.database))
         checkpointer.start()
         return Database(url, reader, writer, GroupWriter(writer), checkpointer)
-    engine = create_async_engine(target, pool_size=pool_size, max_overflow=pool_size)
+    engine = create_async_engine(target, pool_size=pool_size, max_overflow=pool_size, **JSON_CODEC)
     return Database(url, engine, engine)
