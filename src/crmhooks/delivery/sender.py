@@ -31,11 +31,15 @@ class BlockedTarget(OSError):
 
 
 class GuardedResolver(AbstractResolver):
-    """Resolves through the system, then refuses blocked addresses."""
+    """Resolves (through the system unless told otherwise), then refuses blocked addresses.
 
-    def __init__(self, guard: Guard) -> None:
+    aiohttp connects to exactly the addresses this returns, so an address is checked once and
+    used as checked: no second lookup can swap in another (DNS rebinding).
+    """
+
+    def __init__(self, guard: Guard, inner: AbstractResolver | None = None) -> None:
         self.guard = guard
-        self._inner = aiohttp.ThreadedResolver()
+        self._inner = inner or aiohttp.ThreadedResolver()
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -70,8 +74,10 @@ class Sender:
         connect_timeout: float = 5.0,
         total_timeout: float = 15.0,
         pool_size: int = 512,
+        resolver: AbstractResolver | None = None,
     ) -> None:
         self.guard = guard
+        self._resolver = resolver
         self.timeout = aiohttp.ClientTimeout(total=total_timeout, sock_connect=connect_timeout)
         self.pool_size = pool_size
         self._session: aiohttp.ClientSession | None = None
@@ -84,7 +90,7 @@ class Sender:
             connector = aiohttp.TCPConnector(
                 limit=self.pool_size,
                 limit_per_host=0,
-                resolver=GuardedResolver(self.guard),
+                resolver=GuardedResolver(self.guard, self._resolver),
                 ttl_dns_cache=None,
                 use_dns_cache=False,
             )
@@ -126,6 +132,11 @@ class Sender:
                 return done(resp.status, None, text, resp.headers.get("Retry-After"))
         except BlockedTarget as e:
             return done(None, str(e))
+        except aiohttp.ClientConnectorError as e:
+            # aiohttp wraps what the resolver raised; the guard's refusal is the error to show.
+            if isinstance(e.os_error, BlockedTarget):
+                return done(None, str(e.os_error))
+            return done(None, f"{type(e).__name__}: {e}"[:1000])
         except TimeoutError:
             return done(None, "timed out")
         except aiohttp.ClientError as e:
