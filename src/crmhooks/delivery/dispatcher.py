@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
 from collections import Counter
@@ -23,7 +24,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Integer, and_, bindparam, delete, exists, insert, or_, select, update
+from sqlalchemy import (
+    Integer,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crmhooks.changes.writer import Change, WriteContext
@@ -61,6 +73,24 @@ class DispatchSettings:
     record_batch: int = 256
 
 
+# Requests in flight for a webhook that has not answered well yet: fifty receivers that hang
+# from the start hold 100 of the 256 in flight, not all of them.
+UNPROVEN_ALLOWANCE = 2
+
+# The webhooks with a pending request, one index probe each (status, webhook_id, ...).
+WEBHOOKS_WITH_PENDING = """
+WITH RECURSIVE w(id) AS (
+    SELECT (SELECT webhook_id FROM deliveries WHERE status = 'pending'
+            ORDER BY webhook_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT webhook_id FROM deliveries WHERE status = 'pending' AND webhook_id > w.id
+            ORDER BY webhook_id LIMIT 1)
+    FROM w WHERE w.id IS NOT NULL
+)
+SELECT id FROM w WHERE id IS NOT NULL
+"""
+
+
 @dataclass(frozen=True)
 class Claimed:
     id: str
@@ -95,8 +125,15 @@ class Dispatcher:
         self._clean: set[str] = set()  # webhooks known not to be failing
         self._busy: Counter[str] = Counter()  # requests in flight per webhook
         self._struggling: set[str] = set()  # webhooks whose last request failed
+        self._proven: set[str] = set()  # webhooks whose last request succeeded
         self._rand = random.Random()
         self._claims: dict[bool, Any] = {}  # the claim statement, for PostgreSQL or not
+        # Webhooks that may have requests due now: found by a scan of the queue (at most once
+        # a poll interval), and told by the router (new requests) and by outcomes (a finished
+        # request may let the next one of its records go). Each claim asks only these.
+        self._work: set[str] = set()
+        self._due_later: dict[str, datetime] = {}  # retries and later chunks, earliest first
+        self._scanned = -math.inf
 
     @property
     def alive(self) -> bool:
@@ -177,22 +214,44 @@ class Dispatcher:
         return made > 0 and self.router.backlog
 
     async def _claim_once(self) -> bool:
+        """Lease requests due now, each webhook asked for no more than its allowance.
+
+        One statement per webhook with work, reading only that webhook's queue in order: the
+        cost follows what is claimed, not the backlog, and a webhook at its allowance (a
+        hanging receiver) is not even asked.
+        """
         room = self.cfg.max_in_flight - len(self._in_flight)
         if room <= 0:
             return False
         now = datetime.now(UTC)
+        self._work.update(self.router.take_touched())
+        for w, at in list(self._due_later.items()):
+            if at <= now:
+                self._work.add(w)
+                del self._due_later[w]
+        want = min(room, self.cfg.claim_batch)
+        rows: list[Any] = []
         async with self.db.write() as conn:
+            if time.monotonic() - self._scanned >= self.cfg.poll_seconds:
+                self._work.update(await self._webhooks_with_requests(conn))
+                self._scanned = time.monotonic()
             claim = self._claim_statement(conn.dialect.name == "postgresql")
             lease = now + timedelta(seconds=self.cfg.lease_seconds)
-            limit = min(room, self.cfg.claim_batch)
-            full = sorted(w for w, n in self._busy.items() if n >= self._allowance(w))
-            params = {"c_now": now, "c_lease": lease, "c_limit": limit, "c_full": full}
-            claimed_rows = (await conn.execute(claim, params)).all()
-            rows, extra = self._within_allowance(claimed_rows)
-            if extra:  # more than a webhook may have in flight: back to the queue
-                await conn.execute(
-                    update(deliveries).where(deliveries.c.id.in_(extra)).values(lease_until=None)
-                )
+            for w in sorted(self._work):
+                if len(rows) >= want:
+                    break
+                sub = self.router.index.by_id.get(w)
+                if sub is None or not sub.is_active:
+                    self._work.discard(w)
+                    continue
+                n = min(self._claimable(w) - self._busy[w], want - len(rows))
+                if n <= 0:
+                    continue
+                params = {"c_now": now, "c_lease": lease, "c_limit": n, "c_webhook": w}
+                got = (await conn.execute(claim, params)).all()
+                rows.extend(got)
+                if len(got) < n:  # nothing more due now: asked again when that changes
+                    self._work.discard(w)
             firsts = [r for r in rows if r.chunk_index == 0 and r.attempts == 0]
             if firsts:
                 await self._space_out(conn, firsts, now)
@@ -203,43 +262,40 @@ class Dispatcher:
             task = asyncio.create_task(self._send(claimed))
             self._sends.add(task)
             task.add_done_callback(self._sends.discard)
-        if extra and room > len(rows):
-            return True  # the webhooks at their allowance are skipped now: claim the others
-        return len(rows) >= min(room, self.cfg.claim_batch) and room > len(rows)
+        return len(rows) >= want and room > len(rows)
+
+    async def _webhooks_with_requests(self, conn: AsyncConnection) -> set[str]:
+        """Every webhook with a pending request: one index probe per webhook, not per request
+        (a loose index scan, written as a recursive query)."""
+        found = await conn.execute(text(WEBHOOKS_WITH_PENDING))
+        return {row[0] for row in found}
+
+    def _later(self, webhook_id: str, at: datetime) -> None:
+        known = self._due_later.get(webhook_id)
+        if known is None or at < known:
+            self._due_later[webhook_id] = at
+
+    def _claimable(self, webhook_id: str) -> int:
+        """Requests a webhook may hold, sending or waiting to send: twice its allowance once
+        its receiver answers well, so that the next requests are ready when one finishes."""
+        allowance = self._allowance(webhook_id)
+        return 2 * allowance if webhook_id in self._proven else allowance
 
     def _allowance(self, webhook_id: str) -> int:
-        """Requests a webhook may have in flight: one while its receiver is failing, so that
-        hanging or failing receivers cannot take the room healthy ones need."""
+        """Requests a webhook may have in flight: one while its receiver is failing, a few until
+        it has answered well once (slow start), the full allowance after, so that hanging or
+        failing receivers cannot take the room healthy ones need."""
         if webhook_id in self._struggling:
             return 1
-        return self.cfg.max_in_flight_per_webhook
-
-    def _within_allowance(self, rows: Sequence[Any]) -> tuple[list[Any], list[str]]:
-        taken: Counter[str] = Counter()
-        keep: list[Any] = []
-        extra: list[str] = []
-        for row in rows:
-            w = row.webhook_id
-            if self._busy[w] + taken[w] < self._allowance(w):
-                taken[w] += 1
-                keep.append(row)
-            else:
-                extra.append(row.id)
-        return keep, extra
+        if webhook_id in self._proven:
+            return self.cfg.max_in_flight_per_webhook
+        return min(UNPROVEN_ALLOWANCE, self.cfg.max_in_flight_per_webhook)
 
     def _claim_statement(self, postgresql: bool) -> Any:
         """The claim, built once: building it costs more than running it on a short queue."""
         if postgresql in self._claims:
             return self._claims[postgresql]
         now = bindparam("c_now", type_=deliveries.c.next_attempt_at.type)
-        webhooks = table_of(WEBHOOKS)
-        # Correlated, so each candidate looks its webhook up by id (SQLite would otherwise build
-        # the set of every active webhook on each claim: ~10 ms with 10,000 webhooks).
-        active = exists().where(
-            webhooks.c.id == deliveries.c.webhook_id,
-            webhooks.c.is_active.is_(True),
-            webhooks.c.is_deleted.is_(False),
-        )
         # A later chunk of a burst waits until the chunks before it were sent once.
         earlier = deliveries.alias("earlier")
         earlier_unsent = select(earlier.c.id).where(
@@ -268,12 +324,12 @@ class Dispatcher:
             select(deliveries.c.id)
             .where(
                 deliveries.c.status == "pending",
+                deliveries.c.webhook_id
+                == bindparam("c_webhook", type_=deliveries.c.webhook_id.type),
                 deliveries.c.next_attempt_at <= now,
                 or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < now),
-                active,
                 or_(deliveries.c.chunk_group.is_(None), ~exists(earlier_unsent)),
                 ~exists(record_busy),
-                deliveries.c.webhook_id.not_in(bindparam("c_full", expanding=True)),
             )
             .order_by(deliveries.c.next_attempt_at, deliveries.c.first_seq)
             .limit(bindparam("c_limit", type_=Integer()))
@@ -314,6 +370,9 @@ class Dispatcher:
             {"b_id": r.id, "b_next": now + timedelta(seconds=r.chunk_index * delay[r.chunk_group])}
             for r in later
         ]
+        webhook_of = {r.chunk_group: r.webhook_id for r in firsts}
+        for v, r in zip(values, later, strict=True):
+            self._later(webhook_of[r.chunk_group], v["b_next"])
         if values:
             await conn.execute(
                 update(deliveries)
@@ -352,8 +411,15 @@ class Dispatcher:
             del self._busy[claimed.webhook_id]
         if outcome.status is not None and 200 <= outcome.status < 300:
             self._struggling.discard(claimed.webhook_id)
+            self._proven.add(claimed.webhook_id)
         else:
             self._struggling.add(claimed.webhook_id)
+            self._proven.discard(claimed.webhook_id)
+        self._work.add(claimed.webhook_id)  # its room, and the records it held, are free
+        if self._busy[claimed.webhook_id] <= self._claimable(claimed.webhook_id) // 2:
+            # Refill without waiting for the outcomes to be recorded, half of what it may hold
+            # at a time: one claim per several requests, and the webhook's pipe never runs dry.
+            self._claim_wake.set()
 
     async def _prune_loop(self) -> None:
         """Every ``prune_every`` seconds, drop what is older than the retention age."""
@@ -423,6 +489,8 @@ class Dispatcher:
             REQUESTS_SENT.labels(decision.verdict.value).inc()
             if o.status is not None:
                 DELIVERY_LATENCY.observe(o.latency_ms / 1000)
+            if status == "pending":
+                self._later(r.claimed.webhook_id, now + timedelta(seconds=decision.delay))
             updates.append(
                 {
                     "b_id": r.claimed.id,

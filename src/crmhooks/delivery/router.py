@@ -169,6 +169,12 @@ class Router:
     _memory: int = 0  # the cursor as routed
     _stored_at: datetime = field(default_factory=lambda: datetime.min.replace(tzinfo=UTC))
     backlog: bool = False  # the last step may have left events to route now
+    _touched: set[str] = field(default_factory=set)  # webhooks given requests since last asked
+
+    def take_touched(self) -> set[str]:
+        """The webhooks this router has stored new requests for since the last call."""
+        touched, self._touched = self._touched, set()
+        return touched
 
     @property
     def stored_cursor(self) -> int | None:
@@ -251,6 +257,7 @@ class Router:
                 self.backlog = True
                 return
             if planned:
+                self._touched.update(p["webhook_id"] for p in planned)
                 records = [
                     {
                         "delivery_id": p["id"],

@@ -239,6 +239,14 @@ deliveries = Table(
     Column("chunk_index", Integer(), nullable=True),
 )
 Index(None, deliveries.c.status, deliveries.c.next_attempt_at)
+# A webhook's queue in claim order, and the webhooks with a queue (one probe each).
+Index(
+    None,
+    deliveries.c.status,
+    deliveries.c.webhook_id,
+    deliveries.c.next_attempt_at,
+    deliveries.c.first_seq,
+)
 Index(None, deliveries.c.webhook_id, deliveries.c.created)
 Index(None, deliveries.c.chunk_group, deliveries.c.chunk_index)
 
