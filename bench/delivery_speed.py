@@ -945,14 +945,14 @@ BOTTLENECKS: list[str] = [
 ]
 
 
-def write_docs(path: Path, section: str) -> None:
-    """Replace this section (up to the next ``## `` heading), or add it at the end."""
+def write_docs(path: Path, section: str, heading: str = HEADING) -> None:
+    """Replace the section under ``heading`` (up to the next ``## ``), or add it at the end."""
     current = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = current.find(HEADING + "\n")
+    start = current.find(heading + "\n")
     if start < 0:
         updated = current.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
     else:
-        nxt = current.find("\n## ", start + len(HEADING))
+        nxt = current.find("\n## ", start + len(heading))
         tail = "" if nxt < 0 else current[nxt + 1 :]
         updated = current[:start] + section.rstrip("\n") + "\n" + ("\n" + tail if tail else "")
     path.parent.mkdir(parents=True, exist_ok=True)
