@@ -378,7 +378,10 @@ async def _replay(url: str, bodies: list[tuple[str, bytes]], concurrency: int) -
 
 def stored_bodies(db_file: Path) -> list[tuple[str, bytes]]:
     with sqlite3.connect(db_file) as conn:
-        rows = conn.execute("SELECT id, body FROM deliveries ORDER BY first_seq").fetchall()
+        rows = conn.execute(
+            "SELECT id, body FROM deliveries JOIN delivery_bodies ON delivery_id = id"
+            " ORDER BY first_seq"
+        ).fetchall()
     return [(str(i), str(b).encode()) for i, b in rows]
 
 

@@ -337,10 +337,14 @@ def fill_backlog(db_file: Path, webhook_id: str, start: int, stop: int) -> None:
                 )
                 records.append((delivery_id, str(uuid.UUID(int=i)), webhook_id, i + 1))
             conn.executemany(
-                "INSERT INTO deliveries (id, webhook_id, space_id, status, body, event_ids,"
+                "INSERT INTO deliveries (id, webhook_id, space_id, status, event_ids,"
                 " event_count, first_seq, attempts, next_attempt_at, created)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [r[:4] + r[5:] for r in rows],
+            )
+            conn.executemany(
+                "INSERT INTO delivery_bodies (delivery_id, body) VALUES (?, ?)",
+                [(r[0], r[4]) for r in rows],
             )
             conn.executemany(
                 "INSERT INTO delivery_records (delivery_id, record_id, webhook_id, first_seq)"

@@ -73,3 +73,50 @@ def test_migrations_on_an_empty_postgresql_schema_give_exactly_the_tables_module
 ) -> None:
     upgrade(empty_pg_url)
     assert differences(empty_pg_url) == []
+
+
+def _revisions() -> list[str]:
+    scripts = ScriptDirectory.from_config(alembic_config("sqlite:///unused.db"))
+    return [s.revision for s in reversed(list(scripts.walk_revisions()))]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'old.db'}"
+        return
+    yield request.getfixturevalue("empty_pg_url")
+
+
+@pytest.mark.parametrize("start", _revisions()[:-1])
+def test_an_upgrade_from_every_earlier_revision_gives_exactly_the_tables_module(
+    empty_url: str, start: str
+) -> None:
+    upgrade(empty_url, start)
+    upgrade(empty_url)
+    assert differences(empty_url) == []
+
+
+def test_request_bodies_move_to_their_own_table_with_their_data(empty_url: str) -> None:
+    upgrade(empty_url, "0005")
+    engine = create_engine(sync_url(empty_url))
+    now = "2026-11-27 12:00:00.000000"
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO deliveries (id, webhook_id, space_id, status, body, event_ids,"
+                    " event_count, first_seq, attempts, next_attempt_at, created)"
+                    " VALUES ('d1', 'w1', 'default', 'pending', '[{\"id\": 1}]', '[\"e1\"]',"
+                    " 1, 1, 0, :now, :now)"
+                ),
+                {"now": now},
+            )
+        upgrade(empty_url)
+        with engine.connect() as conn:
+            moved = conn.execute(text("SELECT delivery_id, body FROM delivery_bodies")).all()
+            kept = conn.execute(text("SELECT id, status FROM deliveries")).all()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in moved] == [("d1", '[{"id": 1}]')]
+    assert [tuple(r) for r in kept] == [("d1", "pending")]

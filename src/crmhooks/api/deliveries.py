@@ -40,7 +40,7 @@ from crmhooks.schema.registry import WEBHOOKS
 from crmhooks.schema.values import format_datetime
 from crmhooks.store.catalog import custom_types
 from crmhooks.store.records import fetch
-from crmhooks.store.tables import deliveries, delivery_attempts
+from crmhooks.store.tables import deliveries, delivery_attempts, delivery_bodies
 
 BASE = PREFIX + "/entities/Webhooks/{webhook_id}"
 
@@ -191,7 +191,6 @@ async def _record_test(
         "webhook_id": sub.id,
         "space_id": sub.space_id,
         "status": "delivered" if ok else "failed",
-        "body": body.decode(),
         "event_ids": [event_id],
         "event_count": 1,
         "first_seq": 0,
@@ -204,6 +203,9 @@ async def _record_test(
     }
     async with services(request).db.write() as conn:
         await conn.execute(insert(deliveries).values(**row))
+        await conn.execute(
+            insert(delivery_bodies).values(delivery_id=delivery_id, body=body.decode())
+        )
         await conn.execute(
             insert(delivery_attempts).values(
                 delivery_id=delivery_id,

@@ -49,7 +49,12 @@ from crmhooks.schema.registry import WEBHOOKS
 from crmhooks.settings import Settings
 from crmhooks.store.engine import Database
 from crmhooks.store.records import table_of
-from crmhooks.store.tables import deliveries, delivery_attempts, delivery_records
+from crmhooks.store.tables import (
+    deliveries,
+    delivery_attempts,
+    delivery_bodies,
+    delivery_records,
+)
 
 log = structlog.get_logger("crmhooks.dispatcher")
 # Writes to these change what webhooks there are or what their filters mean.
@@ -255,14 +260,24 @@ class Dispatcher:
             firsts = [r for r in rows if r.chunk_index == 0 and r.attempts == 0]
             if firsts:
                 await self._space_out(conn, firsts, now)
+            bodies = await self._bodies(conn, [r.id for r in rows])
         for row in rows:
-            claimed = Claimed(row.id, row.webhook_id, row.body, row.attempts)
+            claimed = Claimed(row.id, row.webhook_id, bodies[row.id], row.attempts)
             self._in_flight.add(claimed.id)
             self._busy[claimed.webhook_id] += 1
             task = asyncio.create_task(self._send(claimed))
             self._sends.add(task)
             task.add_done_callback(self._sends.discard)
         return len(rows) >= want and room > len(rows)
+
+    async def _bodies(self, conn: AsyncConnection, ids: list[str]) -> dict[str, str]:
+        if not ids:
+            return {}
+        t = delivery_bodies
+        found = await conn.execute(
+            select(t.c.delivery_id, t.c.body).where(t.c.delivery_id.in_(ids))
+        )
+        return {row[0]: row[1] for row in found}
 
     async def _webhooks_with_requests(self, conn: AsyncConnection) -> set[str]:
         """Every webhook with a pending request: one index probe per webhook, not per request
@@ -343,7 +358,6 @@ class Dispatcher:
             .returning(
                 deliveries.c.id,
                 deliveries.c.webhook_id,
-                deliveries.c.body,
                 deliveries.c.attempts,
                 deliveries.c.chunk_group,
                 deliveries.c.chunk_index,

@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import delete, select
 
 from crmhooks.store.engine import Database
-from crmhooks.store.tables import deliveries, delivery_attempts, events
+from crmhooks.store.tables import deliveries, delivery_attempts, delivery_bodies, events
 
 BATCH = 1000
 
@@ -40,6 +40,9 @@ async def prune(db: Database, cutoff: datetime, routed_up_to: int | None) -> Pru
             if ids:
                 await conn.execute(
                     delete(delivery_attempts).where(delivery_attempts.c.delivery_id.in_(ids))
+                )
+                await conn.execute(
+                    delete(delivery_bodies).where(delivery_bodies.c.delivery_id.in_(ids))
                 )
                 await conn.execute(delete(deliveries).where(deliveries.c.id.in_(ids)))
         out.deliveries += len(ids)

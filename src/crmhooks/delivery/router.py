@@ -48,6 +48,7 @@ from crmhooks.store.engine import Database
 from crmhooks.store.records import row_to_record, table_of
 from crmhooks.store.tables import (
     deliveries,
+    delivery_bodies,
     delivery_records,
     dispatch_state,
     events,
@@ -268,11 +269,13 @@ class Router:
                     for p in planned
                     for record_id in p.pop("record_ids")
                 ]
+                bodies = [{"delivery_id": p["id"], "body": p.pop("body")} for p in planned]
                 rows = [
                     {**p, "next_attempt_at": now + timedelta(seconds=p.pop("delay"))}
                     for p in planned
                 ]
                 await conn.execute(insert(deliveries), rows)
+                await conn.execute(insert(delivery_bodies), bodies)
                 await conn.execute(insert(delivery_records), records)
             values = {"last_seq": self._memory, "updated": now}
             if self._stored is None:

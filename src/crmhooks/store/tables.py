@@ -223,7 +223,6 @@ deliveries = Table(
     Column("webhook_id", ID, nullable=False),
     Column("space_id", String(64), nullable=False),
     Column("status", String(16), nullable=False),  # pending, delivered, failed
-    Column("body", Text(), nullable=False),
     Column("event_ids", JSON(), nullable=False),
     Column("event_count", Integer(), nullable=False),
     Column("first_seq", BigInteger(), nullable=False),
@@ -249,6 +248,16 @@ Index(
 )
 Index(None, deliveries.c.webhook_id, deliveries.c.created)
 Index(None, deliveries.c.chunk_group, deliveries.c.chunk_index)
+
+# The body of each request, written once when it is routed. Apart from the row that changes at
+# every claim and outcome: SQLite rewrites a whole row when one column changes, and a body of
+# a hundred events is ~100 KB.
+delivery_bodies = Table(
+    "delivery_bodies",
+    metadata,
+    Column("delivery_id", ID, primary_key=True),
+    Column("body", Text(), nullable=False),
+)
 
 # The records of each request not finished yet: a request of a webhook waits while an earlier
 # one (lower first_seq) of the same webhook still carries an event of one of its records.
