@@ -62,6 +62,11 @@ async def _resolve(conn: AsyncConnection, space_id: str, d: Draft) -> Draft | No
     )
 
 
+# PostgreSQL notification channels: events were committed; requests were stored or freed.
+EVENTS_CHANNEL = "crmhooks_events"
+REQUESTS_CHANNEL = "crmhooks_requests"
+
+
 async def record_events(
     conn: AsyncConnection, ctx: WriteContext, changes: Sequence[Change]
 ) -> None:
@@ -94,6 +99,11 @@ async def record_events(
     if not rows:
         return
     if conn.dialect.name == "postgresql":
-        await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": OUTBOX_LOCK})
+        # The lock keeps seq in commit order; the notification reaches every listening worker
+        # when (and only if) this transaction commits.
+        await conn.execute(
+            text("SELECT pg_advisory_xact_lock(:k), pg_notify(:channel, '')"),
+            {"k": OUTBOX_LOCK, "channel": EVENTS_CHANNEL},
+        )
     await conn.execute(insert(events), rows)
     EVENTS_RECORDED.inc(len(rows))  # counted before the commit: an aborted write over-counts

@@ -30,6 +30,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     exists,
+    func,
     insert,
     or_,
     select,
@@ -37,8 +38,11 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ColumnElement
 
+from crmhooks.changes.outbox import REQUESTS_CHANNEL
 from crmhooks.changes.writer import Change, WriteContext
+from crmhooks.delivery.notifications import Listener
 from crmhooks.delivery.retention import prune
 from crmhooks.delivery.retry import Verdict, decide, parse_schedule, retry_after_seconds
 from crmhooks.delivery.router import Router
@@ -118,6 +122,11 @@ class Dispatcher:
         self.cfg = cfg
         self._route_wake = asyncio.Event()
         self._claim_wake = asyncio.Event()
+        self.listener: Listener | None = None
+        if db.dialect == "postgresql":
+            self.listener = Listener(
+                db.url, on_events=self._route_wake.set, on_requests=self._rescan
+            )
         self._results: list[Result] = []
         self._results_ready = asyncio.Event()
         self._total = asyncio.Semaphore(cfg.max_in_flight)
@@ -158,11 +167,18 @@ class Dispatcher:
             return
         self._route_wake.set()
 
+    def _rescan(self) -> None:
+        """Another process stored or finished requests: look for webhooks with work again."""
+        self._scanned = -math.inf
+        self._claim_wake.set()
+
     def requeued(self) -> None:
         """Deliveries were put back in the queue: claim now."""
         self._claim_wake.set()
 
     async def start(self) -> None:
+        if self.listener is not None:
+            self.listener.start()
         self._tasks = [
             asyncio.create_task(self._loop(self._route_once, self._route_wake), name="route"),
             asyncio.create_task(self._loop(self._claim_once, self._claim_wake), name="claim"),
@@ -172,6 +188,8 @@ class Dispatcher:
 
     async def stop(self, grace: float = 10.0) -> None:
         self._stopping = True
+        if self.listener is not None:
+            await self.listener.stop()
         for t in self._tasks:
             if t.get_name() != "record":  # the record loop ends by itself, after a last flush
                 t.cancel()
@@ -252,7 +270,13 @@ class Dispatcher:
                 n = min(self._claimable(w) - self._busy[w], want - len(rows))
                 if n <= 0:
                     continue
-                params = {"c_now": now, "c_lease": lease, "c_limit": n, "c_webhook": w}
+                params = {
+                    "c_now": now,
+                    "c_lease": lease,
+                    "c_limit": n,
+                    "c_hold": self._claimable(w),
+                    "c_webhook": w,
+                }
                 got = (await conn.execute(claim, params)).all()
                 rows.extend(got)
                 if len(got) < n:  # nothing more due now: asked again when that changes
@@ -311,6 +335,26 @@ class Dispatcher:
         if postgresql in self._claims:
             return self._claims[postgresql]
         now = bindparam("c_now", type_=deliveries.c.next_attempt_at.type)
+        webhook = bindparam("c_webhook", type_=deliveries.c.webhook_id.type)
+        # What this process may take, and no more than the webhook may hold less what every
+        # process holds now (the live leases), so the limits hold across workers.
+        held = deliveries.alias("held")
+        leased = (
+            select(func.count())
+            .where(
+                held.c.webhook_id == webhook,
+                held.c.lease_until.is_not(None),
+                held.c.lease_until > now,
+            )
+            .scalar_subquery()
+        )
+        limit: ColumnElement[Any] = func.max(
+            0, func.min(bindparam("c_limit", type_=Integer()), bindparam("c_hold") - leased)
+        )
+        if postgresql:
+            limit = func.greatest(
+                0, func.least(bindparam("c_limit", type_=Integer()), bindparam("c_hold") - leased)
+            )
         # A later chunk of a burst waits until the chunks before it were sent once.
         earlier = deliveries.alias("earlier")
         earlier_unsent = select(earlier.c.id).where(
@@ -339,15 +383,14 @@ class Dispatcher:
             select(deliveries.c.id)
             .where(
                 deliveries.c.status == "pending",
-                deliveries.c.webhook_id
-                == bindparam("c_webhook", type_=deliveries.c.webhook_id.type),
+                deliveries.c.webhook_id == webhook,
                 deliveries.c.next_attempt_at <= now,
                 or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < now),
                 or_(deliveries.c.chunk_group.is_(None), ~exists(earlier_unsent)),
                 ~exists(record_busy),
             )
             .order_by(deliveries.c.next_attempt_at, deliveries.c.first_seq)
-            .limit(bindparam("c_limit", type_=Integer()))
+            .limit(limit)
         )
         if postgresql:
             due = due.with_for_update(skip_locked=True)
@@ -548,9 +591,16 @@ class Dispatcher:
                 await conn.execute(
                     delete(delivery_records).where(delivery_records.c.delivery_id.in_(finished))
                 )
+                if conn.dialect.name == "postgresql":  # in other workers too
+                    await conn.execute(
+                        text("SELECT pg_notify(:channel, '')"), {"channel": REQUESTS_CHANNEL}
+                    )
             if disable:
                 await self._disable(conn, disable, "the receiver answered 410 Gone", now)
             await self._track_failures(conn, succeeded, failing - succeeded, now)
+        # Committed: the next requests of these webhooks (held back by records these carried)
+        # may go now.
+        self._work.update(r.claimed.webhook_id for r in results)
         for r, u in zip(results, updates, strict=True):
             _log_outcome(r, u)
 

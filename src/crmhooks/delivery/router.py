@@ -26,6 +26,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     true,
     type_coerce,
     update,
@@ -33,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import TypeEngine
 
+from crmhooks.changes.outbox import REQUESTS_CHANNEL
 from crmhooks.delivery.chunking import plan_chunks
 from crmhooks.errors import ValidationFailed
 from crmhooks.hooks.match import Event, WebhookIndex
@@ -195,12 +197,11 @@ class Router:
             self.index = await load_index(conn, self.catalog)
             self._version = version
 
-    async def _cursor(self, conn: AsyncConnection) -> int | None:
-        row = (
-            await conn.execute(
-                select(dispatch_state.c.last_seq).where(dispatch_state.c.name == ROUTER)
-            )
-        ).first()
+    async def _cursor(self, conn: AsyncConnection, *, lock: bool = False) -> int | None:
+        query = select(dispatch_state.c.last_seq).where(dispatch_state.c.name == ROUTER)
+        if lock and conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        row = (await conn.execute(query)).first()
         return None if row is None else int(row[0])
 
     async def _events(self, conn: AsyncConnection, after: int) -> list[Any]:
@@ -253,7 +254,10 @@ class Router:
         if not force and (now - self._stored_at).total_seconds() < 1.0:
             return
         async with self.db.write() as conn:
-            if await self._cursor(conn) != self._stored:
+            # Locked on PostgreSQL, where routers of other processes may store at the same time:
+            # the second waits for the first to commit, then sees the cursor moved and
+            # abandons its plan (no request is made twice).
+            if await self._cursor(conn, lock=True) != self._stored:
                 self._loaded = False  # another router moved it: start again from the table
                 self.backlog = True
                 return
@@ -277,6 +281,10 @@ class Router:
                 await conn.execute(insert(deliveries), rows)
                 await conn.execute(insert(delivery_bodies), bodies)
                 await conn.execute(insert(delivery_records), records)
+                if conn.dialect.name == "postgresql":  # wake the workers of other processes
+                    await conn.execute(
+                        text("SELECT pg_notify(:channel, '')"), {"channel": REQUESTS_CHANNEL}
+                    )
             values = {"last_seq": self._memory, "updated": now}
             if self._stored is None:
                 await conn.execute(insert(dispatch_state).values(name=ROUTER, **values))

@@ -249,6 +249,15 @@ Index(
 Index(None, deliveries.c.webhook_id, deliveries.c.created)
 Index(None, deliveries.c.chunk_group, deliveries.c.chunk_index)
 
+# The requests claimed and not finished, per webhook: what every process holds now.
+Index(
+    "ix_deliveries_leased",
+    deliveries.c.webhook_id,
+    deliveries.c.lease_until,
+    sqlite_where=deliveries.c.lease_until.is_not(None),
+    postgresql_where=deliveries.c.lease_until.is_not(None),
+)
+
 # The body of each request, written once when it is routed. Apart from the row that changes at
 # every claim and outcome: SQLite rewrites a whole row when one column changes, and a body of
 # a hundred events is ~100 KB.
