@@ -24,7 +24,10 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
 
+from crmhooks.delivery.router import ROUTER_LOCK
+from crmhooks.store.engine import sync_url
 from tests.acceptance.conftest import (
     ROOT,
     SERVER_ENV,
@@ -106,6 +109,24 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
         exits.callback(stop_workers)
         yield c
+
+
+def routers(c: Cluster) -> int:
+    """Sessions holding the routing lock (a key below 2**32: objid, classid 0)."""
+    engine = create_engine(sync_url(c.env["CRMHOOKS_DATABASE_URL"]))
+    try:
+        with engine.connect() as conn:
+            return int(
+                conn.execute(
+                    text(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                        " AND classid = 0 AND objid = :k AND granted"
+                    ),
+                    {"k": ROUTER_LOCK},
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
 
 
 def register(c: Cluster, path: str, events: list[str], chunk_size: int) -> str:
@@ -216,6 +237,7 @@ def test_two_apis_and_three_workers_deliver_every_event_once_in_record_order(
     assert len(got["/creates"].requests) == CREATES // 10
     assert_record_order(got["/all"].requests)
     assert all(w.poll() is None for w in c.workers)
+    assert routers(c) == 1  # one worker routes, the others only claim and send
 
 
 def test_a_worker_killed_mid_run_loses_nothing_and_repeats_only_what_it_held(
@@ -227,12 +249,17 @@ def test_a_worker_killed_mid_run_loses_nothing_and_repeats_only_what_it_held(
     register(c, "/updates", ["Account.Update"], 1)
     write_events(c)
     wait_until(lambda: len(c.receiver.requests("/all")) >= 2_000, 60, "a fifth of the events")
-    victim = c.workers[0]
+    victim = c.workers[0]  # the first started: the one routing, most likely
+    assert routers(c) == 1
     victim.send_signal(signal.SIGKILL)
     victim.wait(10)
-    got = wait_all(c, EXPECTED)
+    # Written after the kill: another worker takes over the routing.
+    batch(c, 0, [{"name": f"After {i}"} for i in range(BATCH)])
+    expected = {**EXPECTED, "/all": EXPECTED["/all"] + BATCH, "/creates": CREATES + BATCH}
+    got = wait_all(c, expected)
+    assert routers(c) == 1
     repeated = 0
-    for path, n in EXPECTED.items():
+    for path, n in expected.items():
         carried = got[path].element_ids()
         assert len(carried) == n, f"{path}: {n - len(carried)} events missing"
         twice = {e for e, msgs in carried.items() if len(msgs) > 1}

@@ -120,3 +120,12 @@ def test_request_bodies_move_to_their_own_table_with_their_data(empty_url: str) 
         engine.dispose()
     assert [tuple(r) for r in moved] == [("d1", '[{"id": 1}]')]
     assert [tuple(r) for r in kept] == [("d1", "pending")]
+
+
+def test_processes_starting_together_migrate_one_after_the_other(empty_pg_url: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: upgrade(empty_pg_url), range(4)))
+    assert results == [None] * 4
+    assert differences(empty_pg_url) == []

@@ -202,6 +202,7 @@ class Dispatcher:
         await self._flush()
         await self._release(sorted(self._in_flight))
         await self.sender.close()
+        await self.router.close()
 
     async def _release(self, ids: list[str]) -> None:
         """Give back the leases of requests that were claimed but not finished."""

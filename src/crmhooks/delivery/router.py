@@ -8,7 +8,9 @@ and loses nothing: the cursor moves only with the deliveries it produced.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import time
 import uuid
 from collections.abc import Sequence
@@ -58,6 +60,8 @@ from crmhooks.store.tables import (
 )
 
 log = structlog.get_logger("crmhooks.router")
+
+ROUTER_LOCK = 0x6372_6D72  # "crmr": the session lock of the routing process (PostgreSQL)
 ROUTER = "router"
 
 
@@ -173,6 +177,40 @@ class Router:
     _stored_at: datetime = field(default_factory=lambda: datetime.min.replace(tzinfo=UTC))
     backlog: bool = False  # the last step may have left events to route now
     _touched: set[str] = field(default_factory=set)  # webhooks given requests since last asked
+    _leader: AsyncConnection | None = None  # PostgreSQL: holds the routing lock while open
+    _lead_tried: float = -math.inf
+
+    async def _leading(self) -> bool:
+        """Whether this process routes. On PostgreSQL one process at a time does: the one
+        holding a session lock on a connection kept for it, released when the process (or its
+        connection) goes; the others try again once a poll interval. Correctness does not rest
+        on it (the cursor row is locked when routes are stored); it saves the others the work.
+        """
+        if self.db.dialect != "postgresql" or self._leader is not None:
+            return True
+        if time.monotonic() - self._lead_tried < 1.0:
+            return False
+        self._lead_tried = time.monotonic()
+        conn = await self.db.writer.connect()
+        try:
+            got = await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": ROUTER_LOCK})
+            await conn.commit()
+        except BaseException:
+            await conn.close()
+            raise
+        if got:
+            self._leader = conn
+            self._loaded = False  # another router may have moved the cursor: read it again
+            return True
+        await conn.close()
+        return False
+
+    async def close(self) -> None:
+        """Let go of the routing lock (PostgreSQL)."""
+        if self._leader is not None:
+            leader, self._leader = self._leader, None
+            with contextlib.suppress(Exception):
+                await leader.close()
 
     def take_touched(self) -> set[str]:
         """The webhooks this router has stored new requests for since the last call."""
@@ -232,7 +270,9 @@ class Router:
         still fire nothing (a webhook never fires for events older than itself).
         """
         async with self.db.read() as conn:
-            await self.refresh(conn)
+            await self.refresh(conn)  # the claims of every process need the webhooks
+            if not await self._leading():
+                return 0
             if not self._loaded:
                 self._stored = await self._cursor(conn)
                 self._memory = self._stored or 0

@@ -20,6 +20,9 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
+MIGRATION_LOCK = 0x6372_6D6D  # "crmm"
+
+
 def upgrade(url: str, revision: str = "head") -> None:
     """Apply every migration up to ``revision``; creates the SQLite file if it is missing."""
     parsed = parse_url(url)
@@ -30,6 +33,10 @@ def upgrade(url: str, revision: str = "head") -> None:
         with engine.begin() as conn:
             if engine.dialect.name == "sqlite":
                 conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            else:
+                # Processes starting together migrate one after the other; the later ones find
+                # the database up to date and change nothing.
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
             cfg = alembic_config(url)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
