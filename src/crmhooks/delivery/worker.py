@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import signal
 
+import structlog
+
 from crmhooks.delivery.dispatcher import build_dispatcher
 from crmhooks.settings import Settings
 from crmhooks.store.engine import open_database
+
+log = structlog.get_logger("crmhooks.worker")
 
 
 async def run_worker(settings: Settings) -> None:
@@ -23,3 +27,10 @@ async def run_worker(settings: Settings) -> None:
     finally:
         await dispatcher.stop()
         await db.dispose()
+        trips = db.round_trips
+        log.info(
+            "worker stopped",
+            db_statements=trips.statements,
+            db_transactions=trips.transactions,
+            db_round_trips=trips.total,
+        )

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -172,6 +172,18 @@ class WalCheckpointer:
 
 
 @dataclass
+class RoundTrips:
+    """Exchanges with the database server so far (PostgreSQL): for the benchmarks."""
+
+    statements: int = 0
+    transactions: int = 0  # each one a BEGIN and a COMMIT or ROLLBACK
+
+    @property
+    def total(self) -> int:
+        return self.statements + 2 * self.transactions
+
+
+@dataclass
 class Database:
     """The engines of one database and the way into a read or a write transaction."""
 
@@ -180,6 +192,7 @@ class Database:
     writer: AsyncEngine
     _group_writer: GroupWriter | None = None
     _checkpointer: WalCheckpointer | None = None
+    round_trips: RoundTrips = field(default_factory=RoundTrips)
 
     @property
     def dialect(self) -> str:
@@ -223,4 +236,20 @@ def open_database(url: str, *, pool_size: int = 10) -> Database:
         checkpointer.start()
         return Database(url, reader, writer, GroupWriter(writer), checkpointer)
     engine = create_async_engine(target, pool_size=pool_size, max_overflow=pool_size, **JSON_CODEC)
-    return Database(url, engine, engine)
+    db = Database(url, engine, engine)
+    _count_round_trips(engine, db.round_trips)
+    return db
+
+
+def _count_round_trips(engine: AsyncEngine, counts: RoundTrips) -> None:
+    """Each statement, and each transaction's BEGIN and COMMIT or ROLLBACK, is one exchange
+    with the server (psycopg sends BEGIN on its own before the first statement)."""
+    sync = engine.sync_engine
+
+    @event.listens_for(sync, "before_cursor_execute")
+    def _statement(*_: Any) -> None:
+        counts.statements += 1
+
+    @event.listens_for(sync, "begin")
+    def _begin(_: Any) -> None:
+        counts.transactions += 1
