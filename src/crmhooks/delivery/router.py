@@ -222,10 +222,10 @@ class Router:
         """The last event seq whose routing is stored (None before the first)."""
         return self._stored if self._loaded else None
 
-    async def refresh(self, conn: AsyncConnection) -> None:
-        """Reload the webhooks if they changed: at once after a change made in this process
-        (``dirty``), within a second after one made by another."""
-        if not self.dirty and time.monotonic() - self._checked_at < 1.0:
+    async def refresh(self, conn: AsyncConnection, *, check: bool = False) -> None:
+        """Reload the webhooks if they changed. Checked when asked (``check``: there are events
+        to route), after a change made in this process (``dirty``), and once a second."""
+        if not check and not self.dirty and time.monotonic() - self._checked_at < 1.0:
             return
         self.dirty = False
         self._checked_at = time.monotonic()
@@ -242,11 +242,14 @@ class Router:
         row = (await conn.execute(query)).first()
         return None if row is None else int(row[0])
 
-    async def _events(self, conn: AsyncConnection, after: int) -> list[Any]:
+    async def _last_seq(self, conn: AsyncConnection) -> int:
+        return int((await conn.execute(select(func.max(events.c.seq)))).scalar() or 0)
+
+    async def _events(self, conn: AsyncConnection, after: int, upto: int) -> list[Any]:
         rows = list(
             await conn.execute(
                 select(*_EVENT_COLUMNS)
-                .where(events.c.seq > after)
+                .where(events.c.seq > after, events.c.seq <= upto)
                 .order_by(events.c.seq)
                 .limit(self.batch)
             )
@@ -269,15 +272,21 @@ class Router:
         it only in memory, stored at most once a second: after a crash they are read again and
         still fire nothing (a webhook never fires for events older than itself).
         """
+        if not await self._leading():
+            async with self.db.read() as conn:
+                await self.refresh(conn)  # the claims of every process need the webhooks
+            return 0
         async with self.db.read() as conn:
-            await self.refresh(conn)  # the claims of every process need the webhooks
-            if not await self._leading():
-                return 0
             if not self._loaded:
                 self._stored = await self._cursor(conn)
                 self._memory = self._stored or 0
                 self._loaded = True
-            rows = await self._events(conn, self._memory)
+            # The webhooks are read after the last event to route was committed, so that every
+            # webhook committed before an event is known when that event is routed, whichever
+            # process wrote either (seq follows commit order on both engines).
+            bound = await self._last_seq(conn)
+            await self.refresh(conn, check=bound > self._memory)
+            rows = await self._events(conn, self._memory, bound)
             self.backlog = len(rows) >= self.batch
             if not rows:
                 await self._store_cursor([], force=False)
