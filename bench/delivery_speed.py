@@ -182,17 +182,22 @@ def start_receiver() -> Receiver:
         [sys.executable, "-m", "bench.delivery_speed", "receive", "--port", str(port)],
         cwd=ROOT,
     )
+    return Receiver(wait_answering(port, proc, "the receiver"), proc)
+
+
+def wait_answering(port: int, proc: subprocess.Popen[bytes], what: str) -> str:
+    """The process's URL once ``GET /stats`` answers; stopped and an error if it never does."""
     url = f"http://{HOST}:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and proc.poll() is None:
         try:
             with urllib.request.urlopen(url + "/stats", timeout=2) as r:
                 r.read()
-            return Receiver(url, proc)
+            return url
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             time.sleep(0.05)
     stop_server(proc)
-    raise RuntimeError("the receiver did not start")
+    raise RuntimeError(f"{what} did not start")
 
 
 # --- the server under test ------------------------------------------------------------------

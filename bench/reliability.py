@@ -31,7 +31,6 @@ import sys
 import tempfile
 import textwrap
 import time
-import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
@@ -59,6 +58,7 @@ from bench.delivery_speed import (
     receiver_call,
     start_receiver,
     start_serve,
+    wait_answering,
     wait_for_events,
     write_accounts,
     write_docs,
@@ -118,17 +118,7 @@ def start_hanging() -> Hanging:
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.reliability", "hang", "--port", str(port)], cwd=ROOT
     )
-    url = f"http://{HOST}:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with urllib.request.urlopen(url + "/stats", timeout=2) as r:
-                r.read()
-            return Hanging(url, proc)
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.05)
-    stop_server(proc)
-    raise RuntimeError("the hanging receiver did not start")
+    return Hanging(wait_answering(port, proc, "the hanging receiver"), proc)
 
 
 # --- isolation ------------------------------------------------------------------------------

@@ -141,6 +141,12 @@ def register(c: Cluster, path: str, events: list[str], chunk_size: int) -> str:
     return str(r.json()["data"]["id"])
 
 
+def register_three(c: Cluster) -> None:
+    register(c, "/all", ["Account.*"], 1)
+    register(c, "/creates", ["Account.Create"], 10)
+    register(c, "/updates", ["Account.Update"], 1)
+
+
 def batch(c: Cluster, i: int, items: list[dict[str, Any]]) -> list[str]:
     r = httpx.post(c.api(i) + BASE + "/Accounts/batch-modify", auth=c.auth, json=items, timeout=60)
     assert r.status_code == 200, r.text[:500]
@@ -222,9 +228,7 @@ def test_two_apis_and_three_workers_deliver_every_event_once_in_record_order(
     cluster: Cluster,
 ) -> None:
     c = cluster
-    register(c, "/all", ["Account.*"], 1)
-    register(c, "/creates", ["Account.Create"], 10)
-    register(c, "/updates", ["Account.Update"], 1)
+    register_three(c)
     write_events(c)
     got = wait_all(c, EXPECTED)
     for path, n in EXPECTED.items():
@@ -244,9 +248,7 @@ def test_a_worker_killed_mid_run_loses_nothing_and_repeats_only_what_it_held(
     cluster: Cluster,
 ) -> None:
     c = cluster
-    register(c, "/all", ["Account.*"], 1)
-    register(c, "/creates", ["Account.Create"], 10)
-    register(c, "/updates", ["Account.Update"], 1)
+    register_three(c)
     write_events(c)
     wait_until(lambda: len(c.receiver.requests("/all")) >= 2_000, 60, "a fifth of the events")
     victim = c.workers[0]  # the first started: the one routing, most likely
