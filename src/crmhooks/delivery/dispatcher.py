@@ -275,7 +275,9 @@ class Dispatcher:
                     "c_now": now,
                     "c_lease": lease,
                     "c_limit": n,
-                    "c_hold": self._claimable(w),
+                    # Leases of requests finished but not yet recorded still count: room for
+                    # those, so that they never hold this process back.
+                    "c_hold": 2 * self._claimable(w),
                     "c_webhook": w,
                 }
                 got = (await conn.execute(claim, params)).all()

@@ -222,10 +222,10 @@ class Router:
         """The last event seq whose routing is stored (None before the first)."""
         return self._stored if self._loaded else None
 
-    async def refresh(self, conn: AsyncConnection, *, check: bool = False) -> None:
-        """Reload the webhooks if they changed. Checked when asked (``check``: there are events
-        to route), after a change made in this process (``dirty``), and once a second."""
-        if not check and not self.dirty and time.monotonic() - self._checked_at < 1.0:
+    async def refresh(self, conn: AsyncConnection) -> None:
+        """Reload the webhooks if they changed: at once after a change made in this process
+        (``dirty``), within a second after one made by another."""
+        if not self.dirty and time.monotonic() - self._checked_at < 1.0:
             return
         self.dirty = False
         self._checked_at = time.monotonic()
@@ -281,11 +281,12 @@ class Router:
                 self._stored = await self._cursor(conn)
                 self._memory = self._stored or 0
                 self._loaded = True
-            # The webhooks are read after the last event to route was committed, so that every
-            # webhook committed before an event is known when that event is routed, whichever
-            # process wrote either (seq follows commit order on both engines).
+            # The webhooks are read after the last event to route was committed, so that a
+            # webhook written through this process before an event (``dirty``) is known when
+            # that event is routed (seq follows commit order on both engines). One written
+            # through another process is seen within a second (the version check).
             bound = await self._last_seq(conn)
-            await self.refresh(conn, check=bound > self._memory)
+            await self.refresh(conn)
             rows = await self._events(conn, self._memory, bound)
             self.backlog = len(rows) >= self.batch
             if not rows:
