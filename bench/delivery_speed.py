@@ -898,6 +898,14 @@ def markdown(r: Results, command: str) -> str:
 
 
 BOTTLENECKS: list[str] = [
+    "- **Since these notes were written** (same session as the figures above): SQL statements "
+    "run on the event loop's thread (no aiosqlite hand-offs), request bodies live in a table of"
+    " their own (claims and outcomes no longer rewrite them), claims ask each webhook with work"
+    " for its own requests (one indexed statement each; the previous claim scanned the queue "
+    "and handed back what was over a webhook's allowance, which had cut chunk_size 1 to ~700 "
+    "events/s before it was measured), and a finished request refills its webhook at once. Per "
+    "request the work listed below remains; chunk_size 1 is back at the figure of the previous "
+    "run (2,785 against 2,798 events/s) and chunk_size 100 gained 18%.",
     "- **chunk_size 1.** `serve` is CPU-bound on its one Python thread (about one core busy "
     "while delivering; the receiver uses about a quarter of the other): ~300 µs of CPU per "
     "request where the bare client spends 70-90 µs. The share is lowest on a quiet machine: "
