@@ -67,6 +67,13 @@ EVENTS_CHANNEL = "crmhooks_events"
 REQUESTS_CHANNEL = "crmhooks_requests"
 
 
+async def notify(conn: AsyncConnection, channel: str) -> None:
+    """Tell the listening processes when this transaction commits (PostgreSQL; on SQLite the
+    one process wakes itself)."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": channel})
+
+
 async def record_events(
     conn: AsyncConnection, ctx: WriteContext, changes: Sequence[Change]
 ) -> None:

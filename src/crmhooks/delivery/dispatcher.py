@@ -40,7 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
-from crmhooks.changes.outbox import REQUESTS_CHANNEL
+from crmhooks.changes.outbox import REQUESTS_CHANNEL, notify
 from crmhooks.changes.writer import Change, WriteContext
 from crmhooks.delivery.notifications import Listener
 from crmhooks.delivery.retention import prune
@@ -138,8 +138,7 @@ class Dispatcher:
         self._beat = time.monotonic()
         self._clean: set[str] = set()  # webhooks known not to be failing
         self._busy: Counter[str] = Counter()  # requests in flight per webhook
-        self._struggling: set[str] = set()  # webhooks whose last request failed
-        self._proven: set[str] = set()  # webhooks whose last request succeeded
+        self._last_ok: dict[str, bool] = {}  # webhook -> whether its last request succeeded
         self._rand = random.Random()
         self._claims: dict[bool, Any] = {}  # the claim statement, for PostgreSQL or not
         # Webhooks that may have requests due now: found by a scan of the queue (at most once
@@ -321,15 +320,16 @@ class Dispatcher:
         """Requests a webhook may hold, sending or waiting to send: twice its allowance once
         its receiver answers well, so that the next requests are ready when one finishes."""
         allowance = self._allowance(webhook_id)
-        return 2 * allowance if webhook_id in self._proven else allowance
+        return 2 * allowance if self._last_ok.get(webhook_id) else allowance
 
     def _allowance(self, webhook_id: str) -> int:
         """Requests a webhook may have in flight: one while its receiver is failing, a few until
         it has answered well once (slow start), the full allowance after, so that hanging or
         failing receivers cannot take the room healthy ones need."""
-        if webhook_id in self._struggling:
+        ok = self._last_ok.get(webhook_id)
+        if ok is False:
             return 1
-        if webhook_id in self._proven:
+        if ok:
             return self.cfg.max_in_flight_per_webhook
         return min(UNPROVEN_ALLOWANCE, self.cfg.max_in_flight_per_webhook)
 
@@ -420,17 +420,14 @@ class Dispatcher:
                 )
             )
         ).all()
-        delay = {
-            r.chunk_group: getattr(self.router.index.by_id.get(r.webhook_id), "chunk_delay", 0.0)
-            for r in firsts
-        }
-        values = [
-            {"b_id": r.id, "b_next": now + timedelta(seconds=r.chunk_index * delay[r.chunk_group])}
-            for r in later
-        ]
-        webhook_of = {r.chunk_group: r.webhook_id for r in firsts}
-        for v, r in zip(values, later, strict=True):
-            self._later(webhook_of[r.chunk_group], v["b_next"])
+        first_of = {r.chunk_group: r for r in firsts}
+        values = []
+        for r in later:
+            webhook_id = first_of[r.chunk_group].webhook_id
+            delay = getattr(self.router.index.by_id.get(webhook_id), "chunk_delay", 0.0)
+            due = now + timedelta(seconds=r.chunk_index * delay)
+            values.append({"b_id": r.id, "b_next": due})
+            self._later(webhook_id, due)
         if values:
             await conn.execute(
                 update(deliveries)
@@ -467,12 +464,9 @@ class Dispatcher:
         self._busy[claimed.webhook_id] -= 1
         if self._busy[claimed.webhook_id] <= 0:
             del self._busy[claimed.webhook_id]
-        if outcome.status is not None and 200 <= outcome.status < 300:
-            self._struggling.discard(claimed.webhook_id)
-            self._proven.add(claimed.webhook_id)
-        else:
-            self._struggling.add(claimed.webhook_id)
-            self._proven.discard(claimed.webhook_id)
+        self._last_ok[claimed.webhook_id] = (
+            outcome.status is not None and 200 <= outcome.status < 300
+        )
         self._work.add(claimed.webhook_id)  # its room, and the records it held, are free
         if self._busy[claimed.webhook_id] <= self._claimable(claimed.webhook_id) // 2:
             # Refill without waiting for the outcomes to be recorded, half of what it may hold
@@ -592,10 +586,7 @@ class Dispatcher:
                 await conn.execute(
                     delete(delivery_records).where(delivery_records.c.delivery_id.in_(finished))
                 )
-                if conn.dialect.name == "postgresql":  # in other workers too
-                    await conn.execute(
-                        text("SELECT pg_notify(:channel, '')"), {"channel": REQUESTS_CHANNEL}
-                    )
+                await notify(conn, REQUESTS_CHANNEL)  # in other workers too
             if disable:
                 await self._disable(conn, disable, "the receiver answered 410 Gone", now)
             await self._track_failures(conn, succeeded, failing - succeeded, now)

@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import TypeEngine
 
-from crmhooks.changes.outbox import REQUESTS_CHANNEL
+from crmhooks.changes.outbox import REQUESTS_CHANNEL, notify
 from crmhooks.delivery.chunking import plan_chunks
 from crmhooks.errors import ValidationFailed
 from crmhooks.hooks.match import Event, WebhookIndex
@@ -183,7 +183,7 @@ class Router:
     async def _leading(self) -> bool:
         """Whether this process routes. On PostgreSQL one process at a time does: the one
         holding a session lock on a connection kept for it, released when the process (or its
-        connection) goes; the others try again once a poll interval. Correctness does not rest
+        connection) goes; the others try again once a second. Correctness does not rest
         on it (the cursor row is locked when routes are stored); it saves the others the work.
         """
         if self.db.dialect != "postgresql" or self._leader is not None:
@@ -206,9 +206,13 @@ class Router:
         return False
 
     async def close(self) -> None:
-        """Let go of the routing lock (PostgreSQL)."""
+        """Let go of the routing lock (PostgreSQL). Unlocked explicitly: closing only returns
+        the connection to the pool, where the session lock would stay with it."""
         if self._leader is not None:
             leader, self._leader = self._leader, None
+            with contextlib.suppress(Exception):
+                await leader.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ROUTER_LOCK})
+                await leader.commit()
             with contextlib.suppress(Exception):
                 await leader.close()
 
@@ -331,10 +335,7 @@ class Router:
                 await conn.execute(insert(deliveries), rows)
                 await conn.execute(insert(delivery_bodies), bodies)
                 await conn.execute(insert(delivery_records), records)
-                if conn.dialect.name == "postgresql":  # wake the workers of other processes
-                    await conn.execute(
-                        text("SELECT pg_notify(:channel, '')"), {"channel": REQUESTS_CHANNEL}
-                    )
+                await notify(conn, REQUESTS_CHANNEL)  # wake the workers of other processes
             values = {"last_seq": self._memory, "updated": now}
             if self._stored is None:
                 await conn.execute(insert(dispatch_state).values(name=ROUTER, **values))

@@ -35,7 +35,6 @@ class _Group:
     conn: AsyncConnection
     tx: AsyncTransaction
     done: asyncio.Future[None]
-    writes: int = 0
     committer: asyncio.Task[None] | None = field(default=None)
 
     @property
@@ -53,7 +52,6 @@ class GroupWriter:
         self._lock = asyncio.Lock()
         self._group: _Group | None = None
         self.groups = 0
-        self.writes = 0
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -75,8 +73,6 @@ class GroupWriter:
                     lost = LostTransaction(f"release of the savepoint failed: {e}")
                     await self._finish(group, lost)
                     raise lost from e
-                group.writes += 1
-                self.writes += 1
             finally:
                 await self._settle(group)
         finally:

@@ -80,7 +80,7 @@ class Connection:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.sqlite = conn
-        self._conn = conn
+        self._conn = conn  # the name SQLAlchemy's adapter reaches for
         # The adapter looks at ``_connection`` to tell an open connection from a closed one.
         self._connection: sqlite3.Connection | None = conn
 
@@ -104,9 +104,7 @@ class Connection:
         self._conn.create_function(*args, **kwargs)
 
     async def close(self) -> None:
-        if self._connection is not None:
-            self._connection = None
-            self._conn.close()
+        self.stop()
 
     def stop(self) -> None:
         if self._connection is not None:
