@@ -15,6 +15,7 @@ from starlette.routing import Route
 from crmhooks.api import envelopes
 from crmhooks.api.routes import (
     PREFIX,
+    Services,
     json_object,
     only_params,
     path_uuid,
@@ -38,24 +39,30 @@ from crmhooks.hooks.subscription import Subscription, compile_webhook
 from crmhooks.netguard import Guard, parse_allowed
 from crmhooks.schema.registry import WEBHOOKS
 from crmhooks.schema.values import format_datetime
+from crmhooks.settings import Settings
 from crmhooks.store.catalog import custom_types
+from crmhooks.store.engine import Database
 from crmhooks.store.records import fetch
 from crmhooks.store.tables import deliveries, delivery_attempts, delivery_bodies
 
 BASE = PREFIX + "/entities/Webhooks/{webhook_id}"
 
 
+async def load_webhook(db: Database, space_id: str, webhook_id: str) -> Subscription:
+    """A webhook of the space, compiled; NotFound if it is missing, deleted or another's."""
+    async with db.read() as conn:
+        found = await fetch(conn, WEBHOOKS, space_id, webhook_id)
+        if found is None:
+            raise NotFound(f"no Webhooks record with id {webhook_id}")
+        record = {**found[0], "space_id": space_id}
+        return compile_webhook(record, await custom_types(conn, space_id))
+
+
 async def _webhook(request: Request) -> tuple[str, Subscription]:
     """The caller's space and the webhook named in the path (404 if missing or deleted)."""
     svc, ctx = await request_context(request)
     webhook_id = path_uuid(request, "webhook_id")
-    async with svc.db.read() as conn:
-        found = await fetch(conn, WEBHOOKS, ctx.space_id, webhook_id)
-        if found is None:
-            raise NotFound(f"no Webhooks record with id {webhook_id}")
-        record = {**found[0], "space_id": ctx.space_id}
-        sub = compile_webhook(record, await custom_types(conn, ctx.space_id))
-    return ctx.space_id, sub
+    return ctx.space_id, await load_webhook(svc.db, ctx.space_id, webhook_id)
 
 
 def _dispatcher(request: Request) -> Dispatcher | None:
@@ -83,22 +90,30 @@ async def read_log(request: Request) -> Response:
 
 
 async def resend_one(request: Request) -> Response:
-    space_id, sub = await _webhook(request)
+    _, sub = await _webhook(request)
     delivery_id = path_uuid(request, "delivery_id")
     only_params(request, set())
     db = services(request).db
+    return envelopes.one(await resend_delivery(db, _dispatcher(request), sub, delivery_id))
+
+
+async def resend_delivery(
+    db: Database, dispatcher: Dispatcher | None, sub: Subscription, delivery_id: str
+) -> dict[str, Any]:
+    """Queue one of the webhook's deliveries again now; the delivery as it is then."""
     async with db.write() as conn:
-        if await get_delivery(conn, space_id, sub.id, delivery_id) is None:
+        if await get_delivery(conn, sub.space_id, sub.id, delivery_id) is None:
             raise NotFound(f"webhook {sub.id} has no delivery {delivery_id}")
         await resend(conn, [delivery_id])
-        item = await get_delivery(conn, space_id, sub.id, delivery_id)
-    if (dispatcher := _dispatcher(request)) is not None:
+        item = await get_delivery(conn, sub.space_id, sub.id, delivery_id)
+    assert item is not None
+    if dispatcher is not None:
         dispatcher.requeued()
-    return envelopes.one(item)
+    return item
 
 
 async def recover(request: Request) -> Response:
-    space_id, sub = await _webhook(request)
+    _, sub = await _webhook(request)
     only_params(request, set())
     body = await json_object(request)
     unknown = set(body) - {"since", "until"}
@@ -111,13 +126,25 @@ async def recover(request: Request) -> Response:
         raise ParameterInvalid("until: expected a date-time string")
     since, until = parse_time(body["since"], "since"), parse_time(until_raw, "until")
     assert since is not None
-    window(since, until)
-    async with services(request).db.write() as conn:
-        ids = await failed_between(conn, space_id, sub.id, since, until)
-        await resend(conn, ids)
-    if ids and (dispatcher := _dispatcher(request)) is not None:
-        dispatcher.requeued()
+    ids = await recover_failed(services(request).db, _dispatcher(request), sub, since, until)
     return envelopes.one({"resent": len(ids), "delivery_ids": ids})
+
+
+async def recover_failed(
+    db: Database,
+    dispatcher: Dispatcher | None,
+    sub: Subscription,
+    since: datetime,
+    until: datetime | None,
+) -> list[str]:
+    """Resend every failed request of the webhook created in the window; their ids."""
+    window(since, until)
+    async with db.write() as conn:
+        ids = await failed_between(conn, sub.space_id, sub.id, since, until)
+        await resend(conn, ids)
+    if ids and dispatcher is not None:
+        dispatcher.requeued()
+    return ids
 
 
 def _sample_event(sub: Subscription) -> str:
@@ -130,15 +157,22 @@ def _sample_event(sub: Subscription) -> str:
 
 async def send_test(request: Request) -> Response:
     """Send one sample event now, record it, and answer with the outcome."""
-    space_id, sub = await _webhook(request)
+    _, sub = await _webhook(request)
     only_params(request, set())
+    return envelopes.one(await send_sample_event(services(request), _dispatcher(request), sub))
+
+
+async def send_sample_event(
+    svc: Services, dispatcher: Dispatcher | None, sub: Subscription
+) -> dict[str, Any]:
+    """Send one sample event to the webhook now and record it in its log; the outcome."""
     now = datetime.now(UTC)
     event_id = str(uuid.uuid4())
     sample = {
         "id": element_id(sub.id, event_id),
         "event": _sample_event(sub),
         "event_time": format_datetime(now),
-        "team_space_id": space_id,
+        "team_space_id": sub.space_id,
         "webhook": sub.webhook,
         "entity": {"id": str(uuid.uuid4()), "name": "crmhooks test event"},
         "related_entity": None,
@@ -146,29 +180,25 @@ async def send_test(request: Request) -> Response:
     }
     body = orjson.dumps([sample])
     delivery_id = str(uuid.uuid4())
-    dispatcher = _dispatcher(request)
-    sender = dispatcher.sender if dispatcher is not None else _own_sender(request)
+    sender = dispatcher.sender if dispatcher is not None else _own_sender(svc.settings)
     try:
         outcome = await sender.send(sub, delivery_id, body)
     finally:
         if dispatcher is None:
             await sender.close()
-    await _record_test(request, sub, delivery_id, event_id, body, outcome, now)
+    await _record_test(svc.db, sub, delivery_id, event_id, body, outcome, now)
     ok = outcome.status is not None and 200 <= outcome.status < 300
-    return envelopes.one(
-        {
-            "delivery_id": delivery_id,
-            "success": ok,
-            "status_code": outcome.status,
-            "latency_ms": round(outcome.latency_ms, 3),
-            "error": outcome.error,
-            "response_body": outcome.body,
-        }
-    )
+    return {
+        "delivery_id": delivery_id,
+        "success": ok,
+        "status_code": outcome.status,
+        "latency_ms": round(outcome.latency_ms, 3),
+        "error": outcome.error,
+        "response_body": outcome.body,
+    }
 
 
-def _own_sender(request: Request) -> Sender:
-    settings = services(request).settings
+def _own_sender(settings: Settings) -> Sender:
     return Sender(
         Guard(parse_allowed(settings.allowed_targets)),
         connect_timeout=settings.connect_timeout,
@@ -177,7 +207,7 @@ def _own_sender(request: Request) -> Sender:
 
 
 async def _record_test(
-    request: Request,
+    db: Database,
     sub: Subscription,
     delivery_id: str,
     event_id: str,
@@ -201,7 +231,7 @@ async def _record_test(
         "last_status": outcome.status,
         "last_error": outcome.error,
     }
-    async with services(request).db.write() as conn:
+    async with db.write() as conn:
         await conn.execute(insert(deliveries).values(**row))
         await conn.execute(
             insert(delivery_bodies).values(delivery_id=delivery_id, body=body.decode())
