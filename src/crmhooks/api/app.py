@@ -38,6 +38,7 @@ from crmhooks.netguard import Guard, parse_allowed
 from crmhooks.settings import Settings
 from crmhooks.store.engine import open_database
 from crmhooks.store.migrate import upgrade
+from crmhooks.ui import dashboard_routes
 
 log = structlog.get_logger("crmhooks.api")
 
@@ -135,6 +136,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     # The delivery routes come first: /entities/Webhooks/{id}/deliveries would otherwise be
     # taken for a record route.
     app.router.routes.extend([*delivery_routes(), *routes(), *ops_routes()])
+    # The web dashboard (its pages render their own errors as HTML; docs/dashboard.md).
+    app.router.routes.extend(dashboard_routes())
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
