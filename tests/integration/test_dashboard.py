@@ -1,0 +1,415 @@
+"""The dashboard against bad input (issue 7): wrong credentials, missing or forged CSRF tokens,
+invalid webhook options, and another space's ids. Each gets a clear message on an HTML page and
+changes nothing; another space's ids are "not found" exactly like ids that never existed.
+
+httpx against the application on a real database file; no browser needed for any of this.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from crmhooks.api import create_app
+from crmhooks.settings import Settings
+from crmhooks.store.keys import IssuedKey
+from crmhooks.ui.sessions import CSRF_FIELD, SESSION_COOKIE, SIGNIN_COOKIE
+from tests.conftest import new_space
+
+TOKEN_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+# A receiver that is not there: the test event fails fast with a refused connection.
+NOWHERE = "http://127.0.0.1:9/hook"
+
+
+@dataclass
+class Visitor:
+    """A browser without a browser: a cookie jar, and the CSRF token of its last page."""
+
+    http: httpx.AsyncClient
+    csrf: str = ""
+
+    async def get(self, path: str, **kw: Any) -> httpx.Response:
+        r = await self.http.get(path, **kw)
+        found = TOKEN_RE.search(r.text)
+        if found:
+            self.csrf = found.group(1)
+        return r
+
+    async def post(
+        self, path: str, data: dict[str, Any] | None = None, **kw: Any
+    ) -> httpx.Response:
+        return await self.http.post(path, data={CSRF_FIELD: self.csrf, **(data or {})}, **kw)
+
+    async def sign_in(self, key: IssuedKey) -> None:
+        await self.get("/ui/signin")
+        r = await self.post("/ui/signin", {"api_key": key.api_key, "api_secret": key.api_secret})
+        assert r.status_code == 303, r.text
+        assert r.headers["location"] == "/ui/webhooks"
+        await self.get("/ui/webhooks")
+
+
+def said(r: httpx.Response) -> str:
+    """The page's text, roughly: tags dropped, entities decoded, spaces collapsed."""
+    return said_html(r.text)
+
+
+def assert_page(r: httpx.Response, status: int, *mentions: str) -> None:
+    assert r.status_code == status, r.text[:2000]
+    assert r.headers["content-type"].startswith("text/html")
+    text = said(r)
+    for m in mentions:
+        assert m in text, f"{m!r} is not on the page:\n{text[:3000]}"
+
+
+@pytest.fixture
+async def app_client(db_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings(
+        database_url=db_url,
+        public_url="http://testserver",
+        delivery=False,
+        allowed_targets="127.0.0.0/8",
+        connect_timeout=1,
+        request_timeout=2,
+    )
+    app = create_app(settings, migrate=False)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+        ) as client,
+    ):
+        yield client
+
+
+@pytest.fixture
+async def spaces(db_url: str) -> tuple[IssuedKey, IssuedKey]:
+    return await new_space(db_url, "mine"), await new_space(db_url, "theirs")
+
+
+@pytest.fixture
+def me(app_client: httpx.AsyncClient) -> Visitor:
+    return Visitor(app_client)
+
+
+def api(client: httpx.AsyncClient, key: IssuedKey) -> httpx.AsyncClient:
+    """An API client of the same application, signed in to ``key``'s space with HTTP Basic."""
+    return httpx.AsyncClient(
+        transport=client._transport,
+        base_url=f"http://testserver/api/v100/rest/spaces/{key.space_id}",
+        auth=httpx.BasicAuth(key.api_key, key.api_secret),
+    )
+
+
+async def webhook_of(client: httpx.AsyncClient, key: IssuedKey) -> dict[str, Any]:
+    """A webhook of ``key``'s space made through the API, with one (failed) test delivery."""
+    async with api(client, key) as http:
+        r = await http.post(
+            "/entities/Webhooks",
+            json={"url": NOWHERE, "events": ["Account.Create"], "insecure_ssl": False},
+        )
+        assert r.status_code == 201, r.text
+        hook: dict[str, Any] = r.json()["data"]
+        r = await http.post(f"/entities/Webhooks/{hook['id']}/test")
+        assert r.status_code == 200, r.text
+        hook["delivery_id"] = r.json()["data"]["delivery_id"]
+    return hook
+
+
+async def webhooks_in(client: httpx.AsyncClient, key: IssuedKey) -> list[dict[str, Any]]:
+    async with api(client, key) as http:
+        r = await http.get("/entities/Webhooks")
+        assert r.status_code == 200, r.text
+        items: list[dict[str, Any]] = r.json()["data"]
+        return items
+
+
+# --- signing in ----------------------------------------------------------------------------
+
+
+async def test_pages_send_a_visitor_without_a_session_to_sign_in(me: Visitor) -> None:
+    for path in ("/ui", "/ui/webhooks", f"/ui/webhooks/{uuid.uuid4()}/deliveries"):
+        r = await me.http.get(path, follow_redirects=True)
+        assert_page(r, 200, "Sign in", "API key", "API secret")
+        assert str(r.url).endswith("/ui/signin")
+
+
+async def test_wrong_credentials_are_refused_with_a_message_and_no_session(
+    me: Visitor, spaces: tuple[IssuedKey, IssuedKey]
+) -> None:
+    mine, theirs = spaces
+    await me.get("/ui/signin")
+    for key, secret in (
+        (mine.api_key, "wrong"),
+        (mine.api_key, theirs.api_secret),
+        ("ck_unknown", mine.api_secret),
+        ("", ""),
+    ):
+        r = await me.post("/ui/signin", {"api_key": key, "api_secret": secret})
+        assert_page(r, 401, "Sign-in failed: that API key and secret do not match")
+        assert SESSION_COOKIE not in r.headers.get("set-cookie", "")
+        assert mine.space_id not in r.text
+    r = await me.http.get("/ui/webhooks")
+    assert r.status_code == 303
+
+
+async def test_signing_in_without_the_forms_token_is_refused(
+    me: Visitor, spaces: tuple[IssuedKey, IssuedKey]
+) -> None:
+    mine, _ = spaces
+    await me.get("/ui/signin")
+    good = {"api_key": mine.api_key, "api_secret": mine.api_secret}
+    for token in ("", "forged-token"):
+        r = await me.http.post("/ui/signin", data={**good, CSRF_FIELD: token})
+        assert_page(r, 403, "The sign-in form had expired")
+        assert SESSION_COOKIE not in r.headers.get("set-cookie", "")
+    me.http.cookies.delete(SIGNIN_COOKIE, path="/ui")
+    r = await me.http.post("/ui/signin", data={**good, CSRF_FIELD: me.csrf})
+    assert_page(r, 403, "The sign-in form had expired")
+
+
+async def test_the_session_cookie_is_httponly_strict_and_scoped_to_the_dashboard(
+    me: Visitor, spaces: tuple[IssuedKey, IssuedKey]
+) -> None:
+    mine, _ = spaces
+    await me.get("/ui/signin")
+    r = await me.post("/ui/signin", {"api_key": mine.api_key, "api_secret": mine.api_secret})
+    cookie = next(c for c in r.headers.get_list("set-cookie") if c.startswith(SESSION_COOKIE))
+    attributes = {a.strip().lower() for a in cookie.split(";")[1:]}
+    assert {"httponly", "samesite=strict", "path=/ui"} <= attributes
+    r = await me.get("/ui/webhooks")
+    assert_page(r, 200, "Webhooks", "Space mine")
+    assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+    assert r.headers["x-frame-options"] == "DENY"
+
+
+async def test_signing_out_ends_the_session(
+    me: Visitor, spaces: tuple[IssuedKey, IssuedKey]
+) -> None:
+    await me.sign_in(spaces[0])
+    r = await me.post("/ui/signout", follow_redirects=True)
+    assert_page(r, 200, "You are signed out")
+    assert (await me.http.get("/ui/webhooks")).status_code == 303
+
+
+async def test_pages_load_nothing_from_another_host(
+    me: Visitor, app_client: httpx.AsyncClient, spaces: tuple[IssuedKey, IssuedKey]
+) -> None:
+    await me.sign_in(spaces[0])
+    hook = await webhook_of(app_client, spaces[0])
+    pages = [
+        "/ui/signin",
+        "/ui/webhooks",
+        "/ui/webhooks/new",
+        f"/ui/webhooks/{hook['id']}/deliveries",
+        f"/ui/webhooks/{hook['id']}/deliveries/{hook['delivery_id']}",
+    ]
+    for path in pages:
+        r = await me.http.get(path)
+        assert r.status_code == 200, path
+        for attr in re.findall(r'(?:src|href|action|hx-get|hx-post)="([^"]*)"', r.text):
+            assert attr.startswith(("/ui", "?", "#")), f"{path} refers to {attr!r}"
+    for asset in ("/ui/static/htmx.min.js", "/ui/static/dashboard.css"):
+        assert (await me.http.get(asset)).status_code == 200
+
+
+# --- CSRF -----------------------------------------------------------------------------------
+
+
+async def test_a_form_without_or_with_a_forged_csrf_token_changes_nothing(
+    me: Visitor, app_client: httpx.AsyncClient, spaces: tuple[IssuedKey, IssuedKey]
+) -> None:
+    mine, _ = spaces
+    hook = await webhook_of(app_client, mine)
+    other = Visitor(httpx.AsyncClient(transport=app_client._transport, base_url="http://t"))
+    await other.sign_in(mine)  # another session of the same key: its token is not ours
+    await other.http.aclose()
+    await me.sign_in(mine)
+    create = {"url": NOWHERE, "events": ["Account.Create"], "options": "{}"}
+    posts = [
+        ("/ui/webhooks/new", create),
+        (f"/ui/webhooks/{hook['id']}/pause", {}),
+        (f"/ui/webhooks/{hook['id']}/delete", {}),
+        (f"/ui/webhooks/{hook['id']}/edit", {**create, "url": NOWHERE + "2"}),
+        (f"/ui/webhooks/{hook['id']}/deliveries/{hook['delivery_id']}/resend", {}),
+        (f"/ui/webhooks/{hook['id']}/recover", {"since": "2000-01-01T00:00"}),
+        (f"/ui/webhooks/{hook['id']}/test", {}),
+        ("/ui/signout", {}),
+    ]
+    for token in ("", "forged", other.csrf):
+        for path, data in posts:
+            r = await me.http.post(path, data={**data, CSRF_FIELD: token})
+            assert_page(r, 403, "security token is missing or out of date", "nothing was changed")
+    r = await me.http.post(posts[0][0], json={**create, CSRF_FIELD: me.csrf})
+    assert_page(r, 403, "security token")
+    assert await webhooks_in(app_client, mine) == [
+        {k: v for k, v in hook.items() if k != "delivery_id"}
+    ]
+    r = await me.get(f"/ui/webhooks/{hook['id']}/deliveries")
+    assert_page(r, 200, "1 request,")  # the test delivery, and no second one
+    assert (await me.http.get("/ui/webhooks")).status_code == 200  # still signed in
+
+
+async def test_a_csrf_token_in_the_htmx_header_is_accepted(
+    me: Visitor, spaces: tuple[IssuedKey, IssuedKey]
+) -> None:
+    await me.sign_in(spaces[0])
+    r = await me.http.post("/ui/signout", headers={"X-CSRF-Token": me.csrf, "HX-Request": "true"})
+    assert r.status_code == 303
+
+
+# --- invalid webhooks -----------------------------------------------------------------------
+
+
+async def test_invalid_options_show_the_servers_message_at_the_field_and_save_nothing(
+    me: Visitor, app_client: httpx.AsyncClient, spaces: tuple[IssuedKey, IssuedKey]
+) -> None:
+    mine, _ = spaces
+    await me.sign_in(mine)
+    body = {
+        "url": NOWHERE,
+        "events": ["Account.Create"],
+        "insecure_ssl": False,
+        "options": {"chunk_size": 500, "entity": {"Account": {"filter": {"nope": "x"}}}},
+    }
+    async with api(app_client, mine) as http:
+        refused = (await http.post("/entities/Webhooks", json=body)).json()
+    assert refused["http_status"] == 422
+    messages = [
+        (fe["field_name"], e["message"]) for fe in refused["field_errors"] for e in fe["errors"]
+    ]
+    assert {name for name, _ in messages} == {"options.chunk_size", "options.entity.Account.filter"}
+    form = {
+        "url": NOWHERE,
+        "events": "Account.Create",
+        "options": orjson.dumps(body["options"]).decode(),
+    }
+    r = await me.post("/ui/webhooks/new", form)
+    assert_page(r, 422, "The webhook was not saved")
+    errors = re.search(r'<ul class="field-errors" id="options-errors">(.*?)</ul>', r.text, re.S)
+    assert errors is not None, r.text
+    shown = said_html(errors.group(1))
+    for name, message in messages:
+        assert f"{name}: {message}" in shown
+    assert 'aria-describedby="options-help options-errors"' in r.text
+    assert "chunk_size" in said(r)  # the form keeps what was typed
+    for options, message in (("{oops", "not valid JSON"), ("[]", "expected a JSON object")):
+        r = await me.post("/ui/webhooks/new", {**form, "options": options})
+        assert_page(r, 422, message)
+    r = await me.post("/ui/webhooks/new", {**form, "options": "{}", "events": "Nope.Create"})
+    assert_page(r, 422, "unknown event 'Nope.Create'")
+    r = await me.post("/ui/webhooks/new", {**form, "options": "{}", "url": "ftp://x"})
+    assert_page(r, 422, "is not an http or https URL")
+    assert await webhooks_in(app_client, mine) == []
+
+
+def said_html(fragment: str) -> str:
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", fragment)).split())
+
+
+async def test_an_invalid_edit_changes_nothing(
+    me: Visitor, app_client: httpx.AsyncClient, spaces: tuple[IssuedKey, IssuedKey]
+) -> None:
+    mine, _ = spaces
+    hook = await webhook_of(app_client, mine)
+    await me.sign_in(mine)
+    r = await me.get(f"/ui/webhooks/{hook['id']}/edit")
+    assert_page(r, 200, "Edit webhook")
+    r = await me.post(
+        f"/ui/webhooks/{hook['id']}/edit",
+        {"url": NOWHERE, "events": "Account.Create", "options": '{"chunk_delay": -1}'},
+    )
+    assert_page(r, 422, "options.chunk_delay: -1 is not from 0 to 86400")
+    [stored] = await webhooks_in(app_client, mine)
+    assert stored["options"] == {}
+
+
+# --- another space's ids ---------------------------------------------------------------------
+
+
+async def test_another_spaces_webhook_and_delivery_are_not_found_and_stay_as_they_were(
+    me: Visitor, app_client: httpx.AsyncClient, spaces: tuple[IssuedKey, IssuedKey]
+) -> None:
+    mine, theirs = spaces
+    own = await webhook_of(app_client, mine)
+    their = await webhook_of(app_client, theirs)
+    await me.sign_in(mine)
+    missing = str(uuid.uuid4())
+    cases = [
+        # (webhook, delivery): theirs, and ids that never existed, side by side
+        (their["id"], their["delivery_id"]),
+        (missing, their["delivery_id"]),
+        (own["id"], their["delivery_id"]),
+        (own["id"], missing),
+    ]
+    for hook_id, delivery_id in cases:
+        gets = [f"/ui/webhooks/{hook_id}/deliveries/{delivery_id}"]
+        posts = [f"/ui/webhooks/{hook_id}/deliveries/{delivery_id}/resend"]
+        if hook_id != own["id"]:
+            gets += [f"/ui/webhooks/{hook_id}/{p}" for p in ("deliveries", "edit", "delete")]
+            gets.append(f"/ui/webhooks/{hook_id}/deliveries/live")
+            posts += [f"/ui/webhooks/{hook_id}/{p}" for p in ("pause", "delete", "test")]
+            posts.append(f"/ui/webhooks/{hook_id}/recover")
+        for path in gets:
+            assert_page(await me.get(path), 404, "Not found")
+        for path in posts:
+            r = await me.post(path, {"since": "2000-01-01T00:00"})
+            assert_page(r, 404, "Not found")
+            assert "theirs" not in r.text
+    assert_page(await me.get("/ui/webhooks/not-a-uuid/deliveries"), 404, "Not found")
+    [after] = await webhooks_in(app_client, theirs)
+    assert after == {k: v for k, v in their.items() if k != "delivery_id"}
+    async with api(app_client, theirs) as http:
+        log = (await http.get(f"/entities/Webhooks/{their['id']}/deliveries")).json()
+    assert [(d["status"], d["attempts"]) for d in log["data"]] == [("failed", 1)]
+
+
+# --- what works ------------------------------------------------------------------------------
+
+
+async def test_pause_resume_edit_and_delete_go_through_the_api(
+    me: Visitor, app_client: httpx.AsyncClient, spaces: tuple[IssuedKey, IssuedKey]
+) -> None:
+    mine, _ = spaces
+    hook = await webhook_of(app_client, mine)
+    await me.sign_in(mine)
+    base = f"/ui/webhooks/{hook['id']}"
+    r = await me.post(base + "/pause", {"return_to": "list"}, follow_redirects=True)
+    assert_page(r, 200, "The webhook is paused", "paused")
+    assert (await webhooks_in(app_client, mine))[0]["is_active"] is False
+    r = await me.post(base + "/resume", {"return_to": "deliveries"}, follow_redirects=True)
+    assert_page(r, 200, "The webhook is active again", "Deliveries")
+    assert (await webhooks_in(app_client, mine))[0]["is_active"] is True
+    r = await me.post(
+        base + "/edit",
+        {"url": NOWHERE + "/v2", "events": ["Account.Create", "Contact.*"], "options": "{}"},
+        follow_redirects=True,
+    )
+    assert_page(r, 200, "The webhook was saved", NOWHERE + "/v2", "Contact.*")
+    assert_page(await me.get(base + "/delete"), 200, "Delete this webhook?")
+    r = await me.post(base + "/delete", follow_redirects=True)
+    assert_page(r, 200, "The webhook was deleted", "No webhooks yet")
+    assert await webhooks_in(app_client, mine) == []
+
+
+async def test_a_bad_log_filter_is_named_on_the_page(
+    me: Visitor, app_client: httpx.AsyncClient, spaces: tuple[IssuedKey, IssuedKey]
+) -> None:
+    hook = await webhook_of(app_client, spaces[0])
+    await me.sign_in(spaces[0])
+    path = f"/ui/webhooks/{hook['id']}/deliveries"
+    r = await me.get(path, params={"since": "2030-01-01T00:00", "until": "2020-01-01T00:00"})
+    assert_page(r, 200, "The filter was not applied", "is after until")
+    r = await me.get(path, params={"since": "yesterday"})
+    assert_page(r, 200, "The filter was not applied", "'yesterday' is not a date-time")
+    r = await me.get(path, params={"status": "failed"})
+    assert_page(r, 200, "1 request,", "failed")
+    r = await me.get(path, params={"status": "delivered"})
+    assert_page(r, 200, "0 requests", "No requests match the filter")
