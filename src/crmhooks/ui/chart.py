@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 MINUTES = 60
 OUTCOMES = ("delivered", "failed", "pending")
-WIDTH, HEIGHT = 600, 140
+WIDTH, HEIGHT = 720, 130
 AXIS = 16  # room under the bars for the time labels
 
 
