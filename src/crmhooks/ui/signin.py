@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from crmhooks.errors import ParameterInvalid
 from crmhooks.store.keys import secret_matches
 from crmhooks.ui import sessions
 from crmhooks.ui.forms import one, parse_form
@@ -49,7 +50,10 @@ def signin_routes(dash: Dashboard) -> list[Route]:
 
     async def submit(request: Request) -> Response:
         page = Page(request, dash, None)
-        form = parse_form(await request.body(), request.headers.get("content-type"))
+        try:
+            form = parse_form(await request.body(), request.headers.get("content-type"))
+        except ParameterInvalid:
+            return _form_page(page, 400, REFUSED)
         if not sessions.tokens_match(
             request.cookies.get(sessions.SIGNIN_COOKIE), one(form, sessions.CSRF_FIELD)
         ):
