@@ -416,3 +416,31 @@ async def test_a_bad_log_filter_is_named_on_the_page(
     assert len(re.findall(r'<rect [^>]*class="failed"', r.text)) == 1
     r = await me.get(path, params={"status": "delivered"})
     assert_page(r, 200, "0 requests", "No requests match the filter")
+
+
+async def test_a_generated_secret_is_shown_once_and_never_put_back_in_a_page(
+    me: Visitor, app_client: httpx.AsyncClient, spaces: tuple[IssuedKey, IssuedKey]
+) -> None:
+    mine, _ = spaces
+    await me.sign_in(mine)
+    r = await me.post(
+        "/ui/webhooks/new",
+        {"url": NOWHERE, "events": "Account.Create", "signature_scheme": "standard-webhooks"},
+    )
+    assert_page(r, 200, "Webhook created", "shown this once")
+    secret = re.search(r"whsec_[A-Za-z0-9+/=]+", r.text)
+    assert secret is not None
+    [hook] = await webhooks_in(app_client, mine)
+    for path in ("/ui/webhooks", f"/ui/webhooks/{hook['id']}/edit"):
+        page = await me.get(path)
+        assert page.status_code == 200
+        assert secret.group(0) not in page.text
+    r = await me.post(
+        f"/ui/webhooks/{hook['id']}/edit",
+        {"url": NOWHERE, "events": "Account.Create", "signature_scheme": "standard-webhooks"},
+        follow_redirects=True,
+    )
+    assert_page(r, 200, "The webhook was saved")
+    [kept] = await webhooks_in(app_client, mine)  # an empty secret on edit keeps the old one
+    assert kept["signature"] == hook["signature"]
+    assert kept["signature"].endswith(secret.group(0)[-4:])
