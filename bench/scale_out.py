@@ -106,7 +106,7 @@ def reset_delivery(db_url: str) -> None:
     _sql(
         db_url,
         "TRUNCATE deliveries, delivery_bodies, delivery_records, delivery_attempts",
-        "DELETE FROM dispatch_state",
+        "DELETE FROM dispatch_state WHERE name = 'router'",  # the routing cursor
     )
 
 

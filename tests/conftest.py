@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,7 +27,8 @@ from crmhooks.settings import Settings
 from crmhooks.store.engine import open_database
 from crmhooks.store.keys import IssuedKey, create_space
 from crmhooks.store.migrate import upgrade
-from crmhooks.store.tables import metadata
+from crmhooks.store.tables import dispatch_state, metadata
+from crmhooks.store.webhook_version import WEBHOOKS_VERSION
 
 PG_URL = os.environ.get("CRMHOOKS_TEST_POSTGRES_URL")
 ENGINES = ["sqlite", *(["postgresql"] if PG_URL else [])]
@@ -69,6 +71,12 @@ def _truncate_pg(url: str) -> None:
     with engine.begin() as conn:
         for table in reversed(metadata.sorted_tables):
             conn.execute(table.delete())
+        # The row migration 0008 put there, as a migrated database has it.
+        conn.execute(
+            dispatch_state.insert().values(
+                name=WEBHOOKS_VERSION, last_seq=0, updated=datetime.now(UTC)
+            )
+        )
     engine.dispose()
 
 

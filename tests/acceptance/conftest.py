@@ -23,6 +23,7 @@ import orjson
 import pytest
 from sqlalchemy import Engine, create_engine, func, select, text
 
+from crmhooks.delivery.router import ROUTER
 from crmhooks.store.engine import sync_url
 from crmhooks.store.tables import deliveries, dispatch_state, events
 from tests.conftest import (
@@ -348,7 +349,9 @@ class Stack:
         def quiet() -> bool:
             with self.db.connect() as conn:
                 last = conn.execute(select(func.max(events.c.seq))).scalar()
-                cursor = conn.execute(select(dispatch_state.c.last_seq)).scalar()
+                cursor = conn.execute(
+                    select(dispatch_state.c.last_seq).where(dispatch_state.c.name == ROUTER)
+                ).scalar()
                 if last is not None and (cursor is None or cursor < last):
                     return False
                 pending = conn.execute(

@@ -88,6 +88,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
             "CRMHOOKS_DATABASE_URL": db_url,
             "CRMHOOKS_LEASE_SECONDS": "3",  # a killed worker's requests are taken again soon
             "CRMHOOKS_LOG_JSON": "false",
+            "CRMHOOKS_LOG_LEVEL": "info",  # "worker started"
         }
         first, _ = spawn_serve(["--no-delivery"], env)  # migrates, creates the space
         exits.callback(stop_server, first)
@@ -108,6 +109,9 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
                     w.kill()
 
         exits.callback(stop_workers)
+        for n in range(WORKERS):
+            log = tmp_path / f"worker-{n}.log"
+            wait_until(lambda log=log: "worker started" in log.read_text(), 30, f"worker {n}")
         yield c
 
 
@@ -272,3 +276,50 @@ def test_a_worker_killed_mid_run_loses_nothing_and_repeats_only_what_it_held(
     assert repeated <= 3 * 32, repeated
     assert_record_order(got["/all"].requests)
     print(f"requests sent again after the kill: {repeated}")
+
+
+def test_a_webhook_registered_through_one_api_applies_to_the_next_write_through_another(
+    cluster: Cluster,
+) -> None:
+    """The routing worker sees a webhook before any event committed after it, whichever process
+    wrote either: registered through one API, a write through the other at once fires it."""
+    c = cluster
+    register(c, "/first", ["Account.Create"], 1)
+    batch(c, 1, [{"name": "First"}])
+    wait_all(c, {"/first": 1}, timeout=30)  # a worker routes, with the webhooks loaded
+    rounds = 5
+    for n in range(rounds):
+        register(c, f"/new{n}", ["Account.Create"], 1)  # through the first API process
+        batch(c, 1, [{"name": f"Right after {n}"}])  # through the second, at once
+    expected = {f"/new{n}": rounds - n for n in range(rounds)}
+    got = wait_all(c, expected, timeout=30)
+    for n in range(rounds):
+        names = [el["entity"]["name"] for _, els in got[f"/new{n}"].requests for el in els]
+        assert sorted(names) == sorted(f"Right after {k}" for k in range(n, rounds))
+
+
+def most_at_once(arrivals: list[float], held: float) -> int:
+    """The most requests the receiver held at one time, each held ``held`` s from arrival."""
+    times = sorted(arrivals)
+    most, first = 0, 0
+    for last, t in enumerate(times):
+        while times[first] <= t - held:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
+def test_the_per_webhook_limit_holds_across_workers(cluster: Cluster) -> None:
+    """16 requests of a webhook in flight at most, counting every worker's: the receiver, which
+    holds each request 0.3 s before answering, never has more at once."""
+    c = cluster
+    held = 0.3
+    c.receiver.add_rule("/slow", delay=held)
+    register(c, "/slow", ["Account.Create"], 1)
+    batch(c, 0, [{"name": f"Slow {i}"} for i in range(240)])
+    got = wait_all(c, {"/slow": 240}, timeout=60)
+    assert got["/slow"].count() == 240
+    most = most_at_once([r.time for r in c.receiver.requests("/slow")], held)
+    print(f"most requests held at once: {most}")
+    assert most <= 16
+    assert most >= 8  # the workers do send in parallel, up to the limit

@@ -15,6 +15,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from crmhooks.api import create_app
+from crmhooks.delivery.router import ROUTER
 from crmhooks.settings import Settings
 from crmhooks.store.engine import open_database
 from crmhooks.store.keys import IssuedKey
@@ -146,7 +147,11 @@ async def test_routing_state_is_stored_with_the_deliveries(
     try:
         for _ in range(200):  # the outcome is recorded just after the receiver answered
             async with db.read() as conn:
-                (cursor,) = (await conn.execute(select(dispatch_state.c.last_seq))).one()
+                (cursor,) = (
+                    await conn.execute(
+                        select(dispatch_state.c.last_seq).where(dispatch_state.c.name == ROUTER)
+                    )
+                ).one()
                 rows = (
                     await conn.execute(select(deliveries.c.status, deliveries.c.event_count))
                 ).all()
@@ -332,7 +337,11 @@ async def test_retention_prunes_delivered_requests_and_routed_events(
     db = open_database(db_url)
     try:
         async with db.read() as conn:
-            (cursor,) = (await conn.execute(select(dispatch_state.c.last_seq))).one()
+            (cursor,) = (
+                await conn.execute(
+                    select(dispatch_state.c.last_seq).where(dispatch_state.c.name == ROUTER)
+                )
+            ).one()
         kept = await prune(db, datetime.now(UTC) - timedelta(days=1), cursor)
         assert (kept.deliveries, kept.events) == (0, 0)
         gone = await prune(db, datetime.now(UTC) + timedelta(seconds=1), cursor)

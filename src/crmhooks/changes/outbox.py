@@ -22,8 +22,11 @@ from crmhooks.schema.types import EntityType
 from crmhooks.store.catalog import custom_type, target_type
 from crmhooks.store.records import row_to_record, table_of
 from crmhooks.store.tables import events
+from crmhooks.store.webhook_version import bump_webhooks_version
 
 OUTBOX_LOCK = 0x6372_6D68  # "crmh": one lock id for every event-writing transaction
+# What routing reads besides events: a change to these moves the webhooks version.
+WEBHOOK_INPUTS = frozenset({"Webhooks", "CustomEntities"})
 _KINDS = {"Lead": "Leads", "Opportunity": "Opportunities"}
 
 
@@ -77,7 +80,10 @@ async def notify(conn: AsyncConnection, channel: str) -> None:
 async def record_events(
     conn: AsyncConnection, ctx: WriteContext, changes: Sequence[Change]
 ) -> None:
-    """Store every event of ``changes`` (a :data:`~crmhooks.changes.writer.Recorder`)."""
+    """Store every event of ``changes`` (a :data:`~crmhooks.changes.writer.Recorder`), and
+    count a change to webhooks or custom entities in the webhooks version."""
+    if any(c.entity.name in WEBHOOK_INPUTS for c in changes):
+        await bump_webhooks_version(conn)
     rows: list[dict[str, Any]] = []
     burst = str(uuid.uuid4())
     for change in changes:

@@ -40,7 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
-from crmhooks.changes.outbox import REQUESTS_CHANNEL, notify
+from crmhooks.changes.outbox import REQUESTS_CHANNEL, WEBHOOK_INPUTS, notify
 from crmhooks.changes.writer import Change, WriteContext
 from crmhooks.delivery.notifications import Listener
 from crmhooks.delivery.retention import prune
@@ -59,10 +59,9 @@ from crmhooks.store.tables import (
     delivery_bodies,
     delivery_records,
 )
+from crmhooks.store.webhook_version import bump_webhooks_version
 
 log = structlog.get_logger("crmhooks.dispatcher")
-# Writes to these change what webhooks there are or what their filters mean.
-WEBHOOK_INPUTS = frozenset({"Webhooks", "CustomEntities"})
 
 
 @dataclass(frozen=True)
@@ -85,6 +84,10 @@ class DispatchSettings:
 # Requests in flight for a webhook that has not answered well yet: fifty receivers that hang
 # from the start hold 100 of the 256 in flight, not all of them.
 UNPROVEN_ALLOWANCE = 2
+
+# Claims of one webhook wait for each other across processes (PostgreSQL; held to the commit,
+# taken in webhook order). Two keys: a namespace of our own and the webhook's hash.
+CLAIM_LOCK = text("SELECT pg_advisory_xact_lock(1668443491, hashtext(:w))")  # "crmc"
 
 # The webhooks with a pending request, one index probe each (status, webhook_id, ...).
 WEBHOOKS_WITH_PENDING = """
@@ -128,6 +131,8 @@ class Dispatcher:
                 db.url, on_events=self._route_wake.set, on_requests=self._rescan
             )
         self._results: list[Result] = []
+        # Of those, per webhook: finished here, their leases still in the database.
+        self._unrecorded: Counter[str] = Counter()
         self._results_ready = asyncio.Event()
         self._total = asyncio.Semaphore(cfg.max_in_flight)
         self._per_webhook: dict[str, asyncio.Semaphore] = {}
@@ -160,9 +165,8 @@ class Dispatcher:
         Writes in a space without webhooks wake nothing: their events are passed over by the
         next routing step, at the latest a poll interval later.
         """
-        if any(c.entity.name in WEBHOOK_INPUTS for c in changes):
-            self.router.dirty = True
-        elif ctx.space_id not in self.router.index.spaces:
+        webhooks_changed = any(c.entity.name in WEBHOOK_INPUTS for c in changes)
+        if not webhooks_changed and ctx.space_id not in self.router.index.spaces:
             return
         self._route_wake.set()
 
@@ -258,7 +262,8 @@ class Dispatcher:
             if time.monotonic() - self._scanned >= self.cfg.poll_seconds:
                 self._work.update(await self._webhooks_with_requests(conn))
                 self._scanned = time.monotonic()
-            claim = self._claim_statement(conn.dialect.name == "postgresql")
+            postgresql = conn.dialect.name == "postgresql"
+            claim = self._claim_statement(postgresql)
             lease = now + timedelta(seconds=self.cfg.lease_seconds)
             for w in sorted(self._work):
                 if len(rows) >= want:
@@ -270,13 +275,17 @@ class Dispatcher:
                 n = min(self._claimable(w) - self._busy[w], want - len(rows))
                 if n <= 0:
                     continue
+                if postgresql:
+                    # Claims of one webhook take turns across processes, so the live leases
+                    # this claim counts include every other claim's (see _claim_statement).
+                    await conn.execute(CLAIM_LOCK, {"w": w})
                 params = {
                     "c_now": now,
                     "c_lease": lease,
                     "c_limit": n,
-                    # Leases of requests finished but not yet recorded still count: room for
-                    # those, so that they never hold this process back.
-                    "c_hold": 2 * self._claimable(w),
+                    # Leased in the database: the webhook's requests unfinished in every
+                    # process, and those finished here whose outcome is not recorded yet.
+                    "c_hold": self._allowance(w) + self._unrecorded[w],
                     "c_webhook": w,
                 }
                 got = (await conn.execute(claim, params)).all()
@@ -340,9 +349,12 @@ class Dispatcher:
         now = bindparam("c_now", type_=deliveries.c.next_attempt_at.type)
         webhook = bindparam("c_webhook", type_=deliveries.c.webhook_id.type)
         # What this process may take. On PostgreSQL, where workers on several machines share
-        # the queue, also no more than the webhook may hold less what every process holds now
-        # (the live leases), so the limits hold across workers. SQLite serves one machine,
-        # usually one process: the count would only cost (a fifth of the requests/s).
+        # the queue, also no more than leaves the webhook's unfinished requests in all
+        # processes within its allowance: live leases (counted after CLAIM_LOCK, so no other
+        # claim of it is in progress) less those of this process finished and not recorded
+        # yet. Requests finished elsewhere count until recorded: the cap may be under-used for
+        # a moment, never exceeded. SQLite serves one machine, usually one process: the count
+        # would only cost (a fifth of the requests/s).
         limit: ColumnElement[Any] = bindparam("c_limit", type_=Integer())
         if postgresql:
             held = deliveries.alias("held")
@@ -459,6 +471,7 @@ class Dispatcher:
                         None, 0.0, f"internal error: {e}", None, None, datetime.now(UTC)
                     )
         self._results.append(Result(claimed, outcome))
+        self._unrecorded[claimed.webhook_id] += 1
         self._results_ready.set()
         self._in_flight.discard(claimed.id)
         self._busy[claimed.webhook_id] -= 1
@@ -508,6 +521,9 @@ class Dispatcher:
 
     async def _flush(self) -> None:
         results, self._results = self._results, []
+        # No longer counted as finished from here on, while their leases may still be in the
+        # database until the commit: claims meanwhile err on the side of fewer (see _claim_once).
+        self._unrecorded.clear()
         if not results:
             return
         now = datetime.now(UTC)
@@ -634,6 +650,7 @@ class Dispatcher:
         t = table_of(WEBHOOKS)
         for webhook_id in sorted(ids):
             log.error("webhook disabled", webhook_id=webhook_id, reason=reason)
+        await bump_webhooks_version(conn)
         await conn.execute(
             update(t)
             .where(and_(t.c.id.in_(sorted(ids)), t.c.is_active.is_(True)))

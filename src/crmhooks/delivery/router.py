@@ -58,6 +58,7 @@ from crmhooks.store.tables import (
     events,
     table_for,
 )
+from crmhooks.store.webhook_version import webhooks_version
 
 log = structlog.get_logger("crmhooks.router")
 
@@ -87,8 +88,9 @@ async def load_index(conn: AsyncConnection, catalog: Catalog) -> WebhookIndex:
     return WebhookIndex(subs)
 
 
-async def webhooks_version(conn: AsyncConnection) -> tuple[Any, ...]:
-    """Changes whenever a webhook or a custom entity definition changes."""
+async def webhooks_fingerprint(conn: AsyncConnection) -> tuple[Any, ...]:
+    """Changes whenever a webhook or a custom entity definition changes, however it was written
+    (reads every webhook: checked once a second, beside the version counter)."""
     w, c = table_of(WEBHOOKS), table_for("custom_entities")
     a = select(func.count(), func.max(w.c.modified), func.sum(w.c.revision)).subquery()
     b = select(func.count(), func.max(c.c.modified)).subquery()
@@ -168,9 +170,9 @@ class Router:
     batch: int = 2000
     index: WebhookIndex = field(default_factory=WebhookIndex)
     catalog: Catalog = field(default_factory=Catalog)
-    _version: tuple[Any, ...] | None = None
-    dirty: bool = True  # webhooks or custom entities changed: check the version now
-    _checked_at: float = 0.0
+    _version: int | None = -1  # the webhooks version the index was loaded at (-1: never)
+    _fingerprint: tuple[Any, ...] | None = None
+    _checked_at: float = -math.inf
     _loaded: bool = False
     _stored: int | None = None  # the cursor as stored
     _memory: int = 0  # the cursor as routed
@@ -226,18 +228,25 @@ class Router:
         """The last event seq whose routing is stored (None before the first)."""
         return self._stored if self._loaded else None
 
-    async def refresh(self, conn: AsyncConnection) -> None:
-        """Reload the webhooks if they changed: at once after a change made in this process
-        (``dirty``), within a second after one made by another."""
-        if not self.dirty and time.monotonic() - self._checked_at < 1.0:
-            return
-        self.dirty = False
+    async def refresh(self, conn: AsyncConnection, version: int | None) -> None:
+        """Reload the webhooks if they changed. ``version`` (the counter every change through
+        this release moves in its own transaction) shows a change at once; the fingerprint,
+        checked once a second, shows the others (an older release during a rolling upgrade,
+        a change made by hand)."""
+        fingerprint = None
+        if version == self._version:
+            if time.monotonic() - self._checked_at < 1.0:
+                return
+            self._checked_at = time.monotonic()
+            fingerprint = await webhooks_fingerprint(conn)
+            if fingerprint == self._fingerprint:
+                return
         self._checked_at = time.monotonic()
-        version = await webhooks_version(conn)
-        if version != self._version:
-            self.catalog = Catalog(await custom_types_by_space(conn))
-            self.index = await load_index(conn, self.catalog)
-            self._version = version
+        # Read before the webhooks: a change in between is only seen twice.
+        self._fingerprint = fingerprint or await webhooks_fingerprint(conn)
+        self.catalog = Catalog(await custom_types_by_space(conn))
+        self.index = await load_index(conn, self.catalog)
+        self._version = version
 
     async def _cursor(self, conn: AsyncConnection, *, lock: bool = False) -> int | None:
         query = select(dispatch_state.c.last_seq).where(dispatch_state.c.name == ROUTER)
@@ -246,8 +255,10 @@ class Router:
         row = (await conn.execute(query)).first()
         return None if row is None else int(row[0])
 
-    async def _last_seq(self, conn: AsyncConnection) -> int:
-        return int((await conn.execute(select(func.max(events.c.seq)))).scalar() or 0)
+    async def _bound(self, conn: AsyncConnection) -> tuple[int, int | None]:
+        """The last event committed and the webhooks version, read together (one snapshot)."""
+        row = (await conn.execute(select(func.max(events.c.seq), webhooks_version()))).one()
+        return int(row[0] or 0), row[1]
 
     async def _events(self, conn: AsyncConnection, after: int, upto: int) -> list[Any]:
         rows = list(
@@ -278,19 +289,19 @@ class Router:
         """
         if not await self._leading():
             async with self.db.read() as conn:
-                await self.refresh(conn)  # the claims of every process need the webhooks
+                # The claims of every process need the webhooks.
+                await self.refresh(conn, await conn.scalar(select(webhooks_version())))
             return 0
         async with self.db.read() as conn:
             if not self._loaded:
                 self._stored = await self._cursor(conn)
                 self._memory = self._stored or 0
                 self._loaded = True
-            # The webhooks are read after the last event to route was committed, so that a
-            # webhook written through this process before an event (``dirty``) is known when
-            # that event is routed (seq follows commit order on both engines). One written
-            # through another process is seen within a second (the version check).
-            bound = await self._last_seq(conn)
-            await self.refresh(conn)
+            # The version is read with the last event to route, in one snapshot: a webhook
+            # change committed before any of those events (seq follows commit order on both
+            # engines), through any process, is loaded before they are routed.
+            bound, version = await self._bound(conn)
+            await self.refresh(conn, version)
             rows = await self._events(conn, self._memory, bound)
             self.backlog = len(rows) >= self.batch
             if not rows:

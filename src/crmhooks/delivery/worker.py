@@ -22,6 +22,7 @@ async def run_worker(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await dispatcher.start()
+    log.info("worker started")
     try:
         await stop.wait()
     finally:
