@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,3 +130,16 @@ def test_processes_starting_together_migrate_one_after_the_other(empty_pg_url: s
         results = list(pool.map(lambda _: upgrade(empty_pg_url), range(4)))
     assert results == [None] * 4
     assert differences(empty_pg_url) == []
+
+
+def test_every_migration_says_whether_it_only_adds_as_the_deployment_guide_does() -> None:
+    script = ScriptDirectory.from_config(alembic_config("sqlite:///unused.db"))
+    declared = {}
+    for rev in script.walk_revisions():
+        assert isinstance(getattr(rev.module, "adds_only", None), bool), rev.revision
+        declared[rev.revision] = rev.module.adds_only
+    guide = (Path(__file__).parents[2] / "docs" / "deploy.md").read_text()
+    listed = {
+        m[1]: m[2] == "yes" for m in re.finditer(r"^\| (\d{4}) [^|]*\| (yes|no)\b", guide, re.M)
+    }
+    assert listed == declared

@@ -15,6 +15,7 @@ revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+adds_only = True  # see docs/deploy.md, Upgrading
 
 
 def upgrade() -> None:

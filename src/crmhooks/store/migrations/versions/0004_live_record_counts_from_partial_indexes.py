@@ -16,6 +16,7 @@ revision: str = "0004"
 down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+adds_only = True  # see docs/deploy.md, Upgrading
 
 
 def upgrade() -> None:

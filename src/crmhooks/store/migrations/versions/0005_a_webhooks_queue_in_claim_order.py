@@ -18,6 +18,7 @@ revision: str = "0005"
 down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+adds_only = True  # see docs/deploy.md, Upgrading
 
 NAME = "ix_deliveries_status_webhook_id_next_attempt_at_first_seq"
 

@@ -20,6 +20,7 @@ revision: str = "0006"
 down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+adds_only = False  # see docs/deploy.md, Upgrading
 
 
 def upgrade() -> None:
