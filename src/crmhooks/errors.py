@@ -7,6 +7,7 @@
     └── ApiError                     carries an HTTP status and the contract's error name/code
         ├── ParameterInvalid         400 ERROR_PARAMETER_INVALID (query params, malformed JSON)
         ├── Unauthorized             401 ERROR_UNAUTHORIZED
+        ├── Forbidden                403 ERROR_FORBIDDEN (a dashboard form without its CSRF token)
         ├── NotFound                 404 ERROR_ENTITY_NOT_FOUND
         ├── MethodNotAllowed         405 ERROR_METHOD_NOT_ALLOWED
         ├── PayloadTooLarge          413 ERROR_PAYLOAD_TOO_LARGE
@@ -87,6 +88,12 @@ class Unauthorized(ApiError):
     http_status = 401
     name = "ERROR_UNAUTHORIZED"
     code = 401
+
+
+class Forbidden(ApiError):
+    http_status = 403
+    name = "ERROR_FORBIDDEN"
+    code = 403
 
 
 class NotFound(ApiError):

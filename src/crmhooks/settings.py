@@ -30,3 +30,7 @@ class Settings(BaseSettings):
     retention_seconds: float = 30 * 86400  # delivered requests and routed events older: pruned
     prune_every_seconds: float = 600.0
     lease_seconds: float = 60.0  # a claimed request is taken again if not done by then
+    # Dashboard (docs/dashboard.md): the secret that signs sessions; empty, one per process
+    # (a restart signs everyone out; several API processes need the same one).
+    ui_secret: str = ""
+    ui_session_hours: float = 12.0

@@ -224,6 +224,16 @@ async def test_resend_and_recover_send_again(live: Api, inbox: Inbox) -> None:
     assert r.status_code == 200, r.text
     events = await inbox.wait_for(4)
     assert len({e["id"] for e in events}) == 1
+    for _ in range(200):  # the log, in the order the attempts were made
+        delivery = (await live.get("Webhooks", hook["id"], "deliveries", delivery["id"])).json()[
+            "data"
+        ]
+        if delivery["status"] == "delivered":
+            break
+        await asyncio.sleep(0.02)
+    given_up = len(delivery["attempt_log"]) - 1
+    assert [a["status_code"] for a in delivery["attempt_log"]] == [400] * given_up + [200]
+    assert [a["attempt"] for a in delivery["attempt_log"]] == [*range(1, given_up + 1), 1]
     r = await live.http.post(
         live.path("Webhooks", hook["id"], "recover"), json={"since": "2000-01-01"}
     )

@@ -137,7 +137,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     # taken for a record route.
     app.router.routes.extend([*delivery_routes(), *routes(), *ops_routes()])
     # The web dashboard (its pages render their own errors as HTML; docs/dashboard.md).
-    app.router.routes.extend(dashboard_routes())
+    app.router.routes.extend(dashboard_routes(settings))
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)

@@ -116,7 +116,8 @@ async def _with_attempts(conn: AsyncConnection, rows: Sequence[Any]) -> list[dic
         found = await conn.execute(
             select(delivery_attempts)
             .where(delivery_attempts.c.delivery_id.in_(ids))
-            .order_by(delivery_attempts.c.delivery_id, delivery_attempts.c.attempt)
+            # In the order made: a resend numbers its attempts from 1 again.
+            .order_by(delivery_attempts.c.delivery_id, delivery_attempts.c.id)
         )
         for a in found:
             by_delivery[a.delivery_id].append(a)

@@ -14,15 +14,16 @@ from pathlib import Path
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
+from crmhooks.settings import Settings
 from crmhooks.ui.delivery_pages import delivery_routes
 from crmhooks.ui.signin import signin_routes
-from crmhooks.ui.web import BASE, Dashboard, UiSettings
+from crmhooks.ui.web import BASE, Dashboard
 from crmhooks.ui.webhook_pages import webhook_routes
 
 STATIC = Path(__file__).parent / "static"
 
 
-def dashboard_routes(settings: UiSettings | None = None) -> list[BaseRoute]:
+def dashboard_routes(settings: Settings) -> list[BaseRoute]:
     """Every route of the dashboard, under ``/ui``."""
     dash = Dashboard(settings)
     return [
@@ -33,4 +34,4 @@ def dashboard_routes(settings: UiSettings | None = None) -> list[BaseRoute]:
     ]
 
 
-__all__ = ["Dashboard", "UiSettings", "dashboard_routes"]
+__all__ = ["Dashboard", "dashboard_routes"]

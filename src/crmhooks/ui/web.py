@@ -19,15 +19,15 @@ from typing import Any
 import orjson
 import structlog
 from jinja2 import Environment, PackageLoader, StrictUndefined
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from crmhooks.api.routes import Services, services
 from crmhooks.changes.writer import WriteContext
-from crmhooks.errors import ApiError, NotFound, Unauthorized
+from crmhooks.errors import ApiError, Forbidden, NotFound, Unauthorized
 from crmhooks.schema.values import format_datetime, is_uuid
+from crmhooks.settings import Settings
 from crmhooks.store.keys import KeyRecord
 from crmhooks.ui import sessions
 from crmhooks.ui.forms import Form, parse_form
@@ -46,24 +46,6 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
-
-
-class UiSettings(BaseSettings):
-    """``CRMHOOKS_UI_SECRET`` signs sessions (without it, a random secret per process: a
-    restart signs everyone out, and several API processes each need the same secret)."""
-
-    model_config = SettingsConfigDict(env_prefix="CRMHOOKS_UI_", extra="ignore")
-
-    secret: str = ""
-    session_hours: float = 12.0
-
-
-class Forbidden(ApiError):
-    """403: a form without its CSRF token, or with another's (extends ``crmhooks.errors``)."""
-
-    http_status = 403
-    name = "ERROR_FORBIDDEN"
-    code = 403
 
 
 class SignInNeeded(Unauthorized):
@@ -94,10 +76,10 @@ def _pretty(value: Any) -> str:
 class Dashboard:
     """What every page shares: templates and the session secret; one per application."""
 
-    def __init__(self, settings: UiSettings | None = None) -> None:
-        settings = settings or UiSettings()
-        self.secret = settings.secret.encode() or secrets.token_bytes(32)
-        self.max_age = int(settings.session_hours * 3600)
+    def __init__(self, settings: Settings) -> None:
+        # Without a configured secret, one per process: a restart signs everyone out.
+        self.secret = settings.ui_secret.encode() or secrets.token_bytes(32)
+        self.max_age = int(settings.ui_session_hours * 3600)
         self.env = Environment(
             loader=PackageLoader("crmhooks.ui", "templates"),
             autoescape=True,
