@@ -354,7 +354,7 @@ async def _time_claims(db_file: Path, rounds: int) -> tuple[list[float], list[fl
             db, router, _NoSend(Guard(parse_allowed(""))), DispatchSettings(DEFAULT_SCHEDULE)
         )
         async with db.read() as conn:
-            await router.refresh(conn)
+            await router.load(conn)
         claims: list[float] = []
         scans: list[float] = []
         for _ in range(rounds):

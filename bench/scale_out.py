@@ -266,7 +266,7 @@ def measure(opts: argparse.Namespace, results: Results, workdir: Path) -> None:
 
 
 def rows(r: Results) -> list[tuple[str, ...]]:
-    out = []
+    out: list[tuple[str, ...]] = []
     for run in r.runs:
         target = 3 if run.chunk_size == 1 else 0.1
         ok = run.trips_per_event <= target

@@ -248,6 +248,10 @@ class Router:
         self.index = await load_index(conn, self.catalog)
         self._version = version
 
+    async def load(self, conn: AsyncConnection) -> None:
+        """The webhooks as they are now, reloaded if they changed."""
+        await self.refresh(conn, await conn.scalar(select(webhooks_version())))
+
     async def _cursor(self, conn: AsyncConnection, *, lock: bool = False) -> int | None:
         query = select(dispatch_state.c.last_seq).where(dispatch_state.c.name == ROUTER)
         if lock and conn.dialect.name == "postgresql":
@@ -289,8 +293,7 @@ class Router:
         """
         if not await self._leading():
             async with self.db.read() as conn:
-                # The claims of every process need the webhooks.
-                await self.refresh(conn, await conn.scalar(select(webhooks_version())))
+                await self.load(conn)  # the claims of every process need the webhooks
             return 0
         async with self.db.read() as conn:
             if not self._loaded:
