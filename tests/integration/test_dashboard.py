@@ -364,6 +364,7 @@ async def test_another_spaces_webhook_and_delivery_are_not_found_and_stay_as_the
             assert_page(r, 404, "Not found")
             assert "theirs" not in r.text
     assert_page(await me.get("/ui/webhooks/not-a-uuid/deliveries"), 404, "Not found")
+    assert_page(await me.get("/ui/no/such/page"), 404, "no page at this address")
     [after] = await webhooks_in(app_client, theirs)
     assert after == {k: v for k, v in their.items() if k != "delivery_id"}
     async with api(app_client, theirs) as http:
