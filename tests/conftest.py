@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -133,8 +134,9 @@ class Api:
         return await self.http.get(self.path(entity, *rest), **kw)
 
 
-@pytest.fixture
-async def app_http(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+@asynccontextmanager
+async def asgi_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app of ``settings``, started, behind an in-process HTTP client."""
     app = create_app(settings, migrate=False)
     async with (
         app.router.lifespan_context(app),
@@ -142,6 +144,12 @@ async def app_http(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
             transport=httpx.ASGITransport(app=app), base_url="http://testserver"
         ) as client,
     ):
+        yield client
+
+
+@pytest.fixture
+async def app_http(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with asgi_client(settings) as client:
         yield client
 
 

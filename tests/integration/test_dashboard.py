@@ -18,11 +18,10 @@ import httpx
 import orjson
 import pytest
 
-from crmhooks.api import create_app
 from crmhooks.settings import Settings
 from crmhooks.store.keys import IssuedKey
 from crmhooks.ui.sessions import CSRF_FIELD, SESSION_COOKIE, SIGNIN_COOKIE
-from tests.conftest import new_space
+from tests.conftest import asgi_client, new_space
 
 TOKEN_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 # A receiver that is not there: the test event fails fast with a refused connection.
@@ -79,13 +78,7 @@ async def app_client(db_url: str) -> AsyncIterator[httpx.AsyncClient]:
         connect_timeout=1,
         request_timeout=2,
     )
-    app = create_app(settings, migrate=False)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-        ) as client,
-    ):
+    async with asgi_client(settings) as client:
         yield client
 
 
