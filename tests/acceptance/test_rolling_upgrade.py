@@ -114,22 +114,14 @@ def mixed(tmp_path: Path, old_source: Path) -> Iterator[Cluster]:
             "PYTHONPATH": str(old_source),  # ahead of the installed (current) release
         }
         api, _ = spawn_serve(["--no-delivery"], env)
-        exits.callback(lambda: stop_server(api))
         c = Cluster([api], [], receiver, (api.api_key, api.api_secret), env, tmp_path)
 
-        def stop_all() -> None:
-            for p in c.workers:
-                if p.poll() is None:
-                    p.terminate()
-            for p in c.workers:
-                try:
-                    p.wait(15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-            for s in c.apis:
-                stop_server(s)
+        def stop_apis() -> None:  # those running at the end
+            for server in c.apis:
+                stop_server(server)
 
-        exits.callback(stop_all)
+        exits.callback(stop_apis)
+        exits.callback(c.stop_workers)
         c.start_worker()
         yield c
 

@@ -75,6 +75,17 @@ class Cluster:
         self.workers.append(proc)
         return proc
 
+    def stop_workers(self) -> None:
+        """SIGTERM to every worker still running; SIGKILL to one that does not stop."""
+        for w in self.workers:
+            if w.poll() is None:
+                w.terminate()
+        for w in self.workers:
+            try:
+                w.wait(15)
+            except subprocess.TimeoutExpired:
+                w.kill()
+
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
@@ -97,18 +108,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         c = Cluster([first, second], [], receiver, (first.api_key, first.api_secret), env, tmp_path)
         for _ in range(WORKERS):
             c.start_worker()
-
-        def stop_workers() -> None:
-            for w in c.workers:
-                if w.poll() is None:
-                    w.terminate()
-            for w in c.workers:
-                try:
-                    w.wait(15)
-                except subprocess.TimeoutExpired:
-                    w.kill()
-
-        exits.callback(stop_workers)
+        exits.callback(c.stop_workers)
         for n in range(WORKERS):
             log = tmp_path / f"worker-{n}.log"
             wait_until(lambda log=log: "worker started" in log.read_text(), 30, f"worker {n}")

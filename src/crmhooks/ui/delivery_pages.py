@@ -117,8 +117,7 @@ async def detail_page(page: Page, outcome: str | None = None) -> Response:
         body = await request_body(conn, delivery_id) if item is not None else None
     if item is None:
         raise NotFound(f"there is no delivery {delivery_id} of this webhook")
-    # In the order they were made: a resent request numbers its attempts from 1 again.
-    attempts = item["attempt_log"] = sorted(item["attempt_log"], key=lambda a: a["started"])
+    attempts = item["attempt_log"]  # in the order they were made
     started = parse_datetime(attempts[-1]["started"]) if attempts else datetime.now(UTC)
     sent = headers(sub, delivery_id, int(started.timestamp()), (body or "").encode(), started)
     template = "_detail.html" if page.request.query_params.get("part") == "detail" else None
