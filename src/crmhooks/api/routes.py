@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from crmhooks.api import envelopes
 from crmhooks.api.auth import KeyCache, authenticate
+from crmhooks.changes import links
 from crmhooks.changes.batch import MAX_ITEMS, run_batch
 from crmhooks.changes.writer import WriteContext, WritePath, Writer
 from crmhooks.errors import NotFound, ParameterInvalid
@@ -198,7 +199,9 @@ async def create_record(request: Request) -> Response:
     async def step(w: Writer, et: EntityType) -> Record:
         return await w.create(et, body)
 
-    return await _write(request, svc, ctx, et, step, status=201, reveal=True, fresh=True)
+    # A new record's lists are empty, unless this very write filled them (relation rows).
+    fresh = not links.involved(et, body)
+    return await _write(request, svc, ctx, et, step, status=201, reveal=True, fresh=fresh)
 
 
 async def patch_record(request: Request) -> Response:

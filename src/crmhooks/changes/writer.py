@@ -13,13 +13,14 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from crmhooks.changes import links
 from crmhooks.changes.rules import derive
 from crmhooks.errors import (
     FIELD_VALUE,
@@ -100,6 +101,26 @@ class Writer:
     changes: list[Change] = field(default_factory=list)
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     validators: Mapping[str, Validator] = field(default_factory=dict)
+    # Records whose own write is writing their relation rows (links.write_links).
+    linking: set[str] = field(default_factory=set)
+    _rows_made: int = 0
+    _savepoints: int = 0
+
+    @asynccontextmanager
+    async def atomic(self) -> AsyncIterator[None]:
+        """A part of the transaction that fails whole: its rows and its changes go together
+        (a batch item that writes relation rows besides its record)."""
+        self._savepoints += 1
+        name = f"crmhooks_item_{self._savepoints}"
+        mark = len(self.changes)
+        await self.conn.exec_driver_sql(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            await self.conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+            del self.changes[mark:]
+            raise
+        await self.conn.exec_driver_sql(f"RELEASE SAVEPOINT {name}")
 
     async def _validate(
         self, et: EntityType, before: Record | None, stored: dict[str, Any]
@@ -178,13 +199,19 @@ class Writer:
         """The row to insert for a create, every column named, and the record it shows."""
         data: dict[str, Any] = {}
         cols = to_columns(et, stored, data)
+        at = self.now
+        if et.name in links.RELATION_ENTITIES:
+            # Relation rows made by one write keep the order they were given in (lists are
+            # shown in created order; an activity's shorthand is its newest row).
+            self._rows_made += 1
+            at += timedelta(microseconds=self._rows_made)
         row = {
             **_empty_row(et),
             **cols,
             "id": str(uuid.uuid4()),
             "space_id": self.ctx.space_id,
-            "created": self.now,
-            "modified": self.now,
+            "created": at,
+            "modified": at,
             "is_deleted": False,
             "revision": 1,
         }
@@ -199,19 +226,39 @@ class Writer:
         return self._record(change)
 
     async def create(self, et: EntityType, body: dict[str, Any]) -> Record:
+        if not links.involved(et, body):
+            return await self._create(et, body, {})
+        body, nested = links.split_nested(et, body)
+        async with self.atomic():
+            return await self._create(et, body, nested)
+
+    async def _create(
+        self, et: EntityType, body: dict[str, Any], nested: dict[str, list[dict[str, Any]]]
+    ) -> Record:
         stored = await self._prepared(et, body)
         await self._check_relations(et, stored)
         await self._check_unique(et, stored)
+        if et.name in links.RELATION_ENTITIES:
+            await links.prepare_relation(self, et, stored)
         row, after = self._new_row(et, stored)
         await self.conn.execute(insert(table_of(et)), [row])
-        return self._created(et, after)
+        after = self._created(et, after)
+        if et.name in links.RELATION_ENTITIES:
+            await links.after_relation_write(self, et, after)
+        elif et.name in links.SHORTHANDS:
+            after = await links.write_links(self, et, None, after, nested)
+        return after
 
     async def create_many(
         self, et: EntityType, bodies: Sequence[dict[str, Any]]
     ) -> list[Record | ApiError]:
         """Many creates with one relation query per target and one insert: each item's record,
         or the error that kept it out (nothing of a failed item is written)."""
-        if et.name in self.validators or et.name == "CustomEntities":
+        if (
+            et.name in self.validators
+            or et.name == "CustomEntities"
+            or any(links.involved(et, body) for body in bodies)
+        ):
             return [await self._one(et, body) for body in bodies]  # checks that need each row
         out: list[Record | ApiError | None] = [None] * len(bodies)
         ready: list[tuple[int, dict[str, Any], dict[str, Any], Record]] = []
@@ -289,21 +336,77 @@ class Writer:
         return self._record(Change(et, action, before["id"], before, after, changed, self.now))
 
     async def update(self, et: EntityType, record_id: str, body: dict[str, Any]) -> Record:
+        if not links.involved(et, body):
+            return await self._update(et, record_id, body, {})
+        body, nested = links.split_nested(et, body)
+        async with self.atomic():
+            return await self._update(et, record_id, body, nested)
+
+    async def _update(
+        self,
+        et: EntityType,
+        record_id: str,
+        body: dict[str, Any],
+        nested: dict[str, list[dict[str, Any]]],
+    ) -> Record:
         before = await self._load(et, record_id)
         stored = check_write(et, body, before=before)
         stored = derive(et, before, stored, self.now)
         stored = await self._validate(et, before, stored)
         changed_relations = {k: v for k, v in stored.items() if before.get(k) != v}
         await self._check_relations(et, changed_relations)
-        return await self._store(et, before, stored, Action.UPDATE)
+        after = await self._store(et, before, stored, Action.UPDATE)
+        if et.name in links.RELATION_ENTITIES:
+            if after is not before:
+                await links.after_relation_write(self, et, after)
+        elif et.name in links.SHORTHANDS:
+            after = await links.write_links(self, et, before, after, nested)
+        return after
 
     async def delete(self, et: EntityType, record_id: str) -> Record:
         before = await self._load(et, record_id)
-        return await self._store(et, before, {"is_deleted": True}, Action.DELETE)
+        after = await self._store(et, before, {"is_deleted": True}, Action.DELETE)
+        if et.name in links.RELATION_ENTITIES:
+            await links.after_relation_write(self, et, after)
+        return after
 
     async def restore(self, et: EntityType, record_id: str) -> Record:
         before = await self._load(et, record_id, deleted=True)
-        return await self._store(et, before, {"is_deleted": False}, Action.RESTORE)
+        if et.name in links.RELATION_ENTITIES:
+            live = {k: v for k, v in before.items() if k != "is_deleted"}
+            await links.prepare_relation(self, et, live)
+        after = await self._store(et, before, {"is_deleted": False}, Action.RESTORE)
+        if et.name in links.RELATION_ENTITIES:
+            await links.after_relation_write(self, et, after)
+        return after
+
+    async def amend(
+        self, et: EntityType, record_id: str, after: Record, values: dict[str, Any]
+    ) -> Record:
+        """Set derived fields of a record this writer has just written: into its own change
+        (so its event shows them), or as a change of its own when this write had none."""
+        change = next(
+            (
+                c
+                for c in reversed(self.changes)
+                if c.record_id == record_id and c.entity.table == et.table
+            ),
+            None,
+        )
+        if change is None:
+            return await self._store(et, after, values, Action.UPDATE)
+        t = table_of(et)
+        await self.conn.execute(
+            update(t).where(t.c.id == record_id, t.c.space_id == self.ctx.space_id).values(**values)
+        )
+        for name, value in values.items():
+            old = None if change.before is None else change.before.get(name)
+            change.after[name] = value
+            if old == value:
+                change.changed.pop(name, None)
+            else:
+                change.changed[name] = (old, value)
+        return change.after
 
     async def qualify(self, record_id: str, body: dict[str, Any]) -> Record:
         """A Lead becomes an Opportunity with the same id (contract section 4)."""

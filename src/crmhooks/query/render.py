@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crmhooks.query.shape import ExpandTree, Shape, prune, related_type
 from crmhooks.schema.registry import BUILTIN, GROUPS
-from crmhooks.schema.types import EntityType, ToMany
+from crmhooks.schema.types import EntityType, KindLink, ToMany
 from crmhooks.store.catalog import custom_type
 from crmhooks.store.records import Record, by_ids, ids_pointing_at, row_to_record, scope, table_of
 
@@ -32,6 +32,13 @@ def mask(secret: Any) -> Any:
 
 def record_uri(base: str, space_id: str, entity: str, record_id: str) -> str:
     return f"{base}{API_PREFIX}/{space_id}/entities/{entity}/{record_id}"
+
+
+def _belongs(tm: ToMany, row: Any) -> bool:
+    """Whether a relation row read for several lists belongs in ``tm``."""
+    if tm.kind is not None:
+        return bool(row["lead_kind"] == tm.kind)
+    return tm.nonnull is None or row[tm.nonnull] is not None
 
 
 class Renderer:
@@ -68,11 +75,14 @@ class Renderer:
         routes = await self._group_routes(et, records)
         ids = [r["id"] for r in records]
         many: dict[str, dict[str, list[Any]]] = {}
-        for tm in et.to_many:
-            if fresh:
-                many[tm.name] = {i: [] for i in ids}
-            else:
-                many[tm.name] = await self._to_many(tm, ids, expand.get(tm.name))
+        if fresh:
+            many = {tm.name: {i: [] for i in ids} for tm in et.to_many}
+        else:
+            plain = [tm for tm in et.to_many if tm.name not in expand]
+            many.update(await self._uri_lists(plain, ids))
+            for tm in et.to_many:
+                if tm.name in expand:
+                    many[tm.name] = await self._to_many(tm, ids, expand[tm.name])
         ones: dict[str, dict[str, Shown]] = {}
         for f in et.relations:
             if f.relation_name in expand:
@@ -95,6 +105,8 @@ class Renderer:
                 else:
                     route = routes.get(value, f.target) if f.target in GROUPS else f.target
                     shown[f.relation_name] = record_uri(self.base, self.space_id, route, value)
+            for link in et.kind_links:
+                shown[link.name] = self._kind_link(link, r, routes)
             for name, by_target in many.items():
                 shown[name] = by_target[r["id"]]
             out.append(shown)
@@ -118,24 +130,71 @@ class Renderer:
             out.update({rid: _KIND_TO_ROUTE.get(kind, kind) for rid, kind in rows})
         return out
 
+    def _kind_link(self, link: KindLink, r: Record, routes: dict[str, str]) -> str | None:
+        value = r.get(link.field)
+        if value is None:
+            return None
+        kind = r.get(link.by) if link.by is not None else routes.get(value)
+        if kind != link.route:
+            return None
+        return record_uri(self.base, self.space_id, link.route, value)
+
+    async def _uri_lists(
+        self, lists: Sequence[ToMany], ids: list[str]
+    ) -> dict[str, dict[str, list[Any]]]:
+        """URI lists, one query per relation entity: a Task's five lists of ActivityRelations
+        are read together and told apart by their columns."""
+        by_source: dict[tuple[str, str], list[ToMany]] = {}
+        for tm in lists:
+            by_source.setdefault((tm.source, tm.via), []).append(tm)
+        out: dict[str, dict[str, list[Any]]] = {}
+        for (source_name, via), group in by_source.items():
+            source = BUILTIN[source_name]
+            if len(group) == 1 and group[0].nonnull is None and group[0].kind is None:
+                found = await ids_pointing_at(self.conn, source, via, self.space_id, ids)
+                out[group[0].name] = {
+                    target: [record_uri(self.base, self.space_id, source_name, i) for i in rids]
+                    for target, rids in found.items()
+                }
+                continue
+            lists_of: dict[str, dict[str, list[Any]]] = {
+                tm.name: {i: [] for i in ids} for tm in group
+            }
+            for row in await self._relation_rows(source, via, ids, group):
+                uri = record_uri(self.base, self.space_id, source_name, row["id"])
+                for tm in group:
+                    if _belongs(tm, row):
+                        lists_of[tm.name][row[via]].append(uri)
+            out.update(lists_of)
+        return out
+
+    async def _relation_rows(
+        self, source: EntityType, via: str, ids: list[str], group: Sequence[ToMany]
+    ) -> list[Any]:
+        """The live rows of ``source`` pointing at ``ids``, with the columns ``group`` needs to
+        tell its lists apart (``lead_kind``: the kind of the row's LeadOppty)."""
+        t = table_of(source)
+        cols = [t.c.id, t.c[via], *{t.c[tm.nonnull] for tm in group if tm.nonnull}]
+        stmt = select(*cols).where(t.c[via].in_(ids), scope(source, self.space_id))
+        if any(tm.kind for tm in group):
+            lo = table_of(GROUPS["LeadOpptys"])
+            stmt = stmt.add_columns(lo.c.kind.label("lead_kind")).outerjoin(
+                lo, lo.c.id == t.c.lead_oppty_id
+            )
+        return list((await self.conn.execute(stmt.order_by(t.c.created, t.c.id))).mappings())
+
     async def _to_many(
-        self, tm: ToMany, ids: list[str], expand: ExpandTree | None
+        self, tm: ToMany, ids: list[str], expand: ExpandTree
     ) -> dict[str, list[Any]]:
         source = BUILTIN[tm.source]
-        if expand is None:
-            by_target = await ids_pointing_at(self.conn, source, tm.via, self.space_id, ids)
-            return {
-                target: [record_uri(self.base, self.space_id, source.name, i) for i in found]
-                for target, found in by_target.items()
-            }
         t = table_of(source)
-        rows = (
-            await self.conn.execute(
-                select(t)
-                .where(t.c[tm.via].in_(ids), scope(source, self.space_id))
-                .order_by(t.c.created, t.c.id)
-            )
-        ).mappings()
+        stmt = select(t).where(t.c[tm.via].in_(ids), scope(source, self.space_id))
+        if tm.kind is not None:
+            lo = table_of(GROUPS["LeadOpptys"])
+            stmt = stmt.join(lo, lo.c.id == t.c.lead_oppty_id).where(lo.c.kind == tm.kind)
+        elif tm.nonnull is not None:
+            stmt = stmt.where(t.c[tm.nonnull].is_not(None))
+        rows = (await self.conn.execute(stmt.order_by(t.c.created, t.c.id))).mappings()
         records = [row_to_record(source, row) for row in rows]
         shown = await self.render(source, records, expand)
         out: dict[str, list[Any]] = {i: [] for i in ids}

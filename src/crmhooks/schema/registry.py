@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from crmhooks.schema.types import EntityType, Field, Kind, ToMany, with_system
+from crmhooks.schema.types import EntityType, Field, Kind, KindLink, ToMany, with_system
 
 STANDARD_EVENTS = ("Create", "Update", "Delete", "DocumentLinked", "OwnerChanged")
 
@@ -73,6 +73,21 @@ _VALUE = Field(
     ),
 )
 
+# Pipeliner's to-many links are rows of relation entities (below); a parent shows them as lists.
+_LEAD_OPPTY_RELATIONS = (
+    ToMany("account_relations", "LeadOpptyAccountRelations", "lead_oppty_id"),
+    ToMany("contact_relations", "LeadOpptyContactRelations", "lead_oppty_id"),
+)
+_ACTIVITY_RELATIONS = (
+    ToMany("account_relations", "ActivityRelations", "activity_id", nonnull="account_id"),
+    ToMany("contact_relations", "ActivityRelations", "activity_id", nonnull="contact_id"),
+    ToMany("lead_relations", "ActivityRelations", "activity_id", kind="Lead"),
+    ToMany("opportunity_relations", "ActivityRelations", "activity_id", kind="Opportunity"),
+    ToMany(
+        "custom_entity_relations", "ActivityRelations", "activity_id", nonnull="custom_entity_id"
+    ),
+)
+
 _TYPES: tuple[EntityType, ...] = (
     EntityType(
         name="Clients",
@@ -121,7 +136,10 @@ _TYPES: tuple[EntityType, ...] = (
         ),
         events=STANDARD_EVENTS,
         event_prefix="Contact",
-        to_many=(_documents("contact_id"),),
+        to_many=(
+            ToMany("account_relations", "ContactAccountRelations", "contact_id"),
+            _documents("contact_id"),
+        ),
         one_of_required=(("first_name", "last_name"),),
     ),
     EntityType(
@@ -135,7 +153,7 @@ _TYPES: tuple[EntityType, ...] = (
         ),
         events=(*STANDARD_EVENTS, "Lost", "BackToLead"),
         event_prefix="Lead",
-        to_many=(_documents("lead_oppty_id"),),
+        to_many=(*_LEAD_OPPTY_RELATIONS, _documents("lead_oppty_id")),
         discriminator=("kind", "Lead"),
     ),
     EntityType(
@@ -153,6 +171,7 @@ _TYPES: tuple[EntityType, ...] = (
         events=(*STANDARD_EVENTS, "Move", "Lost", "Won", "Qualify"),
         event_prefix="Opportunity",
         to_many=(
+            *_LEAD_OPPTY_RELATIONS,
             ToMany("product_relations", "OpptyProductRelations", "oppty_id"),
             _documents("lead_oppty_id"),
         ),
@@ -180,7 +199,11 @@ _TYPES: tuple[EntityType, ...] = (
         ),
         events=(*STANDARD_EVENTS, "Comment"),
         event_prefix="Task",
-        to_many=(ToMany("comments", "TaskComments", "task_id"), _documents("task_id")),
+        to_many=(
+            *_ACTIVITY_RELATIONS,
+            ToMany("comments", "TaskComments", "task_id"),
+            _documents("task_id"),
+        ),
     ),
     EntityType(
         name="Emails",
@@ -222,6 +245,7 @@ _TYPES: tuple[EntityType, ...] = (
         events=(*STANDARD_EVENTS, "Comment"),
         event_prefix="Appointment",
         to_many=(
+            *_ACTIVITY_RELATIONS,
             ToMany("comments", "AppointmentComments", "appointment_id"),
             _documents("appointment_id"),
         ),
@@ -321,6 +345,90 @@ _TYPES: tuple[EntityType, ...] = (
     ),
 )
 
+RELATION_EVENTS = ("Create", "Update", "Delete")
+RELATIONSHIP = {"NoRelationship": 0, "Weak": 1, "Moderate": 2, "Strong": 3}
+_LEAD_OPPTY_KINDS = (
+    KindLink("lead", "lead_oppty_id", "Leads"),
+    KindLink("oppty", "lead_oppty_id", "Opportunities"),
+)
+
+
+def _primary() -> Field:
+    return Field("is_primary", Kind.BOOLEAN, required=True)
+
+
+# The relation entities (Pipeliner's link rows). The record they hang on (``contact_id``,
+# ``lead_oppty_id``, ``activity_id``) is fixed at create; ``is_primary`` marks at most one row
+# per record, whose target the record shows as ``primary_account`` / ``primary_contact``.
+_RELATION_TYPES: tuple[EntityType, ...] = (
+    EntityType(
+        name="ContactAccountRelations",
+        singular="ContactAccountRelation",
+        table="contact_account_relations",
+        fields=with_system(
+            rel("contact_id", "Contacts", required=True, fixed=True),
+            rel("account_id", "Accounts", required=True, fixed=True),
+            _primary(),
+            long_text("comment"),
+            text("position"),
+            enum("relationship", RELATIONSHIP),
+            flag("is_assistant"),
+            flag("is_sibling"),
+        ),
+        events=RELATION_EVENTS,
+        event_prefix="ContactAccountRelation",
+    ),
+    EntityType(
+        name="LeadOpptyAccountRelations",
+        singular="LeadOpptyAccountRelation",
+        table="lead_oppty_account_relations",
+        fields=with_system(
+            rel("lead_oppty_id", "LeadOpptys", required=True, fixed=True),
+            rel("account_id", "Accounts", required=True, fixed=True),
+            _primary(),
+        ),
+        events=RELATION_EVENTS,
+        event_prefix="LeadOpptyAccountRelation",
+        kind_links=_LEAD_OPPTY_KINDS,
+    ),
+    EntityType(
+        name="LeadOpptyContactRelations",
+        singular="LeadOpptyContactRelation",
+        table="lead_oppty_contact_relations",
+        fields=with_system(
+            rel("lead_oppty_id", "LeadOpptys", required=True, fixed=True),
+            rel("contact_id", "Contacts", required=True, fixed=True),
+            _primary(),
+            long_text("comment"),
+            enum("relationship", RELATIONSHIP),
+        ),
+        events=RELATION_EVENTS,
+        event_prefix="LeadOpptyContactRelation",
+        kind_links=_LEAD_OPPTY_KINDS,
+    ),
+    EntityType(
+        name="ActivityRelations",
+        singular="ActivityRelation",
+        table="activity_relations",
+        fields=with_system(
+            Field("activity_id", Kind.UUID, required=True, fixed_after_create=True),
+            # Which entity type activity_id is ("Tasks", "Appointments"): set by the server.
+            Field("activity_type", Kind.TEXT, read_only=True, hidden=True, max_length=32),
+            rel("account_id", "Accounts", fixed=True),
+            rel("contact_id", "Contacts", fixed=True),
+            rel("lead_oppty_id", "LeadOpptys", fixed=True),
+            rel("custom_entity_id", "CustomEntityRecords", fixed=True),
+        ),
+        events=RELATION_EVENTS,
+        event_prefix="ActivityRelation",
+        kind_links=(
+            KindLink("task", "activity_id", "Tasks", by="activity_type"),
+            KindLink("appointment", "activity_id", "Appointments", by="activity_type"),
+            *_LEAD_OPPTY_KINDS,
+        ),
+    ),
+)
+
 WEBHOOKS = EntityType(
     name="Webhooks",
     singular="Webhook",
@@ -366,7 +474,7 @@ GROUPS: dict[str, EntityType] = {
 CUSTOM_RECORD_TABLE = "custom_entity_records"
 CUSTOM_DISCRIMINATOR = "ce_api_name"
 
-BUILTIN: dict[str, EntityType] = {t.name: t for t in (*_TYPES, WEBHOOKS)}
+BUILTIN: dict[str, EntityType] = {t.name: t for t in (*_TYPES, *_RELATION_TYPES, WEBHOOKS)}
 
 # The ``CloudObjects`` link fields, and the entity types the link names (None: by the row).
 DOCUMENT_LINKS: dict[str, str] = {

@@ -66,11 +66,33 @@ class Field:
 
 @dataclass(frozen=True)
 class ToMany:
-    """A list of records of ``source`` that point at this record through ``via``."""
+    """A list of records of ``source`` that point at this record through ``via``.
+
+    One relation entity can back several lists (a Task's ``account_relations`` and
+    ``contact_relations`` are both ActivityRelations): ``nonnull`` keeps the rows whose column
+    of that name is set, ``kind`` the rows whose ``lead_oppty_id`` is now of that kind.
+    """
 
     name: str
     source: str
     via: str
+    nonnull: str | None = None
+    kind: str | None = None  # "Lead" or "Opportunity"
+
+
+@dataclass(frozen=True)
+class KindLink:
+    """A URI shown only when the record a relation names is of one kind (Pipeliner's ``lead``
+    and ``oppty`` beside ``lead_oppty_id``, ``task`` and ``appointment`` beside ``activity_id``).
+
+    ``route`` is the entity type that kind is; ``by`` is a stored column holding the kind
+    (``None``: the kind is read from the shared table the id points into).
+    """
+
+    name: str
+    field: str
+    route: str
+    by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +112,7 @@ class EntityType:
     one_of_required: tuple[tuple[str, ...], ...] = ()
     # Entity types that a relation may name in place of this one (e.g. LeadOpptys).
     custom: bool = False
+    kind_links: tuple[KindLink, ...] = ()
 
     @cached_property
     def by_name(self) -> dict[str, Field]:

@@ -135,6 +135,13 @@ def _entity_tables() -> dict[str, Table]:
                     cols[name] = Column(name, column_type(sub), nullable=True)
                     if f.is_relation:
                         relation_columns.setdefault(et.table, []).append(name)
+    # A to-many list's rows are found by the column that names their parent (a relation, or
+    # an ActivityRelation's activity_id, which may name a Task or an Appointment).
+    for et in BUILTIN.values():
+        for tm in et.to_many:
+            listed = relation_columns.setdefault(BUILTIN[tm.source].table, [])
+            if tm.via not in listed:
+                listed.append(tm.via)
     # Custom entity records: name and owner as columns, declared fields in ``data``.
     groups[CUSTOM_RECORD_TABLE] = {
         "name": Column("name", String(255), nullable=True),
