@@ -53,7 +53,12 @@ async def test_relations_are_written_as_ids_and_shown_as_uris(api: Api) -> None:
     doc = await api.create("CloudObjects", {"filename": "a.pdf", "account_id": account["id"]})
     read = (await api.get("Accounts", account["id"])).json()["data"]
     base = "http://testserver/api/v100/rest/spaces/acme/entities"
-    assert read["documents"] == [f"{base}/CloudObjects/{doc['id']}"]
+    # A record's documents are the CloudObjectRelations linking a document to it.
+    (link,) = read["documents"]
+    assert link.startswith(f"{base}/CloudObjectRelations/")
+    relation = (await api.http.get(link)).json()["data"]
+    assert relation["cloud_object"] == f"{base}/CloudObjects/{doc['id']}"
+    assert relation["account"] == f"{base}/Accounts/{account['id']}"
     assert doc["account"] == f"{base}/Accounts/{account['id']}"
 
 

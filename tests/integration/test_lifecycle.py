@@ -373,8 +373,11 @@ async def test_custom_entity_records_are_created_read_patched_and_listed(api: Ap
         "CloudObjects", {"filename": "bid.pdf", "custom_entity_id": second["id"]}
     )
     assert doc["custom_entity"].endswith(f"/entities/CE_Bid/{second['id']}")
-    shown = await read(api, "CE_Bid", second["id"])
-    assert [u.rsplit("/", 1)[1] for u in shown["documents"]] == [doc["id"]]
+    # Documents are listed as their CloudObjectRelations (Pipeliner's shape).
+    shown = await api.get("CE_Bid", second["id"], params={"expand": "documents.cloud_object"})
+    (link,) = shown.json()["data"]["documents"]
+    assert link["cloud_object"]["id"] == doc["id"]
+    assert link["custom_entity"].endswith(f"/entities/CE_Bid/{second['id']}")
 
     assert (await api.http.delete(api.path("CE_Bid", second["id"]))).status_code == 200
     assert await listed_ids(api, "CE_Bid") == [created["id"]]

@@ -305,3 +305,72 @@ async def test_easyquote_reads_a_tasks_opportunity_through_its_relations(api: Ap
         followed = (await api.http.get(relation["oppty"])).json()["data"]
         assert followed["name"] == "Big"
     assert len(task["opportunity_relations"]) == 1
+
+
+async def _events(db_url: str) -> list[Any]:
+    db = open_database(db_url)
+    try:
+        async with db.read() as conn:
+            rows = await conn.execute(select(events).order_by(events.c.seq))
+            return list(rows.mappings())
+    finally:
+        await db.dispose()
+
+
+async def test_a_document_links_to_several_records_through_its_relations(
+    api: Api, db_url: str
+) -> None:
+    acme = await api.create("Accounts", {"name": "Acme"})
+    task = await api.create("Tasks", {"subject": "Call"})
+    doc = await api.create("CloudObjects", {"filename": "offer.pdf", "account_id": acme["id"]})
+    made = await api.create(
+        "CloudObjectRelations", {"cloud_object_id": doc["id"], "activity_id": task["id"]}
+    )
+    assert made["task"].endswith(f"/Tasks/{task['id']}")
+    assert made["cloud_object"].endswith(f"/CloudObjects/{doc['id']}")
+    shown = await _data(api, "Tasks", task["id"], expand="documents.cloud_object")
+    assert [d["cloud_object"]["filename"] for d in shown["documents"]] == ["offer.pdf"]
+    # The document's own link fields show its newest link of each kind.
+    doc_now = await _data(api, "CloudObjects", doc["id"])
+    assert (doc_now["account_id"], doc_now["task_id"]) == (acme["id"], task["id"])
+    # It can still be renamed: the one-link rule holds for the link fields a write names.
+    r = await api.http.patch(api.path("CloudObjects", doc["id"]), json={"filename": "v2.pdf"})
+    assert r.status_code == 200, r.text
+
+    linked = [e for e in await _events(db_url) if e["name"].endswith("DocumentLinked")]
+    assert [(e["name"], e["record_id"]) for e in linked] == [
+        ("Account.DocumentLinked", acme["id"]),
+        ("Task.DocumentLinked", task["id"]),
+    ]
+    assert all(e["related_entity"] == "CloudObjects" for e in linked)
+    assert linked[0]["related"]["filename"] == "offer.pdf"
+    assert linked[1]["related"]["id"] == doc["id"]
+
+    r = await api.http.post(
+        api.path("CloudObjectRelations"),
+        json={"cloud_object_id": doc["id"], "account_id": acme["id"], "contact_id": None},
+    )
+    assert r.status_code == 422  # that pair is linked already
+    r = await api.http.post(api.path("CloudObjectRelations"), json={"cloud_object_id": doc["id"]})
+    assert r.status_code == 422  # links nothing
+    r = await api.http.post(
+        api.path("CloudObjectRelations"),
+        json={"cloud_object_id": doc["id"], "message_id": acme["id"]},
+    )
+    assert r.status_code == 422
+    assert r.json()["field_errors"][0]["field_name"] == "message_id"
+
+
+async def test_moving_a_documents_link_moves_its_relation_row(api: Api, db_url: str) -> None:
+    acme = await api.create("Accounts", {"name": "Acme"})
+    ann = await api.create("Contacts", {"last_name": "Ann"})
+    doc = await api.create("CloudObjects", {"filename": "a.pdf", "account_id": acme["id"]})
+    r = await api.http.patch(
+        api.path("CloudObjects", doc["id"]), json={"account_id": None, "contact_id": ann["id"]}
+    )
+    assert r.status_code == 200, r.text
+    rows = await _data(api, "CloudObjectRelations", **{"filter[cloud_object_id]": doc["id"]})
+    assert [(r["account_id"], r["contact_id"]) for r in rows] == [(None, ann["id"])]
+    assert (await _data(api, "Accounts", acme["id"]))["documents"] == []
+    names = [e["name"] for e in await _events(db_url)]
+    assert names[-1] == "Contact.DocumentLinked"

@@ -161,14 +161,22 @@ def test_qualify_and_back_to_lead_raise_only_their_own_event() -> None:
 
 
 def test_documents_and_comments_raise_on_the_linked_record() -> None:
-    doc = _change("CloudObjects", Action.CREATE, None, {"account_id": "acc", "filename": "f"})
-    (d,) = drafts(doc)
-    assert (d.name, d.entity, d.record_id, d.related_entity) == (
+    # A document is linked by a CloudObjectRelation row; the CloudObject itself raises nothing.
+    link = {"cloud_object_id": "doc", "account_id": "acc"}
+    (d,) = drafts(_change("CloudObjectRelations", Action.CREATE, None, link))
+    assert (d.name, d.entity, d.record_id, d.related_entity, d.related_id) == (
         "DocumentLinked",
         "Accounts",
         "acc",
         "CloudObjects",
+        "doc",
     )
+    task = {"cloud_object_id": "doc", "activity_id": "t", "activity_type": "Appointments"}
+    (d,) = drafts(_change("CloudObjectRelations", Action.CREATE, None, task))
+    assert (d.entity, d.record_id) == ("Appointments", "t")
+    assert drafts(_change("CloudObjectRelations", Action.DELETE, link, link)) == []
+    doc = _change("CloudObjects", Action.CREATE, None, {"account_id": "acc", "filename": "f"})
+    assert drafts(doc) == []
     comment = _change("TaskComments", Action.CREATE, None, {"task_id": "t", "comment": "c"})
     (c,) = drafts(comment)
     assert (c.name, c.entity, c.record_id) == ("Comment", "Tasks", "t")

@@ -11,9 +11,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from crmhooks.changes.writer import Action, Change
-from crmhooks.schema.registry import DOCUMENT_LINKS
 
 OPEN, LOST, WON = 1, 2, 3
+
+# A CloudObjectRelation's link columns and the entity types they name; an activity's and a
+# message's type is kept on the row, in the column given here instead.
+DOCUMENT_TARGETS = {
+    "account_id": "Accounts",
+    "contact_id": "Contacts",
+    "lead_oppty_id": "LeadOpptys",
+    "activity_id": "activity_type",
+    "message_id": "message_type",
+    "custom_entity_id": "CustomEntityRecords",
+}
 
 # Comment entity -> (the field naming the commented record, its entity type)
 COMMENT_LINKS = {
@@ -87,19 +97,31 @@ def _own_events(change: Change) -> list[Draft]:
 
 
 def _linked_events(change: Change) -> list[Draft]:
-    """DocumentLinked and Comment: raised on the record a document or comment points at."""
+    """DocumentLinked and Comment: raised on the record a document or comment points at.
+
+    A document is linked when a CloudObjectRelation is made (or restored): through its own
+    route or by a CloudObject's link field. The event's related record is the CloudObject.
+    """
     et = change.entity
-    if et.name == "CloudObjects":
-        out = []
-        for link, target in DOCUMENT_LINKS.items():
-            new = change.after.get(link)
-            old = None if change.before is None else change.before.get(link)
-            linked_now = change.action is Action.CREATE or (
-                change.action is Action.UPDATE and new != old
-            )
-            if new is not None and linked_now:
-                out.append(_on_linked("DocumentLinked", target, new, change))
-        return out
+    if et.name == "CloudObjectRelations":
+        if change.action not in (Action.CREATE, Action.RESTORE):
+            return []
+        row = change.after
+        for column, target in DOCUMENT_TARGETS.items():
+            if row.get(column) is not None:
+                if target.endswith("_type"):
+                    target = row[target]
+                return [
+                    Draft(
+                        name="DocumentLinked",
+                        entity=target,
+                        record_id=row[column],
+                        record=None,
+                        related_entity="CloudObjects",
+                        related_id=row["cloud_object_id"],
+                    )
+                ]
+        return []
     commented = COMMENT_LINKS.get(et.name)
     if commented is not None and change.action is Action.CREATE:
         return [_on_linked("Comment", commented[1], change.after[commented[0]], change)]

@@ -50,6 +50,7 @@ class Shorthand:
     via: str  # the row's column naming the parent, e.g. "contact_id"
     target: str  # the row's column naming the linked record, e.g. "account_id"
     primary: bool  # True: the row marked is_primary; False: the newest row of that target
+    kind: tuple[str, str] | None = None  # only rows with this (column, value): a task_id
 
 
 def _primary(field: str, relation: str, via: str, target: str) -> Shorthand:
@@ -66,7 +67,21 @@ _LEAD_OPPTY = (
 )
 _ACTIVITY = tuple(_activity(t) for t in ("account_id", "contact_id", "lead_oppty_id"))
 
+
+def _document(field: str, target: str, kind: tuple[str, str] | None = None) -> Shorthand:
+    return Shorthand(field, "CloudObjectRelations", "cloud_object_id", target, False, kind)
+
+
 SHORTHANDS: dict[str, tuple[Shorthand, ...]] = {
+    "CloudObjects": (
+        _document("account_id", "account_id"),
+        _document("contact_id", "contact_id"),
+        _document("lead_oppty_id", "lead_oppty_id"),
+        _document("task_id", "activity_id", ("activity_type", "Tasks")),
+        _document("email_id", "message_id"),
+        _document("appointment_id", "activity_id", ("activity_type", "Appointments")),
+        _document("custom_entity_id", "custom_entity_id"),
+    ),
     "Contacts": (
         _primary("primary_account_id", "ContactAccountRelations", "contact_id", "account_id"),
     ),
@@ -83,14 +98,26 @@ for _parent, _shorthands in SHORTHANDS.items():
         _FED_BY.setdefault(_s.relation, []).append((_parent, _s))
 
 RELATION_ENTITIES = frozenset(_FED_BY)
-# The parent of each relation entity's rows: (column naming it, the entity types it may be).
+# Lists a parent's write may carry nested (documents are linked through the CloudObject).
+_NESTED_SOURCES = RELATION_ENTITIES - {"CloudObjectRelations"}
 _ACTIVITY_TYPES = ("Tasks", "Appointments")
-_ONE_TARGET_OF = ("account_id", "contact_id", "lead_oppty_id", "custom_entity_id")
+# A row of these links its parent to exactly one record, named by one of these columns.
+_ONE_OF: dict[str, tuple[str, ...]] = {
+    "ActivityRelations": ("account_id", "contact_id", "lead_oppty_id", "custom_entity_id"),
+    "CloudObjectRelations": (
+        "account_id",
+        "contact_id",
+        "lead_oppty_id",
+        "activity_id",
+        "message_id",
+        "custom_entity_id",
+    ),
+}
 
 
 def nested_lists(et: EntityType) -> dict[str, ToMany]:
     """The to-many lists of ``et`` a write may give nested, by name."""
-    return {tm.name: tm for tm in et.to_many if tm.source in RELATION_ENTITIES}
+    return {tm.name: tm for tm in et.to_many if tm.source in _NESTED_SOURCES}
 
 
 def involved(et: EntityType, body: dict[str, Any]) -> bool:
@@ -193,7 +220,14 @@ async def derived(writer: Writer, parent: EntityType, parent_id: str) -> dict[st
 def _derive(s: Shorthand, rows: list[Record]) -> Any:
     if s.primary:
         return next((r[s.target] for r in rows if r.get("is_primary")), None)
-    return next((r[s.target] for r in reversed(rows) if r.get(s.target)), None)
+    return next((r[s.target] for r in reversed(_of_kind(s, rows)) if r.get(s.target)), None)
+
+
+def _of_kind(s: Shorthand, rows: list[Record]) -> list[Record]:
+    if s.kind is None:
+        return rows
+    col, value = s.kind
+    return [r for r in rows if r.get(col) == value]
 
 
 async def _replace_list(
@@ -251,7 +285,7 @@ async def _apply_shorthand(
     writer: Writer, s: Shorthand, parent_id: str, old: str | None, new: str | None
 ) -> None:
     relation = BUILTIN[s.relation]
-    rows = await _live_rows(writer, relation, s.via, parent_id)
+    rows = _of_kind(s, await _live_rows(writer, relation, s.via, parent_id))
     if not s.primary:
         # A single link moved: the old target's row goes, the new one's comes (newest wins).
         for row in rows:
@@ -273,18 +307,26 @@ async def _apply_shorthand(
 
 
 async def prepare_relation(writer: Writer, et: EntityType, stored: dict[str, Any]) -> None:
-    """A new relation row's own checks: what its activity is, one linked record per activity
-    row, and no second live row linking the same two records."""
-    if et.name == "ActivityRelations":
-        await _resolve_activity(writer, stored)
-        named = [c for c in _ONE_TARGET_OF if stored.get(c) is not None]
+    """A new relation row's own checks: what its activity or message is, one linked record
+    where a row links one of several kinds, and no second live row linking the same two."""
+    if stored.get("activity_id") is not None:
+        stored["activity_type"] = await _kind_of(
+            writer, "activity_id", stored["activity_id"], _ACTIVITY_TYPES
+        )
+    if stored.get("message_id") is not None:
+        stored["message_type"] = await _kind_of(
+            writer, "message_id", stored["message_id"], ("Emails",)
+        )
+    one_of = _ONE_OF.get(et.name)
+    if one_of is not None:
+        named = [c for c in one_of if stored.get(c) is not None]
         if len(named) != 1:
             raise ValidationFailed(
                 [
                     field_error(
-                        named[1] if named else "account_id",
+                        named[1] if named else one_of[0],
                         FIELD_VALUE,
-                        "an activity relation links exactly one of " + ", ".join(_ONE_TARGET_OF),
+                        f"a row of {et.name} links exactly one of {', '.join(one_of)}",
                     )
                 ]
             )
@@ -309,24 +351,24 @@ async def prepare_relation(writer: Writer, et: EntityType, stored: dict[str, Any
 
 def _ends(et: EntityType, stored: dict[str, Any]) -> tuple[str, str]:
     """The two columns of a relation row: the parent's and the linked record's."""
-    if et.name == "ActivityRelations":
-        return "activity_id", next(c for c in _ONE_TARGET_OF if stored.get(c) is not None)
     _, s = _FED_BY[et.name][0]
-    return s.via, s.target
+    one_of = _ONE_OF.get(et.name)
+    if one_of is None:
+        return s.via, s.target
+    return s.via, next(c for c in one_of if stored.get(c) is not None)
 
 
-async def _resolve_activity(writer: Writer, stored: dict[str, Any]) -> None:
-    activity_id = stored["activity_id"]
-    for name in _ACTIVITY_TYPES:
-        if await existing_ids(writer.conn, BUILTIN[name], writer.ctx.space_id, [activity_id]):
-            stored["activity_type"] = name
-            return
+async def _kind_of(writer: Writer, field: str, record_id: str, kinds: tuple[str, ...]) -> str:
+    """Which of ``kinds`` the live record ``record_id`` is, or a 422 naming ``field``."""
+    for name in kinds:
+        if await existing_ids(writer.conn, BUILTIN[name], writer.ctx.space_id, [record_id]):
+            return name
     raise ValidationFailed(
         [
             field_error(
-                "activity_id",
+                field,
                 RELATIONS_DOESNT_EXIST,
-                f"no Tasks or Appointments record with id {activity_id} exists",
+                f"no {' or '.join(kinds)} record with id {record_id} exists",
             )
         ]
     )

@@ -54,6 +54,9 @@ async def _resolve(conn: AsyncConnection, space_id: str, d: Draft) -> Draft | No
     et = await _linked_type(conn, space_id, d.entity, row)
     if et is None or d.name not in et.events:
         return None
+    related = d.related
+    if related is None and d.related_entity is not None and d.related_id is not None:
+        related = await _load(conn, space_id, BUILTIN[d.related_entity], d.related_id)
     return Draft(
         name=f"{et.event_prefix}.{d.name}",
         entity=et.name,
@@ -61,8 +64,20 @@ async def _resolve(conn: AsyncConnection, space_id: str, d: Draft) -> Draft | No
         record=row_to_record(et, row),
         related_entity=d.related_entity,
         related_id=d.related_id,
-        related=d.related,
+        related=related,
     )
+
+
+async def _load(
+    conn: AsyncConnection, space_id: str, et: EntityType, record_id: str
+) -> dict[str, Any] | None:
+    t = table_of(et)
+    row = (
+        (await conn.execute(select(t).where(t.c.id == record_id, t.c.space_id == space_id)))
+        .mappings()
+        .first()
+    )
+    return None if row is None else row_to_record(et, row)
 
 
 # PostgreSQL notification channels: events were committed; requests were stored or freed.

@@ -64,6 +64,11 @@ def line_item_amount(before: Record | None, updates: Stored, now: datetime) -> S
 
 
 def one_document_link(before: Record | None, updates: Stored, now: datetime) -> Stored:
+    """A CloudObject's own link fields name one record (more links: CloudObjectRelations).
+    Checked when a write names a link, so a document linked to several records through its
+    relations can still be renamed."""
+    if not any(updates.get(name) is not None for name in DOCUMENT_LINKS):
+        return updates
     linked = [name for name in DOCUMENT_LINKS if _merged(before, updates, name) is not None]
     if len(linked) > 1:
         raise ValidationFailed(

@@ -91,7 +91,7 @@ def record_type(api_name: str, fields: list[dict[str, str]]) -> EntityType:
         fields=with_system(*_BASE_FIELDS, *declared),
         events=STANDARD_EVENTS,
         event_prefix="CustomEntity",
-        to_many=(ToMany("documents", "CloudObjects", "custom_entity_id"),),
+        to_many=(ToMany("documents", "CloudObjectRelations", "custom_entity_id"),),
         discriminator=(CUSTOM_DISCRIMINATOR, api_name),
         custom=True,
     )

@@ -42,7 +42,8 @@ def _many(prefix: str, count: int) -> tuple[Field, ...]:
 
 
 def _documents(via: str) -> ToMany:
-    return ToMany("documents", "CloudObjects", via)
+    """A record's documents: the CloudObjectRelations that link a CloudObject to it."""
+    return ToMany("documents", "CloudObjectRelations", via)
 
 
 OWNER = rel("owner_id", "Clients")
@@ -202,7 +203,7 @@ _TYPES: tuple[EntityType, ...] = (
         to_many=(
             *_ACTIVITY_RELATIONS,
             ToMany("comments", "TaskComments", "task_id"),
-            _documents("task_id"),
+            _documents("activity_id"),
         ),
     ),
     EntityType(
@@ -224,7 +225,7 @@ _TYPES: tuple[EntityType, ...] = (
         ),
         events=("Create", "Update", "Delete", "DocumentLinked"),
         event_prefix="Email",
-        to_many=(_documents("email_id"),),
+        to_many=(_documents("message_id"),),
     ),
     EntityType(
         name="Appointments",
@@ -247,7 +248,7 @@ _TYPES: tuple[EntityType, ...] = (
         to_many=(
             *_ACTIVITY_RELATIONS,
             ToMany("comments", "AppointmentComments", "appointment_id"),
-            _documents("appointment_id"),
+            _documents("activity_id"),
         ),
     ),
     EntityType(
@@ -424,6 +425,31 @@ _RELATION_TYPES: tuple[EntityType, ...] = (
         kind_links=(
             KindLink("task", "activity_id", "Tasks", by="activity_type"),
             KindLink("appointment", "activity_id", "Appointments", by="activity_type"),
+            *_LEAD_OPPTY_KINDS,
+        ),
+    ),
+    # A document linked to one record; no events of its own: creating one raises
+    # ``{Entity}.DocumentLinked`` on the record it links.
+    EntityType(
+        name="CloudObjectRelations",
+        singular="CloudObjectRelation",
+        table="cloud_object_relations",
+        fields=with_system(
+            rel("cloud_object_id", "CloudObjects", required=True, fixed=True),
+            rel("account_id", "Accounts", fixed=True),
+            rel("contact_id", "Contacts", fixed=True),
+            rel("lead_oppty_id", "LeadOpptys", fixed=True),
+            Field("activity_id", Kind.UUID, fixed_after_create=True),
+            Field("activity_type", Kind.TEXT, read_only=True, hidden=True, max_length=32),
+            # Pipeliner: an Email or a Memo; here an Email.
+            Field("message_id", Kind.UUID, fixed_after_create=True),
+            Field("message_type", Kind.TEXT, read_only=True, hidden=True, max_length=32),
+            rel("custom_entity_id", "CustomEntityRecords", fixed=True),
+        ),
+        kind_links=(
+            KindLink("task", "activity_id", "Tasks", by="activity_type"),
+            KindLink("appointment", "activity_id", "Appointments", by="activity_type"),
+            KindLink("email", "message_id", "Emails", by="message_type"),
             *_LEAD_OPPTY_KINDS,
         ),
     ),

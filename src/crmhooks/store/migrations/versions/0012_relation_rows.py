@@ -5,9 +5,10 @@ Revises: 0008
 Create Date: 2026-12-01 02:05:00
 
 Pipeliner's to-many links as rows of their own: ContactAccountRelations,
-LeadOpptyAccountRelations, LeadOpptyContactRelations and ActivityRelations. Every link the
-single-link columns hold today (a Contact's or LeadOppty's primary account, a LeadOppty's primary
-contact, an activity's account, contact and lead/opportunity) becomes a row, so an upgraded
+LeadOpptyAccountRelations, LeadOpptyContactRelations, ActivityRelations and
+CloudObjectRelations. Every link the single-link columns hold today (a Contact's or LeadOppty's
+primary account, a LeadOppty's primary contact, an activity's account, contact and
+lead/opportunity, a document's one link) becomes a row, so an upgraded
 database shows the same links in the new lists. The columns stay: they are derived from the rows
 from now on. Adds only: a release without relation rows keeps working beside this one (its writes
 do not add rows; see docs/deploy.md).
@@ -114,7 +115,46 @@ def upgrade() -> None:
         sa.Column("custom_entity_id", _ID, nullable=True),
         indexed=("activity_id", "account_id", "contact_id", "lead_oppty_id", "custom_entity_id"),
     )
+    _relation_table(
+        "cloud_object_relations",
+        sa.Column("cloud_object_id", _ID, nullable=True),
+        sa.Column("account_id", _ID, nullable=True),
+        sa.Column("contact_id", _ID, nullable=True),
+        sa.Column("lead_oppty_id", _ID, nullable=True),
+        sa.Column("activity_id", _ID, nullable=True),
+        sa.Column("activity_type", sa.String(length=32), nullable=True),
+        sa.Column("message_id", _ID, nullable=True),
+        sa.Column("message_type", sa.String(length=32), nullable=True),
+        sa.Column("custom_entity_id", _ID, nullable=True),
+        indexed=(
+            "cloud_object_id",
+            "account_id",
+            "contact_id",
+            "lead_oppty_id",
+            "activity_id",
+            "message_id",
+            "custom_entity_id",
+        ),
+    )
     # Today's links, as rows.
+    for link, column, kind in (
+        ("account_id", "account_id", None),
+        ("contact_id", "contact_id", None),
+        ("lead_oppty_id", "lead_oppty_id", None),
+        ("task_id", "activity_id", "Tasks"),
+        ("appointment_id", "activity_id", "Appointments"),
+        ("email_id", "message_id", "Emails"),
+        ("custom_entity_id", "custom_entity_id", None),
+    ):
+        columns, values = f"cloud_object_id, {column}", f"id, {link}"
+        if kind is not None:
+            columns += f", {column[:-3]}_type"
+            values += f", '{kind}'"
+        _move(
+            "cloud_object_relations",
+            columns,
+            f"{values} FROM cloud_objects WHERE {link} IS NOT NULL",
+        )
     _move(
         "contact_account_relations",
         "contact_id, account_id, is_primary, is_assistant, is_sibling",
@@ -138,6 +178,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for name in (
+        "cloud_object_relations",
         "activity_relations",
         "lead_oppty_contact_relations",
         "lead_oppty_account_relations",
