@@ -321,6 +321,32 @@ def test_every_event_is_raised_by_the_write_that_should_raise_it_and_by_no_other
         lambda: s.patch("Contacts", con, {"owner_id": bob}),
     )
 
+    # Relation rows: their own events, after the parent's; the shorthands write them too.
+    car = "ContactAccountRelation"
+    con2 = r(
+        "create Contact with a nested primary account",
+        ["Contact.Create", f"{car}.Create"],
+        lambda: s.create(
+            "Contacts",
+            {"last_name": "N", "account_relations": [{"account_id": acc, "is_primary": True}]},
+        ),
+    )["id"]
+    acc_c = r("create Account C", ["Account.Create"], lambda: s.create("Accounts", {"name": "C"}))
+    link = r(
+        "link a Contact to an Account, primary",
+        [f"{car}.Create", f"{car}.Update"],  # the new primary clears the old one
+        lambda: s.create(
+            f"{car}s", {"contact_id": con2, "account_id": acc_c["id"], "is_primary": True}
+        ),
+    )["id"]
+    r("patch a relation", [f"{car}.Update"], lambda: s.patch(f"{car}s", link, {"comment": "x"}))
+    r("delete a relation", [f"{car}.Delete"], lambda: s.delete(f"{car}s", link))
+    r(
+        "Contact primary account shorthand",
+        ["Contact.Update", f"{car}.Create"],
+        lambda: s.patch("Contacts", con, {"primary_account_id": acc}),
+    )
+
     # Leads: Lost, archive while open, qualify, back to lead.
     lead = r("create Lead", ["Lead.Create"], lambda: s.create("Leads", {"name": "L"}))["id"]
     r("Lead step", ["Lead.Update"], lambda: s.patch("Leads", lead, {"step_id": step1}))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from crmhooks.api.routes import PREFIX
+from crmhooks.changes.links import nested_lists
 from crmhooks.hooks.names import EVENT_NAMES
 from crmhooks.schema.custom import API_NAME_RE
 from crmhooks.schema.registry import BUILTIN
@@ -131,6 +132,9 @@ def write_schema(et: EntityType, *, create: bool) -> dict[str, Any]:
         "additionalProperties": False,
         "properties": {f.name: field_schema(f) for f in writable},
     }
+    # Relation rows written nested (docs/api.md, Relations).
+    for name in nested_lists(et):
+        schema["properties"][name] = {"type": ["array", "null"], "items": {"type": "object"}}
     required = [f.name for f in writable if f.required]
     if create and required:
         schema["required"] = required
@@ -297,6 +301,8 @@ def record_schema(et: EntityType) -> dict[str, Any]:
         props[f.name] = field_schema(f)
         if f.target:
             props[f.relation_name] = {"type": ["string", "null"], "format": "uri"}
+    for link in et.kind_links:
+        props[link.name] = {"type": ["string", "null"], "format": "uri"}
     for tm in et.to_many:
         props[tm.name] = {"type": "array", "items": {"type": "string", "format": "uri"}}
     return {"type": "object", "properties": props}
