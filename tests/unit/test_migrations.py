@@ -123,6 +123,74 @@ def test_request_bodies_move_to_their_own_table_with_their_data(empty_url: str) 
     assert [tuple(r) for r in kept] == [("d1", "pending")]
 
 
+def test_todays_links_become_relation_rows(empty_url: str) -> None:
+    """0012: every single link of an upgraded database is a relation row, marked as before."""
+    upgrade(empty_url, "0008")
+    engine = create_engine(sync_url(empty_url))
+    system = "space_id, created, modified, is_deleted, revision"
+    values = ":space, :now, :now, :no, 1"
+    params = {"space": "default", "now": "2026-11-27 12:00:00.000000", "no": False}
+    rows = [
+        ("contacts", "id, primary_account_id", "'c1', 'a1'"),
+        (
+            "lead_opptys",
+            "id, kind, primary_account_id, primary_contact_id",
+            "'l1', 'Lead', 'a1', 'c1'",
+        ),
+        ("tasks", "id, account_id, lead_oppty_id", "'t1', 'a1', 'l1'"),
+        ("appointments", "id, contact_id", "'p1', 'c1'"),
+        ("cloud_objects", "id, task_id", "'d1', 't1'"),
+        ("cloud_objects", "id, email_id", "'d2', 'e1'"),
+    ]
+    try:
+        with engine.begin() as conn:
+            for table, cols, vals in rows:
+                conn.execute(
+                    text(f"INSERT INTO {table} ({cols}, {system}) VALUES ({vals}, {values})"),
+                    params,
+                )
+        upgrade(empty_url)
+        with engine.connect() as conn:
+
+            def read(sql: str) -> set[tuple[object, ...]]:
+                return {tuple(r) for r in conn.execute(text(sql))}
+
+            contact_rows = read(
+                "SELECT contact_id, account_id, is_primary FROM contact_account_relations"
+            )
+            lead_accounts = read(
+                "SELECT lead_oppty_id, account_id, is_primary FROM lead_oppty_account_relations"
+            )
+            lead_contacts = read(
+                "SELECT lead_oppty_id, contact_id, is_primary FROM lead_oppty_contact_relations"
+            )
+            activities = read(
+                "SELECT activity_id, activity_type, account_id, contact_id, lead_oppty_id"
+                " FROM activity_relations"
+            )
+            documents = read(
+                "SELECT cloud_object_id, activity_id, activity_type, message_id, message_type"
+                " FROM cloud_object_relations"
+            )
+            ids = [r[0] for r in conn.execute(text("SELECT id FROM activity_relations"))]
+    finally:
+        engine.dispose()
+    assert contact_rows == {("c1", "a1", True)}
+    assert lead_accounts == {("l1", "a1", True)}
+    assert lead_contacts == {("l1", "c1", True)}
+    assert activities == {
+        ("t1", "Tasks", "a1", None, None),
+        ("t1", "Tasks", None, None, "l1"),
+        ("p1", "Appointments", None, "c1", None),
+    }
+    assert documents == {("d1", "t1", "Tasks", None, None), ("d2", None, None, "e1", "Emails")}
+    assert len(set(ids)) == 3
+    assert all(
+        re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", i)
+        for i in ids
+    )
+
+
 def test_processes_starting_together_migrate_one_after_the_other(empty_pg_url: str) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
