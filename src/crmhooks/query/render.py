@@ -6,17 +6,30 @@ tree, never one per record.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    bindparam,
+    case,
+    false,
+    literal,
+    null,
+    select,
+    type_coerce,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.types import NullType
 
 from crmhooks.query.shape import ExpandTree, Shape, prune, related_type
 from crmhooks.schema.registry import BUILTIN, GROUPS
 from crmhooks.schema.types import EntityType, KindLink, ToMany
 from crmhooks.store.catalog import custom_type
-from crmhooks.store.records import Record, by_ids, ids_pointing_at, row_to_record, scope, table_of
+from crmhooks.store.records import Record, by_ids, row_to_record, scope, table_of
 
 API_PREFIX = "/api/v100/rest/spaces"
 _KIND_TO_ROUTE = {"Lead": "Leads", "Opportunity": "Opportunities"}
@@ -34,11 +47,55 @@ def record_uri(base: str, space_id: str, entity: str, record_id: str) -> str:
     return f"{base}{API_PREFIX}/{space_id}/entities/{entity}/{record_id}"
 
 
-def _belongs(tm: ToMany, row: Any) -> bool:
-    """Whether a relation row read for several lists belongs in ``tm``."""
-    if tm.kind is not None:
-        return bool(row["lead_kind"] == tm.kind)
-    return tm.nonnull is None or row[tm.nonnull] is not None
+@functools.cache
+def _lists_statement(lists: tuple[ToMany, ...]) -> Select[Any]:
+    """The one query behind :meth:`Renderer._uri_lists` for these lists (built once): rows of
+    (list name, source, parent id, id, created), oldest first, for the parents ``:ids`` in the
+    space ``:space``."""
+    by_source: dict[tuple[str, str], list[ToMany]] = {}
+    for tm in lists:
+        by_source.setdefault((tm.source, tm.via), []).append(tm)
+    parts = [_list_rows(source, via, group) for (source, via), group in by_source.items()]
+    rows = union_all(*parts).subquery() if len(parts) > 1 else parts[0].subquery()
+    return select(rows).order_by(rows.c.created, rows.c.id)
+
+
+def _list_rows(source_name: str, via: str, group: Sequence[ToMany]) -> Select[Any]:
+    """One relation entity's part: where several lists share it, a row's columns say which
+    list it is in."""
+    source = BUILTIN[source_name]
+    assert source.discriminator is None  # lists are read from tables of one entity type
+    t = table_of(source)
+    lo = table_of(GROUPS["LeadOpptys"])
+    name: ColumnElement[Any]
+    if len(group) == 1 and group[0].nonnull is None and group[0].kind is None:
+        name = literal(group[0].name)
+    else:
+        name = case(
+            *(
+                (
+                    t.c[tm.nonnull].is_not(None) if tm.nonnull else lo.c.kind == tm.kind,
+                    literal(tm.name),
+                )
+                for tm in group
+            ),
+            else_=null(),
+        )
+    stmt = select(
+        name.label("list"),
+        literal(source_name).label("source"),
+        t.c[via].label("parent"),
+        t.c.id,
+        # Only sorted on: read as the driver gives it, without the datetime conversion.
+        type_coerce(t.c.created, NullType()).label("created"),
+    ).where(
+        t.c[via].in_(bindparam("ids", expanding=True)),
+        t.c.space_id == bindparam("space"),
+        t.c.is_deleted == false(),
+    )
+    if any(tm.kind for tm in group):
+        stmt = stmt.outerjoin(lo, lo.c.id == t.c.lead_oppty_id)
+    return stmt
 
 
 class Renderer:
@@ -142,46 +199,18 @@ class Renderer:
     async def _uri_lists(
         self, lists: Sequence[ToMany], ids: list[str]
     ) -> dict[str, dict[str, list[Any]]]:
-        """URI lists, one query per relation entity: a Task's five lists of ActivityRelations
-        are read together and told apart by their columns."""
-        by_source: dict[tuple[str, str], list[ToMany]] = {}
-        for tm in lists:
-            by_source.setdefault((tm.source, tm.via), []).append(tm)
-        out: dict[str, dict[str, list[Any]]] = {}
-        for (source_name, via), group in by_source.items():
-            source = BUILTIN[source_name]
-            if len(group) == 1 and group[0].nonnull is None and group[0].kind is None:
-                found = await ids_pointing_at(self.conn, source, via, self.space_id, ids)
-                out[group[0].name] = {
-                    target: [record_uri(self.base, self.space_id, source_name, i) for i in rids]
-                    for target, rids in found.items()
-                }
-                continue
-            lists_of: dict[str, dict[str, list[Any]]] = {
-                tm.name: {i: [] for i in ids} for tm in group
-            }
-            for row in await self._relation_rows(source, via, ids, group):
-                uri = record_uri(self.base, self.space_id, source_name, row["id"])
-                for tm in group:
-                    if _belongs(tm, row):
-                        lists_of[tm.name][row[via]].append(uri)
-            out.update(lists_of)
+        """Every list shown as URIs, in one query: a Contact's account relations and
+        documents, a Task's five lists of ActivityRelations, comments and documents."""
+        out: dict[str, dict[str, list[Any]]] = {tm.name: {i: [] for i in ids} for tm in lists}
+        if not lists:
+            return out
+        found = await self.conn.execute(
+            _lists_statement(tuple(lists)), {"ids": ids, "space": self.space_id}
+        )
+        for name, source, parent, rid, _ in found:
+            if name is not None:
+                out[name][parent].append(record_uri(self.base, self.space_id, source, rid))
         return out
-
-    async def _relation_rows(
-        self, source: EntityType, via: str, ids: list[str], group: Sequence[ToMany]
-    ) -> list[Any]:
-        """The live rows of ``source`` pointing at ``ids``, with the columns ``group`` needs to
-        tell its lists apart (``lead_kind``: the kind of the row's LeadOppty)."""
-        t = table_of(source)
-        cols = [t.c.id, t.c[via], *{t.c[tm.nonnull] for tm in group if tm.nonnull}]
-        stmt = select(*cols).where(t.c[via].in_(ids), scope(source, self.space_id))
-        if any(tm.kind for tm in group):
-            lo = table_of(GROUPS["LeadOpptys"])
-            stmt = stmt.add_columns(lo.c.kind.label("lead_kind")).outerjoin(
-                lo, lo.c.id == t.c.lead_oppty_id
-            )
-        return list((await self.conn.execute(stmt.order_by(t.c.created, t.c.id))).mappings())
 
     async def _to_many(
         self, tm: ToMany, ids: list[str], expand: ExpandTree

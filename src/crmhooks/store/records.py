@@ -198,25 +198,3 @@ async def existing_ids(
     t = table_of(et)
     rows = await conn.execute(select(t.c.id).where(by_ids(et, space_id, wanted)))
     return {r[0] for r in rows}
-
-
-async def ids_pointing_at(
-    conn: AsyncConnection,
-    source: EntityType,
-    via: str,
-    space_id: str,
-    targets: Sequence[str],
-) -> dict[str, list[str]]:
-    """For a to-many relation: target id -> ids of live ``source`` records pointing at it."""
-    out: dict[str, list[str]] = {t: [] for t in targets}
-    if not targets:
-        return out
-    t = table_of(source)
-    rows = await conn.execute(
-        select(t.c[via], t.c.id)
-        .where(t.c[via].in_(list(targets)), scope(source, space_id))
-        .order_by(t.c.created, t.c.id)
-    )
-    for target, rid in rows:
-        out[target].append(rid)
-    return out
