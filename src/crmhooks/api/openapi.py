@@ -17,12 +17,25 @@ from crmhooks.schema.types import EntityType, Field, Kind
 ERROR_STATUSES = {
     "400": "Bad parameter or malformed JSON (ERROR_PARAMETER_INVALID)",
     "401": "Missing or wrong API key and secret (ERROR_UNAUTHORIZED)",
-    "404": "No such entity or record (ERROR_ENTITY_NOT_FOUND)",
+    "404": "No such collection (ERROR_UNKNOWN_TYPE) or record (ERROR_ENTITY_NOT_FOUND)",
     "405": "Method not allowed (ERROR_METHOD_NOT_ALLOWED)",
     "413": "Body over the size limit (ERROR_PAYLOAD_TOO_LARGE)",
     "422": "A field is wrong; field_errors names it (ERROR_ENTITY_VALIDATION)",
 }
 
+_INNER_ERROR: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "code": {"type": "integer"},
+        "name": {"type": "string"},
+        "message": {"type": "string"},
+        "field_id": {"type": ["string", "null"], "format": "uuid"},
+        "field_name": {"type": "string"},
+    },
+}
+
+# Pipeliner's error body; the entity_* keys, field_errors and step_checklist_errors come with a
+# 422 ERROR_ENTITY_VALIDATION (docs/api.md).
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["success", "http_status", "code", "name", "message"],
@@ -32,28 +45,26 @@ ERROR_SCHEMA: dict[str, Any] = {
         "code": {"type": "integer"},
         "name": {"type": "string"},
         "message": {"type": "string"},
+        "entity_id": {"type": ["string", "null"], "format": "uuid"},
+        "entity_name": {"type": ["string", "null"]},
+        "entity_errors": {"type": "array", "items": _INNER_ERROR},
         "field_errors": {
             "type": "array",
             "items": {
                 "type": "object",
                 "properties": {
+                    "field_id": {"type": ["string", "null"], "format": "uuid"},
                     "field_name": {"type": "string"},
                     "name": {"type": "string"},
                     "code": {"type": "integer"},
-                    "errors": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "properties": {
-                                "code": {"type": "integer"},
-                                "name": {"type": "string"},
-                                "message": {"type": "string"},
-                            },
-                        },
-                    },
+                    "errors": {"type": "array", "items": _INNER_ERROR},
                 },
             },
         },
+        "step_checklist_errors": {"type": "array", "items": {}},
+        "entity_index": {"type": ["integer", "null"]},
+        "index": {"type": "integer"},
+        "data": {"type": "array"},
     },
 }
 

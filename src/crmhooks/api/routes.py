@@ -15,7 +15,7 @@ from crmhooks.api import envelopes
 from crmhooks.api.auth import KeyCache, authenticate
 from crmhooks.changes.batch import MAX_ITEMS, run_batch
 from crmhooks.changes.writer import WriteContext, WritePath, Writer
-from crmhooks.errors import NotFound, ParameterInvalid
+from crmhooks.errors import NotFound, ParameterInvalid, UnknownType, ValidationFailed
 from crmhooks.query.params import SHAPE_PARAMS, parse_bool_param, parse_list, shape_of
 from crmhooks.query.render import render
 from crmhooks.query.shape import Shape
@@ -70,7 +70,7 @@ async def _entity(svc: Services, space_id: str, name: str) -> EntityType:
         async with svc.db.read() as conn:
             et = await entity_type(conn, space_id, name)
     if et is None:
-        raise NotFound(f"unknown entity {name!r}")
+        raise UnknownType(name)
     return et
 
 
@@ -171,11 +171,15 @@ async def _write(
     status: int = 200,
     reveal: bool = False,
     fresh: bool = False,
+    record_id: str | None = None,
 ) -> Response:
     """Run one write and answer with the record as it is now, shaped as asked."""
     shape = _shape(request, shown_as or et)
     async with svc.writes.begin(ctx) as writer:
-        record = await step(writer, et)
+        try:
+            record = await step(writer, et)
+        except ValidationFailed as e:
+            raise e.about((shown_as or et).singular, record_id) from None
         base = base_url(request, svc.settings)
         shown = await render(
             writer.conn,
@@ -210,7 +214,7 @@ async def patch_record(request: Request) -> Response:
     async def step(w: Writer, et: EntityType) -> Record:
         return await w.update(et, record_id, body)
 
-    return await _write(request, svc, ctx, et, step)
+    return await _write(request, svc, ctx, et, step, record_id=record_id)
 
 
 async def delete_record(request: Request) -> Response:
@@ -232,7 +236,7 @@ async def qualify(request: Request) -> Response:
         return await w.qualify(record_id, body)
 
     leads, opptys = BUILTIN["Leads"], BUILTIN["Opportunities"]
-    return await _write(request, svc, ctx, leads, step, shown_as=opptys)
+    return await _write(request, svc, ctx, leads, step, shown_as=opptys, record_id=record_id)
 
 
 async def back_to_lead(request: Request) -> Response:
@@ -243,7 +247,7 @@ async def back_to_lead(request: Request) -> Response:
         return await w.back_to_lead(record_id)
 
     leads, opptys = BUILTIN["Leads"], BUILTIN["Opportunities"]
-    return await _write(request, svc, ctx, opptys, step, shown_as=leads)
+    return await _write(request, svc, ctx, opptys, step, shown_as=leads, record_id=record_id)
 
 
 async def _batch(
