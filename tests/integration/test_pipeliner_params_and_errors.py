@@ -142,3 +142,126 @@ async def test_batch_item_errors_carry_entity_index(api: Api) -> None:
     r = await api.http.post(api.path("Accounts", "batch-delete"), json=[missing])
     assert r.json()["data"][0]["entity_index"] == 0
     assert r.json()["data"][0]["name"] == "ERROR_ENTITY_NOT_FOUND"
+
+
+# --- include_deleted -------------------------------------------------------------------------
+
+
+async def test_include_deleted_has_both_spellings(api: Api) -> None:
+    gone = await api.create("Products", {"name": "gone"})
+    await api.create("Products", {"name": "kept"})
+    assert (await api.http.delete(api.path("Products", gone["id"]))).status_code == 200
+    for name in ("include-deleted", "include_deleted"):
+        listed = (await api.get("Products", params={name: "true"})).json()
+        assert listed["total"] == 2
+        r = await api.get("Products", gone["id"], params={name: "true"})
+        assert r.json()["data"]["is_deleted"] is True
+    assert (await api.get("Products", params={"include_deleted": "false"})).json()["total"] == 1
+    bad_parameter(await api.get("Products", params={"include_deleted": "maybe"}), "include_deleted")
+    both = {"include-deleted": "true", "include_deleted": "true"}
+    bad_parameter(await api.get("Products", params=both), "include_deleted")
+    bad_parameter(await api.get("Products", gone["id"], params=both), "include_deleted")
+
+
+# --- paging ----------------------------------------------------------------------------------
+
+NAMES = [f"n{i}" for i in range(7)]
+
+
+def expected_page(
+    first: int | None, last: int | None, after: int | None, before: int | None
+) -> list[str]:
+    """The documented window over NAMES (cursor positions as indexes), written as a model."""
+    rows = NAMES
+    if after is not None:
+        rows = rows[after + 1 :]
+    if before is not None:
+        return rows[:before][-(last or first or 30) :]
+    if first is not None:
+        rows = rows[:first]
+    if last is not None:
+        rows = rows[-last:]
+    return rows
+
+
+async def test_first_last_after_before_give_the_documented_page(api: Api) -> None:
+    for name in NAMES:
+        await api.create("Accounts", {"name": name})
+    base = {"order-by": "name"}
+    full = (await api.get("Accounts", params={**base, "first": "1"})).json()
+    cursors: list[str] = []
+    after = None
+    while True:  # a cursor at every position
+        page = {**base, "first": "1", **({"after": after} if after else {})}
+        body = (await api.get("Accounts", params=page)).json()
+        if not body["data"]:
+            break
+        after = body["page_info"]["end_cursor"]
+        cursors.append(after)
+    assert len(cursors) == len(NAMES)
+    assert full["page_info"]["has_next_page"] is True
+    cases: list[tuple[int | None, int | None, int | None, int | None]] = [
+        (3, None, None, None),
+        (None, 3, None, None),
+        (5, 2, None, None),
+        (2, 5, None, None),
+        (7, 7, None, None),
+    ]
+    for pos in (0, 3, 5):
+        cases += [
+            (2, None, pos, None),
+            (None, 2, pos, None),
+            (4, 2, pos, None),
+            (None, 2, None, pos),
+            (2, None, None, pos),
+            (None, None, None, pos),
+        ]
+    for first, last, after_at, before_at in cases:
+        params = dict(base)
+        if first is not None:
+            params["first"] = str(first)
+        if last is not None:
+            params["last"] = str(last)
+        if after_at is not None:
+            params["after"] = cursors[after_at]
+        if before_at is not None:
+            params["before"] = cursors[before_at]
+        r = await api.get("Accounts", params=params)
+        assert r.status_code == 200, (params, r.text)
+        body = r.json()
+        want = expected_page(first, last, after_at, before_at)
+        got = [rec["name"] for rec in body["data"]]
+        assert got == want, (first, last, after_at, before_at)
+        info = body["page_info"]
+        assert body["total"] == len(NAMES)
+        if want:
+            at = NAMES.index(want[0]), NAMES.index(want[-1])
+            case = (first, last, after_at, before_at, info)
+            assert info["has_previous_page"] is (at[0] > 0), case
+            assert info["has_next_page"] is (at[1] < len(NAMES) - 1), case
+            assert info["start_cursor"] == cursors[at[0]]
+            assert info["end_cursor"] == cursors[at[1]]
+
+
+async def test_paging_backwards_with_before_walks_the_whole_list(api: Api) -> None:
+    for name in NAMES:
+        await api.create("Accounts", {"name": name})
+    seen: list[str] = []
+    params: dict[str, str] = {"order-by": "name", "last": "3"}
+    while True:
+        body = (await api.get("Accounts", params=params)).json()
+        seen = [r["name"] for r in body["data"]] + seen
+        if not body["page_info"]["has_previous_page"]:
+            break
+        params = {"order-by": "name", "last": "3", "before": body["page_info"]["start_cursor"]}
+    assert seen == NAMES
+
+
+async def test_paging_combinations_without_one_window_are_a_400(api: Api) -> None:
+    await api.create("Accounts", {"name": "a"})
+    body = (await api.get("Accounts")).json()
+    c = body["page_info"]["end_cursor"]
+    bad_parameter(await api.get("Accounts", params={"after": c, "before": c}), "after", "before")
+    r = await api.get("Accounts", params={"first": "3", "last": "2", "before": c})
+    bad_parameter(r, "first", "last", "before")
+    bad_parameter(await api.get("Accounts", params={"last": "3", "after": "%%%"}), "after")

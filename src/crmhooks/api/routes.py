@@ -16,7 +16,13 @@ from crmhooks.api.auth import KeyCache, authenticate
 from crmhooks.changes.batch import MAX_ITEMS, run_batch
 from crmhooks.changes.writer import WriteContext, WritePath, Writer
 from crmhooks.errors import NotFound, ParameterInvalid, UnknownType, ValidationFailed
-from crmhooks.query.params import SHAPE_PARAMS, parse_bool_param, parse_list, shape_of
+from crmhooks.query.params import (
+    INCLUDE_DELETED,
+    SHAPE_PARAMS,
+    include_deleted,
+    parse_list,
+    shape_of,
+)
 from crmhooks.query.render import render
 from crmhooks.query.shape import Shape
 from crmhooks.query.sql import list_page
@@ -146,8 +152,8 @@ async def read_record(request: Request) -> Response:
     svc, ctx = await request_context(request)
     et = await _entity(svc, ctx.space_id, request.path_params["entity"])
     record_id = _record_id(request)
-    shape = _shape(request, et, frozenset({"include-deleted"}))
-    deleted = parse_bool_param(request.query_params, "include-deleted")
+    shape = _shape(request, et, frozenset(INCLUDE_DELETED))
+    deleted = include_deleted(request.query_params)
     async with svc.db.read() as conn:
         found = await fetch(conn, et, ctx.space_id, record_id, include_deleted=deleted)
         if found is None:

@@ -100,14 +100,57 @@ class ListQuery:
     conditions: tuple[Condition, ...]
     order: tuple[OrderKey, ...]
     limit: int
-    backward: bool  # ``last`` / ``before``: read the page ending at the cursor
+    backward: bool  # ``last`` / ``before``: read the page ending at the cursor (or the end)
     cursor: Cursor | None
     include_deleted: bool
     shape: Shape
+    # The cursor is an ``after`` one (rows past it) rather than a ``before`` one (rows up to it).
+    cursor_after: bool = True
+    trim: int | None = None  # ``first`` N with ``last`` M: keep the last M of the N read
 
 
+@dataclass(frozen=True)
+class Window:
+    """Which rows a list reads: ``limit`` of them, forward or backward, from which cursor, and
+    how many of those it keeps (``trim``)."""
+
+    limit: int
+    backward: bool
+    cursor: str | None
+    cursor_after: bool
+    trim: int | None
+
+
+def page_window(
+    first: int | None, last: int | None, after: str | None, before: str | None
+) -> Window:
+    """The rows ``first`` / ``last`` / ``after`` / ``before`` mean, as Pipeliner reads them.
+
+    ``first`` N (default 30) from the start or ``after`` a cursor; ``last`` N: the last N, or the
+    last N ``after`` a cursor; ``before`` a cursor (with ``last`` or ``first`` N, default 30):
+    the N just before it, paging backwards; ``first`` N with ``last`` M: the last M of the first
+    N (after a cursor, if given). ``after`` with ``before``, and ``first`` with ``last`` and
+    ``before``, name no single window: a 400.
+    """
+    if after is not None and before is not None:
+        raise ParameterInvalid("after and before: give one of them (a page starts at one cursor)")
+    if first is not None and last is not None:
+        if before is not None:
+            raise ParameterInvalid(
+                "first with last takes after, not before: it is the last M of the first N"
+            )
+        return Window(first, False, after, True, last if last < first else None)
+    if before is not None:
+        return Window(last or first or DEFAULT_PAGE, True, before, False, None)
+    if last is not None:
+        return Window(last, True, after, True, None)
+    return Window(first or DEFAULT_PAGE, False, after, True, None)
+
+
+# Pipeliner's published API spells it ``include-deleted``, its documentation ``include_deleted``.
+INCLUDE_DELETED = ("include-deleted", "include_deleted")
 _FILTER_RE = re.compile(r"^(filter|filter-op)\[([^\]]*)\]$")
-_LIST_PARAMS = {"first", "last", "after", "before", "order-by", "include-deleted"}
+_LIST_PARAMS = {"first", "last", "after", "before", "order-by", *INCLUDE_DELETED}
 SHAPE_PARAMS = frozenset({"expand", "load-only", "load_only"})
 
 
@@ -304,29 +347,29 @@ def parse_list(et: EntityType, params: Mapping[str, str]) -> ListQuery:
     for key in params:
         if key not in _LIST_PARAMS and key not in SHAPE_PARAMS and not _FILTER_RE.match(key):
             raise ParameterInvalid(f"unknown parameter {key!r}")
-    first, last = page_size(params, "first"), page_size(params, "last")
-    after, before = params.get("after"), params.get("before")
-    if first is not None and last is not None:
-        raise ParameterInvalid("first and last: give one of them")
-    if after is not None and before is not None:
-        raise ParameterInvalid("after and before: give one of them")
+    window = page_window(
+        page_size(params, "first"),
+        page_size(params, "last"),
+        params.get("after"),
+        params.get("before"),
+    )
     order = parse_order(et, params.get("order-by"))
-    backward = last is not None or before is not None
-    raw_cursor = before if backward else after
     cursor = (
         None
-        if raw_cursor is None
-        else decode_cursor(raw_cursor, order, "before" if backward else "after")
+        if window.cursor is None
+        else decode_cursor(window.cursor, order, "after" if window.cursor_after else "before")
     )
     values, ops = _filter_maps(params)
     return ListQuery(
         conditions=conditions(et, values, ops),
         order=order,
-        limit=last or first or DEFAULT_PAGE,
-        backward=backward,
+        limit=window.limit,
+        backward=window.backward,
         cursor=cursor,
-        include_deleted=parse_bool_param(params, "include-deleted"),
+        include_deleted=include_deleted(params),
         shape=shape_of(et, params),
+        cursor_after=window.cursor_after,
+        trim=window.trim,
     )
 
 
@@ -339,3 +382,11 @@ def parse_bool_param(params: Mapping[str, str], name: str) -> bool:
     if raw.lower() in ("false", "0"):
         return False
     raise ParameterInvalid(f"{name}: {raw!r} is not true or false")
+
+
+def include_deleted(params: Mapping[str, str]) -> bool:
+    """``include-deleted`` or ``include_deleted`` (both spellings are Pipeliner's)."""
+    if all(name in params for name in INCLUDE_DELETED):
+        raise ParameterInvalid("include-deleted and include_deleted: give one of them")
+    name = next((n for n in INCLUDE_DELETED if n in params), INCLUDE_DELETED[0])
+    return parse_bool_param(params, name)
