@@ -265,3 +265,139 @@ async def test_paging_combinations_without_one_window_are_a_400(api: Api) -> Non
     r = await api.get("Accounts", params={"first": "3", "last": "2", "before": c})
     bad_parameter(r, "first", "last", "before")
     bad_parameter(await api.get("Accounts", params={"last": "3", "after": "%%%"}), "after")
+
+
+# --- validation-level ------------------------------------------------------------------------
+
+
+def level(n: int) -> dict[str, str]:
+    return {"validation-level": str(n)}
+
+
+async def test_validation_level_must_be_a_known_bit_mask_on_every_write(api: Api) -> None:
+    account = await api.create("Accounts", {"name": "Acme"})
+    one = api.path("Accounts", account["id"])
+    for raw in ("x", "-2", "1", "32", "3", "2.5", "", "1e1"):
+        params = {"validation-level": raw}
+        for r in (
+            await api.http.post(api.path("Accounts"), json={"name": "n"}, params=params),
+            await api.http.patch(one, json={"name": "n"}, params=params),
+            await api.http.delete(one, params=params),
+            await api.http.post(api.path("Accounts", "batch-modify"), json=[], params=params),
+            await api.http.post(api.path("Accounts", "batch-delete"), json=[], params=params),
+            await api.http.post(api.path("Accounts", "batch-restore"), json=[], params=params),
+        ):
+            bad_parameter(r, "validation-level", repr(raw))
+    assert (await api.get("Accounts", account["id"])).json()["data"]["name"] == "Acme"
+    for n in (0, 2, 4, 8, 16, 30):
+        r = await api.http.patch(one, json={"city": f"c{n}"}, params=level(n))
+        assert r.status_code == 200, r.text
+    assert (await api.http.delete(one, params=level(30))).status_code == 200
+    r = await api.http.post(
+        api.path("Accounts", "batch-restore"), json=[account["id"]], params=level(2)
+    )
+    assert r.json() == {"success": True, "data": [account["id"]]}
+
+
+async def test_level_4_leaves_out_required_rules_of_plain_fields_only(api: Api) -> None:
+    r = await api.http.post(api.path("Accounts"), json={"city": "Rome"}, params=level(4))
+    assert r.status_code == 201, r.text
+    assert r.json()["data"]["name"] is None
+    r = await api.http.post(api.path("Contacts"), json={"title": "Dr"}, params=level(4))
+    assert r.status_code == 201, r.text
+    # A relation the server links records by stays required; so does every webhook field.
+    r = await api.http.post(api.path("Opportunities"), json={"name": "Deal"}, params=level(4))
+    assert by_field(validation_body(r))["step_id"]["errors"][0]["code"] == 119
+    r = await api.http.post(api.path("Webhooks"), json={"events": ["*"]}, params=level(4))
+    assert "url" in by_field(validation_body(r))
+    # Types are checked at every level.
+    r = await api.http.post(api.path("Accounts"), json={"name": 5}, params=level(30))
+    assert by_field(validation_body(r))["name"]["errors"][0]["name"] == "ERROR_FIELD_TYPE"
+
+
+async def test_level_2_checks_only_the_fields_a_patch_changes(api: Api) -> None:
+    # A contact without a name (made with level 4) fails a full check of an unrelated change.
+    r = await api.http.post(api.path("Contacts"), json={"title": "Dr"}, params=level(4))
+    contact = r.json()["data"]
+    one = api.path("Contacts", contact["id"])
+    r = await api.http.patch(one, json={"position": "CEO"})
+    assert "first_name" in by_field(validation_body(r))
+    r = await api.http.patch(one, json={"position": "CEO"}, params=level(2))
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["position"] == "CEO"
+    # ...but a change of the rule's own fields is checked.
+    r = await api.http.patch(one, json={"first_name": ""}, params=level(2))
+    assert "first_name" in by_field(validation_body(r))
+    # A record echoed back: its unchanged server fields are no change, so not refused.
+    now = (await api.get("Contacts", contact["id"])).json()["data"]
+    echo = {k: v for k, v in now.items() if k in ("id", "created", "revision")}
+    r = await api.http.patch(one, json={**echo, "title": "Prof"}, params=level(2))
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["title"] == "Prof"
+    r = await api.http.patch(one, json={**echo, "title": "Sir"})
+    assert set(by_field(validation_body(r))) >= {"id", "created", "revision"}
+    # A changed server field is still refused.
+    r = await api.http.patch(one, json={"revision": 99}, params=level(2))
+    assert "revision" in by_field(validation_body(r))
+
+
+async def test_level_8_overrides_history_fields_never_computed_ones(api: Api) -> None:
+    then = "2019-02-01 07:41:49.529970+00:00"
+    r = await api.http.post(api.path("Accounts"), json={"name": "Old", "created": then})
+    assert by_field(validation_body(r))["created"]["errors"][0]["name"] == "ERROR_FIELD_READ_ONLY"
+    r = await api.http.post(
+        api.path("Accounts"), json={"name": "Old", "created": then}, params=level(8)
+    )
+    assert r.status_code == 201, r.text
+    account = r.json()["data"]
+    assert account["created"] == then
+    assert (await api.get("Accounts", account["id"])).json()["data"]["created"] == then
+    won = "2020-05-05 10:00:00.000000+00:00"
+    body = {"name": "Deal", "step_id": await step_id(api), "status": 3, "won_date": won}
+    r = await api.http.post(api.path("Opportunities"), json=body, params=level(8))
+    assert r.status_code == 201, r.text
+    assert (r.json()["data"]["status"], r.json()["data"]["won_date"]) == (3, won)
+    for field, value in (
+        ("id", str(uuid.uuid4())),
+        ("modified", then),
+        ("revision", 7),
+        ("is_deleted", True),
+    ):
+        r = await api.http.patch(
+            api.path("Accounts", account["id"]), json={field: value}, params=level(8)
+        )
+        assert field in by_field(validation_body(r)), field
+    r = await api.http.patch(
+        api.path("Accounts", account["id"]), json={"created": None}, params=level(8)
+    )
+    assert by_field(validation_body(r))["created"]["errors"][0]["code"] == 119
+    r = await api.http.post(
+        api.path("Webhooks"),
+        json={
+            "url": "https://example.org/h",
+            "events": ["*"],
+            "insecure_ssl": False,
+            "created": then,
+        },
+        params=level(8),
+    )
+    assert "created" in by_field(validation_body(r))
+
+
+async def test_level_16_allows_a_relation_to_a_deleted_record(api: Api) -> None:
+    owner = await api.create("Clients", {"first_name": "Ann"})
+    assert (await api.http.delete(api.path("Clients", owner["id"]))).status_code == 200
+    body = {"name": "Acme", "owner_id": owner["id"]}
+    r = await api.http.post(api.path("Accounts"), json=body)
+    inner = by_field(validation_body(r))["owner_id"]["errors"][0]
+    assert inner["name"] == "ERROR_RELATIONS_DOESNT_EXIST"
+    r = await api.http.post(api.path("Accounts"), json=body, params=level(16))
+    assert r.status_code == 201, r.text
+    assert r.json()["data"]["owner_id"] == owner["id"]
+    assert r.json()["data"]["owner"].endswith(f"/entities/Clients/{owner['id']}")
+    r = await api.http.post(api.path("Accounts", "batch-modify"), json=[body], params=level(16))
+    assert isinstance(r.json()["data"][0], str), r.text
+    # A record that never existed is refused at every level.
+    ghost = {"name": "Acme", "owner_id": str(uuid.uuid4())}
+    r = await api.http.post(api.path("Accounts"), json=ghost, params=level(30))
+    assert "owner_id" in by_field(validation_body(r))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -19,9 +19,11 @@ from crmhooks.errors import NotFound, ParameterInvalid, UnknownType, ValidationF
 from crmhooks.query.params import (
     INCLUDE_DELETED,
     SHAPE_PARAMS,
+    VALIDATION_LEVEL,
     include_deleted,
     parse_list,
     shape_of,
+    validation_level,
 )
 from crmhooks.query.render import render
 from crmhooks.query.shape import Shape
@@ -137,6 +139,16 @@ def _shape(request: Request, et: EntityType, extra: frozenset[str] = frozenset()
     return shape_of(et, only_params(request, SHAPE_PARAMS | extra))
 
 
+WRITE_PARAMS = frozenset({VALIDATION_LEVEL})
+
+
+def checked_as_asked(request: Request, ctx: WriteContext) -> WriteContext:
+    """The context of a write that takes ``validation-level`` (Pipeliner's create, update,
+    delete and batch routes)."""
+    level = validation_level(request.query_params)
+    return ctx if not level else replace(ctx, validation=level)
+
+
 async def list_records(request: Request) -> Response:
     svc, ctx = await request_context(request)
     et = await _entity(svc, ctx.space_id, request.path_params["entity"])
@@ -178,9 +190,10 @@ async def _write(
     reveal: bool = False,
     fresh: bool = False,
     record_id: str | None = None,
+    params: frozenset[str] = frozenset(),
 ) -> Response:
     """Run one write and answer with the record as it is now, shaped as asked."""
-    shape = _shape(request, shown_as or et)
+    shape = _shape(request, shown_as or et, params)
     async with svc.writes.begin(ctx) as writer:
         try:
             record = await step(writer, et)
@@ -204,11 +217,14 @@ async def create_record(request: Request) -> Response:
     svc, ctx = await request_context(request)
     et = await _entity(svc, ctx.space_id, request.path_params["entity"])
     body = await json_object(request)
+    ctx = checked_as_asked(request, ctx)
 
     async def step(w: Writer, et: EntityType) -> Record:
         return await w.create(et, body)
 
-    return await _write(request, svc, ctx, et, step, status=201, reveal=True, fresh=True)
+    return await _write(
+        request, svc, ctx, et, step, status=201, reveal=True, fresh=True, params=WRITE_PARAMS
+    )
 
 
 async def patch_record(request: Request) -> Response:
@@ -216,18 +232,22 @@ async def patch_record(request: Request) -> Response:
     et = await _entity(svc, ctx.space_id, request.path_params["entity"])
     record_id = _record_id(request)
     body = await json_object(request)
+    ctx = checked_as_asked(request, ctx)
 
     async def step(w: Writer, et: EntityType) -> Record:
         return await w.update(et, record_id, body)
 
-    return await _write(request, svc, ctx, et, step, record_id=record_id)
+    return await _write(request, svc, ctx, et, step, record_id=record_id, params=WRITE_PARAMS)
 
 
 async def delete_record(request: Request) -> Response:
     svc, ctx = await request_context(request)
     et = await _entity(svc, ctx.space_id, request.path_params["entity"])
     record_id = _record_id(request)
-    only_params(request, set())
+    only_params(request, WRITE_PARAMS)
+    # A delete checks only that the record is there: no level relaxes that, so the level is
+    # checked for its form and has no other effect.
+    ctx = checked_as_asked(request, ctx)
     async with svc.writes.begin(ctx) as writer:
         await writer.delete(et, record_id)
     return envelopes.one(record_id)
@@ -261,8 +281,9 @@ async def _batch(
 ) -> Response:
     svc, ctx = await request_context(request)
     et = await _entity(svc, ctx.space_id, request.path_params["entity"])
-    params = only_params(request, {"rollback-method"})
+    params = only_params(request, {"rollback-method", VALIDATION_LEVEL})
     keep_going = rollback_method(params.get("rollback-method"))
+    ctx = checked_as_asked(request, ctx)
     items = await json_array(request)
     async with svc.writes.begin(ctx) as writer:
         results = await run_batch(writer, et, items, run, keep_going=keep_going)

@@ -20,6 +20,7 @@ import orjson
 from crmhooks.errors import ParameterInvalid
 from crmhooks.query.shape import Shape, parse_shape
 from crmhooks.schema.types import EntityType, Field, Kind
+from crmhooks.schema.validate import Validation
 from crmhooks.schema.values import ValueRejected, enum_value, parse_date, parse_datetime, parse_uuid
 
 DEFAULT_PAGE = 30
@@ -390,3 +391,21 @@ def include_deleted(params: Mapping[str, str]) -> bool:
         raise ParameterInvalid("include-deleted and include_deleted: give one of them")
     name = next((n for n in INCLUDE_DELETED if n in params), INCLUDE_DELETED[0])
     return parse_bool_param(params, name)
+
+
+VALIDATION_LEVEL = "validation-level"
+_KNOWN_LEVEL_BITS = sum(Validation)
+
+
+def validation_level(params: Mapping[str, str]) -> Validation:
+    """``validation-level`` of a write: Pipeliner's bit mask (0, or a sum of 2, 4, 8, 16)."""
+    raw = params.get(VALIDATION_LEVEL)
+    if raw is None:
+        return Validation(0)
+    value = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 4 else None
+    if value is None or value & ~_KNOWN_LEVEL_BITS:
+        raise ParameterInvalid(
+            f"{VALIDATION_LEVEL}: {raw!r} is not 0 or a sum of "
+            + ", ".join(str(int(bit)) for bit in Validation)
+        )
+    return Validation(value)
