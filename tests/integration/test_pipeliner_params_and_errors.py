@@ -7,12 +7,19 @@ public client: a create missing required fields, and an unknown collection.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from datetime import datetime
 from typing import Any
 
 import httpx
+import orjson
+from aiohttp import web
 
-from tests.conftest import Api
+from crmhooks.api import create_app
+from crmhooks.settings import Settings
+from crmhooks.store.keys import IssuedKey
+from tests.conftest import Api, free_port
 
 # The keys of the service's 422 answer, top level, per field, and per inner error.
 VALIDATION_KEYS = {
@@ -401,3 +408,110 @@ async def test_level_16_allows_a_relation_to_a_deleted_record(api: Api) -> None:
     ghost = {"name": "Acme", "owner_id": str(uuid.uuid4())}
     r = await api.http.post(api.path("Accounts"), json=ghost, params=level(30))
     assert "owner_id" in by_field(validation_body(r))
+
+
+# --- Timezone --------------------------------------------------------------------------------
+
+CHICAGO = {"Timezone": "America/Chicago"}
+
+
+def same_instant(a: str, b: str) -> bool:
+    return datetime.fromisoformat(a) == datetime.fromisoformat(b)
+
+
+async def test_timezone_writes_every_datetime_in_that_zone(api: Api) -> None:
+    owner = await api.create("Clients", {"first_name": "Ann"})
+    body = {
+        "subject": "Call",
+        "owner_id": owner["id"],
+        "start_date": "2026-03-01 09:00:00",  # no offset: read in the header's zone
+        "end_date": "2026-07-01T09:00:00Z",  # an offset is kept
+    }
+    r = await api.http.post(api.path("Appointments"), json=body, headers=CHICAGO)
+    assert r.status_code == 201, r.text
+    shown = r.json()["data"]
+    assert shown["start_date"] == "2026-03-01 09:00:00.000000-06:00"
+    assert shown["end_date"] == "2026-07-01 04:00:00.000000-05:00"  # summer time
+    assert shown["created"].endswith(("-06:00", "-05:00"))
+    utc = (await api.get("Appointments", shown["id"])).json()["data"]
+    assert utc["start_date"] == "2026-03-01 15:00:00.000000+00:00"
+    assert utc["created"].endswith("+00:00")
+    for field in ("created", "modified", "start_date", "end_date"):
+        assert same_instant(shown[field], utc[field]), field
+    # Reads, lists and expanded relations alike; date-only fields are left alone.
+    task = await api.create("Tasks", {"subject": "T", "due_date": "2026-03-01"})
+    r = await api.get("Tasks", task["id"], headers=CHICAGO)
+    assert r.json()["data"]["due_date"] == "2026-03-01"
+    r = await api.get(
+        "Appointments", params={"expand": "owner"}, headers={"Timezone": "Asia/Kolkata"}
+    )
+    (listed,) = r.json()["data"]
+    assert listed["start_date"] == "2026-03-01 20:30:00.000000+05:30"
+    assert listed["owner"]["created"].endswith("+05:30")
+    assert same_instant(listed["owner"]["created"], owner["created"])
+
+
+async def test_timezone_reads_filter_values_without_offset_in_that_zone(api: Api) -> None:
+    await api.create("Appointments", {"subject": "A", "start_date": "2026-03-01 15:00:00"})
+    params = {"filter[start_date]": "2026-03-01 09:00:00"}
+    assert (await api.get("Appointments", params=params)).json()["total"] == 0
+    assert (await api.get("Appointments", params=params, headers=CHICAGO)).json()["total"] == 1
+    zoned_day = {"filter[start_date]": "2026-03-01", "filter-op[start_date]": "gte"}
+    assert (await api.get("Appointments", params=zoned_day, headers=CHICAGO)).json()["total"] == 1
+    later = {"filter[start_date]": "2026-03-01 09:00:01", "filter-op[start_date]": "gte"}
+    assert (await api.get("Appointments", params=later, headers=CHICAGO)).json()["total"] == 0
+
+
+async def test_unknown_timezone_is_a_400_naming_the_header(api: Api) -> None:
+    for zone in ("Mars/Olympus", "../../etc/passwd", "", "/etc/localtime", "x" * 300):
+        for r in (
+            await api.get("Accounts", headers={"Timezone": zone}),
+            await api.http.post(
+                api.path("Accounts"), json={"name": "n"}, headers={"Timezone": zone}
+            ),
+        ):
+            bad_parameter(r, "Timezone")
+    assert (await api.get("Accounts")).json()["total"] == 0
+
+
+async def test_webhook_bodies_stay_in_utc(db_url: str, space: IssuedKey) -> None:
+    port = free_port()
+    got: list[Any] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        got.extend(orjson.loads(await request.read()))
+        return web.Response(status=200)
+
+    receiver = web.Application()
+    receiver.router.add_post("/hook", receive)
+    runner = web.AppRunner(receiver)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    settings = Settings(
+        database_url=db_url, public_url="http://testserver", allowed_targets="127.0.0.0/8"
+    )
+    app = create_app(settings, migrate=False)
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app),
+                base_url="http://testserver",
+                auth=httpx.BasicAuth(space.api_key, space.api_secret),
+            ) as client,
+        ):
+            api = Api(client, space)
+            hook = {"url": f"http://127.0.0.1:{port}/hook", "events": ["*"], "insecure_ssl": False}
+            await api.create("Webhooks", hook)
+            body = {"subject": "A", "start_date": "2026-03-01 09:00:00"}
+            r = await api.http.post(api.path("Appointments"), json=body, headers=CHICAGO)
+            assert r.json()["data"]["start_date"].endswith("-06:00")
+            for _ in range(500):
+                if got:
+                    break
+                await asyncio.sleep(0.01)
+            (event,) = got
+            assert event["entity"]["start_date"] == "2026-03-01 15:00:00.000000+00:00"
+            assert event["entity"]["created"].endswith("+00:00")
+    finally:
+        await runner.cleanup()

@@ -6,6 +6,7 @@ this module describes each entity's routes from the same data the handlers valid
 
 from __future__ import annotations
 
+from itertools import combinations
 from typing import Any
 
 from crmhooks.api.routes import PREFIX
@@ -152,6 +153,10 @@ def _param(name: str, where: str, schema: dict[str, Any], required: bool = False
     return {"name": name, "in": where, "required": required, "schema": schema}
 
 
+# Every sum of the validation-level bits (docs/api.md).
+_LEVELS = sorted({sum(bits) for n in range(5) for bits in combinations((2, 4, 8, 16), n)})
+
+
 SPACE = _param("space_id", "path", {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}, True)
 RECORD = _param("record_id", "path", {"type": "string", "format": "uuid"}, True)
 LIST_PARAMS = [
@@ -162,7 +167,28 @@ LIST_PARAMS = [
     _param("order-by", "query", {"type": "string"}),
     _param("include-deleted", "query", {"type": "boolean"}),
 ]
-INCLUDE_DELETED = LIST_PARAMS[-1]
+LIST_PARAMS.append(
+    {
+        **_param("include_deleted", "query", {"type": "boolean"}),
+        "description": "The same as include-deleted (Pipeliner's documentation spells it so); "
+        "give one of them",
+    }
+)
+INCLUDE_DELETED = LIST_PARAMS[-2:]
+TIMEZONE = {
+    "name": "Timezone",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "maxLength": 64},
+    "description": "An IANA time zone (America/Chicago): date-times of the answer are written "
+    "in it, and date-times without an offset in the request are read in it",
+    "example": "America/Chicago",
+}
+VALIDATION_LEVEL = {
+    **_param("validation-level", "query", {"type": "integer", "enum": _LEVELS}),
+    "description": "Bit mask: 0 check every field; 2 only changed fields; 4 only system fields; "
+    "8 may set read-only created and status dates; 16 a relation may name a deleted record",
+}
 SHAPE_PARAMS = [
     {
         **_param("expand", "query", {"type": "string"}),
@@ -240,13 +266,13 @@ def _entity_paths(et: EntityType, path_name: str, extra: list[Any]) -> dict[str,
             "get": {
                 "tags": tag,
                 "summary": f"List {et.name}",
-                "parameters": [*base, *LIST_PARAMS, *FILTER_PARAMS, *SHAPE_PARAMS],
+                "parameters": [*base, *LIST_PARAMS, *FILTER_PARAMS, *SHAPE_PARAMS, TIMEZONE],
                 "responses": _responses("200", listing, "404"),
             },
             "post": {
                 "tags": tag,
                 "summary": f"Create one of {et.name}",
-                "parameters": [*base, *SHAPE_PARAMS],
+                "parameters": [*base, *SHAPE_PARAMS, VALIDATION_LEVEL, TIMEZONE],
                 "requestBody": _body(write_schema(et, create=True)),
                 "responses": _responses("201", _one(ref), "404", "413", "422"),
             },
@@ -256,20 +282,20 @@ def _entity_paths(et: EntityType, path_name: str, extra: list[Any]) -> dict[str,
             "get": {
                 "tags": tag,
                 "summary": f"Read one of {et.name}",
-                "parameters": [*base, RECORD, INCLUDE_DELETED, *SHAPE_PARAMS],
+                "parameters": [*base, RECORD, *INCLUDE_DELETED, *SHAPE_PARAMS, TIMEZONE],
                 "responses": _responses("200", _one(ref), "404"),
             },
             "patch": {
                 "tags": tag,
                 "summary": f"Change fields of one of {et.name}",
-                "parameters": [*base, RECORD, *SHAPE_PARAMS],
+                "parameters": [*base, RECORD, *SHAPE_PARAMS, VALIDATION_LEVEL, TIMEZONE],
                 "requestBody": _body(write_schema(et, create=False)),
                 "responses": _responses("200", _one(ref), "404", "413", "422"),
             },
             "delete": {
                 "tags": tag,
                 "summary": f"Soft-delete one of {et.name}",
-                "parameters": [*base, RECORD],
+                "parameters": [*base, RECORD, VALIDATION_LEVEL],
                 "responses": _responses("200", deleted, "404"),
             },
         },
@@ -292,7 +318,7 @@ def _batch_paths(et: EntityType, path_name: str, base: list[Any]) -> dict[str, A
             "post": {
                 "tags": [et.name],
                 "summary": f"{summary} {et.name}",
-                "parameters": [*base, ROLLBACK],
+                "parameters": [*base, ROLLBACK, VALIDATION_LEVEL, TIMEZONE],
                 "requestBody": _body(body),
                 "responses": _responses("200", results, "404", "413", "422"),
             }

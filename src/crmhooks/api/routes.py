@@ -22,6 +22,7 @@ from crmhooks.query.params import (
     VALIDATION_LEVEL,
     include_deleted,
     parse_list,
+    request_timezone,
     shape_of,
     validation_level,
 )
@@ -38,6 +39,7 @@ from crmhooks.store.records import Record, fetch
 
 PREFIX = "/api/v100/rest/spaces/{space_id}"
 SKIP_KEY_HEADER = "webhook-skip-key"
+TIMEZONE_HEADER = "timezone"
 MAX_SKIP_KEY = 255
 
 
@@ -69,7 +71,8 @@ async def request_context(request: Request) -> tuple[Services, WriteContext]:
     skip = request.headers.get(SKIP_KEY_HEADER)
     if skip is not None and len(skip) > MAX_SKIP_KEY:
         raise ParameterInvalid(f"Webhook-Skip-Key: longer than {MAX_SKIP_KEY} characters")
-    return svc, WriteContext(space_id=space_id, key_id=key.key_id, skip_key=skip)
+    zone = request_timezone(request.headers.get(TIMEZONE_HEADER))
+    return svc, WriteContext(space_id=space_id, key_id=key.key_id, skip_key=skip, timezone=zone)
 
 
 async def _entity(svc: Services, space_id: str, name: str) -> EntityType:
@@ -152,11 +155,11 @@ def checked_as_asked(request: Request, ctx: WriteContext) -> WriteContext:
 async def list_records(request: Request) -> Response:
     svc, ctx = await request_context(request)
     et = await _entity(svc, ctx.space_id, request.path_params["entity"])
-    q = parse_list(et, request.query_params)
+    q = parse_list(et, request.query_params, ctx.timezone)
     async with svc.db.read() as conn:
         records, total, info = await list_page(conn, et, ctx.space_id, q)
         base = base_url(request, svc.settings)
-        shown = await render(conn, et, ctx.space_id, records, base, q.shape)
+        shown = await render(conn, et, ctx.space_id, records, base, q.shape, zone=ctx.timezone)
     return envelopes.many(shown, total, info)
 
 
@@ -171,7 +174,9 @@ async def read_record(request: Request) -> Response:
         if found is None:
             raise NotFound(f"no {et.name} record with id {record_id}")
         base = base_url(request, svc.settings)
-        shown = (await render(conn, et, ctx.space_id, [found[0]], base, shape))[0]
+        shown = (await render(conn, et, ctx.space_id, [found[0]], base, shape, zone=ctx.timezone))[
+            0
+        ]
     return envelopes.one(shown)
 
 
@@ -209,6 +214,7 @@ async def _write(
             shape,
             reveal=reveal,
             fresh=fresh,
+            zone=ctx.timezone,
         )
     return envelopes.one(shown[0], status)
 

@@ -179,7 +179,9 @@ class Writer:
     ) -> dict[str, Any]:
         """The write's stored values, checked at the request's validation level and completed
         by the entity's rules; read-only fields the request overrides keep its values."""
-        stored = check_write(et, body, before=before, level=self.ctx.validation)
+        stored = check_write(
+            et, body, before=before, level=self.ctx.validation, zone=self.ctx.timezone
+        )
         overrides = {k: v for k, v in stored.items() if et.by_name[k].read_only}
         if before is None:
             for f in et.fields:
@@ -339,7 +341,7 @@ class Writer:
         t = table_of(leads)
         raw = (await self.conn.execute(select(t).where(t.c.id == record_id))).mappings().one()
         before = row_to_record(opptys, raw)
-        stored = check_write(opptys, body, before=before)
+        stored = check_write(opptys, body, before=before, zone=self.ctx.timezone)
         step = stored.get("step_id") or await self._first_step()
         if step is None:
             raise ValidationFailed(

@@ -12,8 +12,11 @@ import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import tzinfo
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
@@ -173,8 +176,9 @@ def resolve(et: EntityType, path: str, where: str) -> Target:
     return Target(path, f, f.column_name)
 
 
-def typed_value(f: Field, raw: Any, where: str) -> Any:
-    """A filter or cursor value (query text or JSON) as the field's stored type."""
+def typed_value(f: Field, raw: Any, where: str, zone: tzinfo | None = None) -> Any:
+    """A filter or cursor value (query text or JSON) as the field's stored type; a date-time
+    without an offset is read in ``zone`` (default UTC)."""
     try:
         if f.kind is Kind.ENUM:
             return enum_value(f, int(raw) if isinstance(raw, str) and raw.isdigit() else raw)
@@ -197,7 +201,7 @@ def typed_value(f: Field, raw: Any, where: str) -> Any:
         if f.kind is Kind.DATE:
             return parse_date(raw[:10])
         if f.kind is Kind.DATETIME:
-            return parse_datetime(raw)
+            return parse_datetime(raw, zone)
         if f.kind is Kind.UUID:
             return parse_uuid(raw)
     except (ValueError, ValueRejected) as e:
@@ -222,7 +226,9 @@ def _int64(value: int) -> int:
     return value
 
 
-def condition(et: EntityType, path: str, op_name: str, raw: Any, where: str) -> Condition:
+def condition(
+    et: EntityType, path: str, op_name: str, raw: Any, where: str, zone: tzinfo | None = None
+) -> Condition:
     """One condition from a filter value: query text, or JSON (a scalar or a list: any of)."""
     target = resolve(et, path, where)
     try:
@@ -249,21 +255,25 @@ def condition(et: EntityType, path: str, op_name: str, raw: Any, where: str) -> 
         raise ParameterInvalid(f"{where}: between takes two values, low,high; got {raw!r}")
     if not parts or any(p is None for p in parts):
         raise ParameterInvalid(f"{where}: a value is needed; use filter-op null for nulls")
-    values = tuple(typed_value(target.field, p, where) for p in parts)
+    values = tuple(typed_value(target.field, p, where, zone) for p in parts)
     if op in CASE_INSENSITIVE:
         values = tuple(ascii_lower(v) for v in values)
     return Condition(target, op, values)
 
 
 def conditions(
-    et: EntityType, values: Mapping[str, Any], ops: Mapping[str, str]
+    et: EntityType,
+    values: Mapping[str, Any],
+    ops: Mapping[str, str],
+    zone: tzinfo | None = None,
 ) -> tuple[Condition, ...]:
-    """Conditions from ``filter`` / ``filter-op`` maps (query parameters or webhook options)."""
+    """Conditions from ``filter`` / ``filter-op`` maps (query parameters or webhook options);
+    ``zone``: the request's ``Timezone`` (webhook options are UTC)."""
     for name in ops:
         if name not in values:
             raise ParameterInvalid(f"filter-op[{name}]: no filter[{name}] to apply it to")
     return tuple(
-        condition(et, path, ops.get(path, "eq"), raw, f"filter[{path}]")
+        condition(et, path, ops.get(path, "eq"), raw, f"filter[{path}]", zone)
         for path, raw in values.items()
     )
 
@@ -343,8 +353,9 @@ def _split(raw: str | None) -> list[str] | None:
     return [part.strip() for part in raw.split(",")]
 
 
-def parse_list(et: EntityType, params: Mapping[str, str]) -> ListQuery:
-    """Parse a list request's query parameters; unknown parameters are refused."""
+def parse_list(et: EntityType, params: Mapping[str, str], zone: tzinfo | None = None) -> ListQuery:
+    """Parse a list request's query parameters; unknown parameters are refused. Filter values
+    without an offset are read in ``zone`` (the ``Timezone`` header; None: UTC)."""
     for key in params:
         if key not in _LIST_PARAMS and key not in SHAPE_PARAMS and not _FILTER_RE.match(key):
             raise ParameterInvalid(f"unknown parameter {key!r}")
@@ -362,7 +373,7 @@ def parse_list(et: EntityType, params: Mapping[str, str]) -> ListQuery:
     )
     values, ops = _filter_maps(params)
     return ListQuery(
-        conditions=conditions(et, values, ops),
+        conditions=conditions(et, values, ops, zone),
         order=order,
         limit=window.limit,
         backward=window.backward,
@@ -387,10 +398,12 @@ def parse_bool_param(params: Mapping[str, str], name: str) -> bool:
 
 def include_deleted(params: Mapping[str, str]) -> bool:
     """``include-deleted`` or ``include_deleted`` (both spellings are Pipeliner's)."""
-    if all(name in params for name in INCLUDE_DELETED):
+    dashed, underscored = INCLUDE_DELETED
+    if underscored not in params:  # the common case: one lookup more than before
+        return parse_bool_param(params, dashed)
+    if dashed in params:
         raise ParameterInvalid("include-deleted and include_deleted: give one of them")
-    name = next((n for n in INCLUDE_DELETED if n in params), INCLUDE_DELETED[0])
-    return parse_bool_param(params, name)
+    return parse_bool_param(params, underscored)
 
 
 VALIDATION_LEVEL = "validation-level"
@@ -409,3 +422,27 @@ def validation_level(params: Mapping[str, str]) -> Validation:
             + ", ".join(str(int(bit)) for bit in Validation)
         )
     return Validation(value)
+
+
+TIMEZONE_HEADER = "Timezone"
+MAX_ZONE_NAME = 64
+
+
+@lru_cache(maxsize=64)
+def _zone(name: str) -> tzinfo:
+    return ZoneInfo(name)
+
+
+def request_timezone(raw: str | None) -> tzinfo | None:
+    """The ``Timezone`` header: an IANA zone name (``America/Chicago``); None when absent."""
+    if raw is None:
+        return None
+    try:
+        if not raw or len(raw) > MAX_ZONE_NAME:
+            raise ValueError(raw)
+        return _zone(raw)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ParameterInvalid(
+            f"{TIMEZONE_HEADER}: {raw[:MAX_ZONE_NAME]!r} is not a time zone name such as "
+            "America/Chicago"
+        ) from None

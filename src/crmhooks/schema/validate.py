@@ -5,6 +5,7 @@ How much is checked follows Pipeliner's ``validation-level`` bit mask (:class:`V
 
 from __future__ import annotations
 
+from datetime import tzinfo
 from enum import IntFlag
 from typing import Any
 
@@ -46,7 +47,9 @@ ENTITIES_CHECKED_WHOLE = frozenset({"Webhooks", "CustomEntities"})
 NOT_NULL_OVERRIDES = frozenset({"created"})
 
 
-def _check_object(f: Field, value: Any, errors: list[FieldError]) -> dict[str, Any] | None:
+def _check_object(
+    f: Field, value: Any, errors: list[FieldError], zone: tzinfo | None
+) -> dict[str, Any] | None:
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -63,7 +66,7 @@ def _check_object(f: Field, value: Any, errors: list[FieldError]) -> dict[str, A
             )
             continue
         try:
-            out[key] = to_stored(sub, sub_value)
+            out[key] = to_stored(sub, sub_value, zone)
         except ValueRejected as e:
             errors.append(field_error(f"{f.name}.{key}", FIELD_TYPE, str(e)))
     return out
@@ -85,7 +88,7 @@ def overridable(entity: EntityType, f: Field, level: Validation) -> bool:
     )
 
 
-def _same_as_stored(f: Field, value: Any, before: dict[str, Any]) -> bool:
+def _same_as_stored(f: Field, value: Any, before: dict[str, Any], zone: tzinfo | None) -> bool:
     """Whether a written value is what the record holds already (so it changes nothing)."""
     if f.kind is Kind.JSON:
         return bool(value == before.get(f.name))
@@ -93,20 +96,22 @@ def _same_as_stored(f: Field, value: Any, before: dict[str, Any]) -> bool:
         if f.kind is Kind.OBJECT:
             if not isinstance(value, dict) or set(value) != {s.name for s in f.subfields}:
                 return False
-            wire: Any = {s.name: to_wire(s, to_stored(s, value[s.name])) for s in f.subfields}
+            wire: Any = {s.name: to_wire(s, to_stored(s, value[s.name], zone)) for s in f.subfields}
         else:
-            wire = to_wire(f, to_stored(f, value))
+            wire = to_wire(f, to_stored(f, value, zone))
     except ValueRejected:
         return False
     return bool(wire == before.get(f.name))
 
 
-def unchanged_fields(entity: EntityType, body: dict[str, Any], before: dict[str, Any]) -> set[str]:
+def unchanged_fields(
+    entity: EntityType, body: dict[str, Any], before: dict[str, Any], zone: tzinfo | None = None
+) -> set[str]:
     """The fields of a patch whose value is the stored one (validation-level bit 2 skips them)."""
     out = set()
     for key, value in body.items():
         f = entity.field(key)
-        if f is not None and not f.hidden and _same_as_stored(f, value, before):
+        if f is not None and not f.hidden and _same_as_stored(f, value, before, zone):
             out.add(key)
     return out
 
@@ -125,17 +130,19 @@ def check_write(
     *,
     before: dict[str, Any] | None,
     level: Validation = FULL,
+    zone: tzinfo | None = None,
 ) -> Stored:
     """The stored values of a create (``before`` is None) or a patch, or ValidationFailed.
 
     Checks unknown and read-only fields, types, nulls and required fields, as far as ``level``
     asks; relations to existing records are checked later, against the database. Types are
-    checked at every level: a value is stored in its field's type or not at all.
+    checked at every level: a value is stored in its field's type or not at all. A date-time
+    without an offset is read in ``zone`` (the request's ``Timezone``; None: UTC).
     """
     creating = before is None
     skip: set[str] = set()
     if before is not None and Validation.CHANGED_ONLY in level:
-        skip = unchanged_fields(entity, body, before)
+        skip = unchanged_fields(entity, body, before, zone)
     errors: list[FieldError] = []
     out: Stored = {}
     for key, value in body.items():
@@ -159,12 +166,12 @@ def check_write(
             errors.append(field_error(key, FIELD_REQUIRED, "required; may not be null"))
             continue
         if f.kind is Kind.OBJECT:
-            out[key] = _check_object(f, value, errors)
+            out[key] = _check_object(f, value, errors, zone)
         elif f.kind is Kind.JSON:
             out[key] = value
         else:
             try:
-                out[key] = to_stored(f, value)
+                out[key] = to_stored(f, value, zone)
             except ValueRejected as e:
                 errors.append(field_error(key, FIELD_TYPE, str(e)))
     if creating:
