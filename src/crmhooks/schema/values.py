@@ -39,6 +39,8 @@ def in_zone(wire: str, zone: tzinfo) -> str:
         shifted = datetime.fromisoformat(wire).astimezone(zone)
     except OverflowError:  # an instant near year 1 or 9999 that the zone's offset carries out
         return wire
+    except ValueError:  # not a date-time (a custom field stored before its type was changed)
+        return wire
     return shifted.isoformat(sep=" ", timespec="microseconds")
 
 
