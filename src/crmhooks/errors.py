@@ -9,18 +9,22 @@
         ├── Unauthorized             401 ERROR_UNAUTHORIZED
         ├── Forbidden                403 ERROR_FORBIDDEN (a dashboard form without its CSRF token)
         ├── NotFound                 404 ERROR_ENTITY_NOT_FOUND
+        │   └── UnknownType          404 ERROR_UNKNOWN_TYPE (no collection of that name)
         ├── MethodNotAllowed         405 ERROR_METHOD_NOT_ALLOWED
         ├── PayloadTooLarge          413 ERROR_PAYLOAD_TOO_LARGE
         ├── ValidationFailed         422 ERROR_ENTITY_VALIDATION, with field errors
         ├── BatchFailed              422 ERROR_ENTITY_VALIDATION, each failed item at its index
         └── InternalError            500 ERROR_INTERNAL
 
-The API layer turns an ``ApiError`` into the contract's envelope in exactly one place
-(``crmhooks.api.errors``); nothing else builds error bodies.
+Each error builds its own body here (``ApiError.body``) and ``crmhooks.api.envelopes`` sends it;
+nothing else builds error bodies. The 422 body is Pipeliner's, key for key, as the real service
+sends it (``entity_id``, ``entity_name``, ``entity_errors``, ``field_errors`` with ``field_id``,
+``step_checklist_errors``, ``entity_index``).
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -43,9 +47,11 @@ class FieldError:
     message: str
 
 
-# Inner error names and codes (ours where Pipeliner documents none; see docs/errors.md).
+# Inner error names and codes (ours where Pipeliner has none; the table is in docs/api.md).
+# A missing required field is Pipeliner's own inner error: code 119 inside the field's entry of
+# a 422 ERROR_ENTITY_VALIDATION, as its recorded answers show (not a top-level error).
 RELATIONS_DOESNT_EXIST = ("ERROR_RELATIONS_DOESNT_EXIST", 120)
-FIELD_REQUIRED = ("ERROR_FIELD_REQUIRED", 40010)
+FIELD_REQUIRED = ("ERROR_PARAMETER_MISSING", 119)
 FIELD_TYPE = ("ERROR_FIELD_TYPE", 40011)
 FIELD_UNKNOWN = ("ERROR_FIELD_UNKNOWN", 40012)
 FIELD_READ_ONLY = ("ERROR_FIELD_READ_ONLY", 40013)
@@ -55,6 +61,18 @@ FIELD_VALUE = ("ERROR_FIELD_VALUE", 40014)
 def field_error(field_name: str, kind: tuple[str, int], message: str) -> FieldError:
     """Build a :class:`FieldError` from one of the inner (name, code) pairs above."""
     return FieldError(field_name=field_name, name=kind[0], code=kind[1], message=message)
+
+
+# Pipeliner names each field by the id of its definition; ours is derived from the entity and
+# field names, so it is the same for a field in every space and every release.
+_FIELD_IDS = uuid.UUID("7d0f7c3e-5b8a-4f0e-9a57-2c1e6b1f4d20")
+
+
+def field_id(entity_name: str | None, field_name: str) -> str | None:
+    """The stable id of a field (null when the entity is not known)."""
+    if entity_name is None:
+        return None
+    return str(uuid.uuid5(_FIELD_IDS, f"{entity_name}.{field_name}"))
 
 
 class ApiError(CrmHooksError):
@@ -102,6 +120,16 @@ class NotFound(ApiError):
     code = 404
 
 
+class UnknownType(NotFound):
+    """``/entities/{name}`` where no collection has that name: Pipeliner's code and message."""
+
+    name = "ERROR_UNKNOWN_TYPE"
+    code = 2006
+
+    def __init__(self, entity: str) -> None:
+        super().__init__(f"cannot determine entity type from {entity}")
+
+
 class MethodNotAllowed(ApiError):
     http_status = 405
     name = "ERROR_METHOD_NOT_ALLOWED"
@@ -121,7 +149,11 @@ class InternalError(ApiError):
 
 
 class ValidationFailed(ApiError):
-    """422: one or more fields of a write are wrong; nothing was changed."""
+    """422: one or more fields of a write are wrong; nothing was changed.
+
+    ``about`` places it: the entity (singular name, as Pipeliner writes it), the record's id (null
+    on a create) and, for an item of a batch, its index.
+    """
 
     http_status = 422
     name = "ERROR_ENTITY_VALIDATION"
@@ -131,22 +163,56 @@ class ValidationFailed(ApiError):
         names = ", ".join(dict.fromkeys(e.field_name for e in errors))
         super().__init__(message or f"invalid value of field(s): {names}")
         self.errors = errors
+        self.entity_name: str | None = None
+        self.entity_id: str | None = None
+        self.entity_index: int | None = None
+
+    def about(
+        self, entity_name: str, entity_id: str | None = None, index: int | None = None
+    ) -> ValidationFailed:
+        """Name the record it is about (the first placing wins: it is the most precise)."""
+        if self.entity_name is None:
+            self.entity_name, self.entity_id = entity_name, entity_id
+        if index is not None:
+            self.entity_index = index
+        return self
 
     def body(self) -> dict[str, Any]:
         grouped: dict[str, list[FieldError]] = {}
         for e in self.errors:
             grouped.setdefault(e.field_name, []).append(e)
         out = super().body()
-        out["field_errors"] = [
-            {
-                "field_name": name,
-                "name": "ERROR_FIELD_VALIDATION",
-                "code": 40002,
-                "errors": [{"code": e.code, "name": e.name, "message": e.message} for e in errors],
-            }
-            for name, errors in grouped.items()
-        ]
+        out.update(
+            entity_id=self.entity_id,
+            entity_name=self.entity_name,
+            entity_errors=[],
+            field_errors=[
+                _field_entry(self.entity_name, name, errors) for name, errors in grouped.items()
+            ],
+            step_checklist_errors=[],
+            entity_index=self.entity_index,
+        )
         return out
+
+
+def _field_entry(entity: str | None, name: str, errors: list[FieldError]) -> dict[str, Any]:
+    fid = field_id(entity, name)
+    return {
+        "field_id": fid,
+        "field_name": name,
+        "name": "ERROR_FIELD_VALIDATION",
+        "code": 40002,
+        "errors": [
+            {
+                "code": e.code,
+                "name": e.name,
+                "message": e.message,
+                "field_id": fid,
+                "field_name": name,
+            }
+            for e in errors
+        ],
+    }
 
 
 class BatchFailed(ApiError):
@@ -165,4 +231,23 @@ class BatchFailed(ApiError):
         self.data = data
 
     def body(self) -> dict[str, Any]:
-        return {**super().body(), "data": self.data}
+        # The keys of a 422 ERROR_ENTITY_VALIDATION, as clients of Pipeliner decode them; the
+        # failed items themselves are in ``data``.
+        return {
+            **super().body(),
+            "entity_id": None,
+            "entity_name": None,
+            "entity_errors": [],
+            "field_errors": [],
+            "step_checklist_errors": [],
+            "entity_index": None,
+            "data": self.data,
+        }
+
+
+def batch_item_error(index: int, exc: ApiError, entity_name: str, entity_id: str | None) -> Any:
+    """One failed item of a batch, at its place in ``data``: the error's body with the item's
+    index as Pipeliner names it (``entity_index``) and as we always did (``index``, ours)."""
+    if isinstance(exc, ValidationFailed):
+        exc.about(entity_name, entity_id, index)
+    return {"index": index, **exc.body(), "entity_index": index}

@@ -6,6 +6,7 @@ this module describes each entity's routes from the same data the handlers valid
 
 from __future__ import annotations
 
+from itertools import combinations
 from typing import Any
 
 from crmhooks.api.routes import PREFIX
@@ -18,12 +19,25 @@ from crmhooks.schema.types import EntityType, Field, Kind
 ERROR_STATUSES = {
     "400": "Bad parameter or malformed JSON (ERROR_PARAMETER_INVALID)",
     "401": "Missing or wrong API key and secret (ERROR_UNAUTHORIZED)",
-    "404": "No such entity or record (ERROR_ENTITY_NOT_FOUND)",
+    "404": "No such collection (ERROR_UNKNOWN_TYPE) or record (ERROR_ENTITY_NOT_FOUND)",
     "405": "Method not allowed (ERROR_METHOD_NOT_ALLOWED)",
     "413": "Body over the size limit (ERROR_PAYLOAD_TOO_LARGE)",
     "422": "A field is wrong; field_errors names it (ERROR_ENTITY_VALIDATION)",
 }
 
+_INNER_ERROR: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "code": {"type": "integer"},
+        "name": {"type": "string"},
+        "message": {"type": "string"},
+        "field_id": {"type": ["string", "null"], "format": "uuid"},
+        "field_name": {"type": "string"},
+    },
+}
+
+# Pipeliner's error body; the entity_* keys, field_errors and step_checklist_errors come with a
+# 422 ERROR_ENTITY_VALIDATION (docs/api.md).
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["success", "http_status", "code", "name", "message"],
@@ -33,28 +47,26 @@ ERROR_SCHEMA: dict[str, Any] = {
         "code": {"type": "integer"},
         "name": {"type": "string"},
         "message": {"type": "string"},
+        "entity_id": {"type": ["string", "null"], "format": "uuid"},
+        "entity_name": {"type": ["string", "null"]},
+        "entity_errors": {"type": "array", "items": _INNER_ERROR},
         "field_errors": {
             "type": "array",
             "items": {
                 "type": "object",
                 "properties": {
+                    "field_id": {"type": ["string", "null"], "format": "uuid"},
                     "field_name": {"type": "string"},
                     "name": {"type": "string"},
                     "code": {"type": "integer"},
-                    "errors": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "properties": {
-                                "code": {"type": "integer"},
-                                "name": {"type": "string"},
-                                "message": {"type": "string"},
-                            },
-                        },
-                    },
+                    "errors": {"type": "array", "items": _INNER_ERROR},
                 },
             },
         },
+        "step_checklist_errors": {"type": "array", "items": {}},
+        "entity_index": {"type": ["integer", "null"]},
+        "index": {"type": "integer"},
+        "data": {"type": "array"},
     },
 }
 
@@ -145,6 +157,10 @@ def _param(name: str, where: str, schema: dict[str, Any], required: bool = False
     return {"name": name, "in": where, "required": required, "schema": schema}
 
 
+# Every sum of the validation-level bits (docs/api.md).
+_LEVELS = sorted({sum(bits) for n in range(5) for bits in combinations((2, 4, 8, 16), n)})
+
+
 SPACE = _param("space_id", "path", {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}, True)
 RECORD = _param("record_id", "path", {"type": "string", "format": "uuid"}, True)
 LIST_PARAMS = [
@@ -155,7 +171,28 @@ LIST_PARAMS = [
     _param("order-by", "query", {"type": "string"}),
     _param("include-deleted", "query", {"type": "boolean"}),
 ]
-INCLUDE_DELETED = LIST_PARAMS[-1]
+LIST_PARAMS.append(
+    {
+        **_param("include_deleted", "query", {"type": "boolean"}),
+        "description": "The same as include-deleted (Pipeliner's documentation spells it so); "
+        "give one of them",
+    }
+)
+INCLUDE_DELETED = LIST_PARAMS[-2:]
+TIMEZONE = {
+    "name": "Timezone",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "maxLength": 64},
+    "description": "An IANA time zone (America/Chicago): date-times of the answer are written "
+    "in it, and date-times without an offset in the request are read in it",
+    "example": "America/Chicago",
+}
+VALIDATION_LEVEL = {
+    **_param("validation-level", "query", {"type": "integer", "enum": _LEVELS}),
+    "description": "Bit mask: 0 check every field; 2 only changed fields; 4 only system fields; "
+    "8 may set read-only created and status dates; 16 a relation may name a deleted record",
+}
 SHAPE_PARAMS = [
     {
         **_param("expand", "query", {"type": "string"}),
@@ -233,13 +270,13 @@ def _entity_paths(et: EntityType, path_name: str, extra: list[Any]) -> dict[str,
             "get": {
                 "tags": tag,
                 "summary": f"List {et.name}",
-                "parameters": [*base, *LIST_PARAMS, *FILTER_PARAMS, *SHAPE_PARAMS],
+                "parameters": [*base, *LIST_PARAMS, *FILTER_PARAMS, *SHAPE_PARAMS, TIMEZONE],
                 "responses": _responses("200", listing, "404"),
             },
             "post": {
                 "tags": tag,
                 "summary": f"Create one of {et.name}",
-                "parameters": [*base, *SHAPE_PARAMS],
+                "parameters": [*base, *SHAPE_PARAMS, VALIDATION_LEVEL, TIMEZONE],
                 "requestBody": _body(write_schema(et, create=True)),
                 "responses": _responses("201", _one(ref), "404", "413", "422"),
             },
@@ -249,20 +286,20 @@ def _entity_paths(et: EntityType, path_name: str, extra: list[Any]) -> dict[str,
             "get": {
                 "tags": tag,
                 "summary": f"Read one of {et.name}",
-                "parameters": [*base, RECORD, INCLUDE_DELETED, *SHAPE_PARAMS],
+                "parameters": [*base, RECORD, *INCLUDE_DELETED, *SHAPE_PARAMS, TIMEZONE],
                 "responses": _responses("200", _one(ref), "404"),
             },
             "patch": {
                 "tags": tag,
                 "summary": f"Change fields of one of {et.name}",
-                "parameters": [*base, RECORD, *SHAPE_PARAMS],
+                "parameters": [*base, RECORD, *SHAPE_PARAMS, VALIDATION_LEVEL, TIMEZONE],
                 "requestBody": _body(write_schema(et, create=False)),
                 "responses": _responses("200", _one(ref), "404", "413", "422"),
             },
             "delete": {
                 "tags": tag,
                 "summary": f"Soft-delete one of {et.name}",
-                "parameters": [*base, RECORD],
+                "parameters": [*base, RECORD, VALIDATION_LEVEL],
                 "responses": _responses("200", deleted, "404"),
             },
         },
@@ -285,7 +322,7 @@ def _batch_paths(et: EntityType, path_name: str, base: list[Any]) -> dict[str, A
             "post": {
                 "tags": [et.name],
                 "summary": f"{summary} {et.name}",
-                "parameters": [*base, ROLLBACK],
+                "parameters": [*base, ROLLBACK, VALIDATION_LEVEL, TIMEZONE],
                 "requestBody": _body(body),
                 "responses": _responses("200", results, "404", "413", "422"),
             }

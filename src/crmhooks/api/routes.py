@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -16,8 +16,17 @@ from crmhooks.api.auth import KeyCache, authenticate
 from crmhooks.changes import links
 from crmhooks.changes.batch import MAX_ITEMS, run_batch
 from crmhooks.changes.writer import WriteContext, WritePath, Writer
-from crmhooks.errors import NotFound, ParameterInvalid
-from crmhooks.query.params import SHAPE_PARAMS, parse_bool_param, parse_list, shape_of
+from crmhooks.errors import NotFound, ParameterInvalid, UnknownType, ValidationFailed
+from crmhooks.query.params import (
+    INCLUDE_DELETED,
+    SHAPE_PARAMS,
+    VALIDATION_LEVEL,
+    include_deleted,
+    parse_list,
+    request_timezone,
+    shape_of,
+    validation_level,
+)
 from crmhooks.query.render import render
 from crmhooks.query.shape import Shape
 from crmhooks.query.sql import list_page
@@ -31,6 +40,7 @@ from crmhooks.store.records import Record, fetch
 
 PREFIX = "/api/v100/rest/spaces/{space_id}"
 SKIP_KEY_HEADER = "webhook-skip-key"
+TIMEZONE_HEADER = "timezone"
 MAX_SKIP_KEY = 255
 
 
@@ -62,7 +72,8 @@ async def request_context(request: Request) -> tuple[Services, WriteContext]:
     skip = request.headers.get(SKIP_KEY_HEADER)
     if skip is not None and len(skip) > MAX_SKIP_KEY:
         raise ParameterInvalid(f"Webhook-Skip-Key: longer than {MAX_SKIP_KEY} characters")
-    return svc, WriteContext(space_id=space_id, key_id=key.key_id, skip_key=skip)
+    zone = request_timezone(request.headers.get(TIMEZONE_HEADER))
+    return svc, WriteContext(space_id=space_id, key_id=key.key_id, skip_key=skip, timezone=zone)
 
 
 async def _entity(svc: Services, space_id: str, name: str) -> EntityType:
@@ -71,7 +82,7 @@ async def _entity(svc: Services, space_id: str, name: str) -> EntityType:
         async with svc.db.read() as conn:
             et = await entity_type(conn, space_id, name)
     if et is None:
-        raise NotFound(f"unknown entity {name!r}")
+        raise UnknownType(name)
     return et
 
 
@@ -132,14 +143,24 @@ def _shape(request: Request, et: EntityType, extra: frozenset[str] = frozenset()
     return shape_of(et, only_params(request, SHAPE_PARAMS | extra))
 
 
+WRITE_PARAMS = frozenset({VALIDATION_LEVEL})
+
+
+def checked_as_asked(request: Request, ctx: WriteContext) -> WriteContext:
+    """The context of a write that takes ``validation-level`` (Pipeliner's create, update,
+    delete and batch routes)."""
+    level = validation_level(request.query_params)
+    return ctx if not level else replace(ctx, validation=level)
+
+
 async def list_records(request: Request) -> Response:
     svc, ctx = await request_context(request)
     et = await _entity(svc, ctx.space_id, request.path_params["entity"])
-    q = parse_list(et, request.query_params)
+    q = parse_list(et, request.query_params, ctx.timezone)
     async with svc.db.read() as conn:
         records, total, info = await list_page(conn, et, ctx.space_id, q)
         base = base_url(request, svc.settings)
-        shown = await render(conn, et, ctx.space_id, records, base, q.shape)
+        shown = await render(conn, et, ctx.space_id, records, base, q.shape, zone=ctx.timezone)
     return envelopes.many(shown, total, info)
 
 
@@ -147,14 +168,16 @@ async def read_record(request: Request) -> Response:
     svc, ctx = await request_context(request)
     et = await _entity(svc, ctx.space_id, request.path_params["entity"])
     record_id = _record_id(request)
-    shape = _shape(request, et, frozenset({"include-deleted"}))
-    deleted = parse_bool_param(request.query_params, "include-deleted")
+    shape = _shape(request, et, frozenset(INCLUDE_DELETED))
+    deleted = include_deleted(request.query_params)
     async with svc.db.read() as conn:
         found = await fetch(conn, et, ctx.space_id, record_id, include_deleted=deleted)
         if found is None:
             raise NotFound(f"no {et.name} record with id {record_id}")
         base = base_url(request, svc.settings)
-        shown = (await render(conn, et, ctx.space_id, [found[0]], base, shape))[0]
+        shown = (await render(conn, et, ctx.space_id, [found[0]], base, shape, zone=ctx.timezone))[
+            0
+        ]
     return envelopes.one(shown)
 
 
@@ -172,11 +195,16 @@ async def _write(
     status: int = 200,
     reveal: bool = False,
     fresh: bool = False,
+    record_id: str | None = None,
+    params: frozenset[str] = frozenset(),
 ) -> Response:
     """Run one write and answer with the record as it is now, shaped as asked."""
-    shape = _shape(request, shown_as or et)
+    shape = _shape(request, shown_as or et, params)
     async with svc.writes.begin(ctx) as writer:
-        record = await step(writer, et)
+        try:
+            record = await step(writer, et)
+        except ValidationFailed as e:
+            raise e.about((shown_as or et).singular, record_id) from None
         base = base_url(request, svc.settings)
         shown = await render(
             writer.conn,
@@ -187,6 +215,7 @@ async def _write(
             shape,
             reveal=reveal,
             fresh=fresh,
+            zone=ctx.timezone,
         )
     return envelopes.one(shown[0], status)
 
@@ -195,13 +224,16 @@ async def create_record(request: Request) -> Response:
     svc, ctx = await request_context(request)
     et = await _entity(svc, ctx.space_id, request.path_params["entity"])
     body = await json_object(request)
+    ctx = checked_as_asked(request, ctx)
 
     async def step(w: Writer, et: EntityType) -> Record:
         return await w.create(et, body)
 
     # A new record's lists are empty, unless this very write filled them (relation rows).
     fresh = not links.involved(et, body)
-    return await _write(request, svc, ctx, et, step, status=201, reveal=True, fresh=fresh)
+    return await _write(
+        request, svc, ctx, et, step, status=201, reveal=True, fresh=fresh, params=WRITE_PARAMS
+    )
 
 
 async def patch_record(request: Request) -> Response:
@@ -209,18 +241,22 @@ async def patch_record(request: Request) -> Response:
     et = await _entity(svc, ctx.space_id, request.path_params["entity"])
     record_id = _record_id(request)
     body = await json_object(request)
+    ctx = checked_as_asked(request, ctx)
 
     async def step(w: Writer, et: EntityType) -> Record:
         return await w.update(et, record_id, body)
 
-    return await _write(request, svc, ctx, et, step)
+    return await _write(request, svc, ctx, et, step, record_id=record_id, params=WRITE_PARAMS)
 
 
 async def delete_record(request: Request) -> Response:
     svc, ctx = await request_context(request)
     et = await _entity(svc, ctx.space_id, request.path_params["entity"])
     record_id = _record_id(request)
-    only_params(request, set())
+    only_params(request, WRITE_PARAMS)
+    # A delete checks only that the record is there: no level relaxes that, so the level is
+    # checked for its form and has no other effect.
+    ctx = checked_as_asked(request, ctx)
     async with svc.writes.begin(ctx) as writer:
         await writer.delete(et, record_id)
     return envelopes.one(record_id)
@@ -235,7 +271,7 @@ async def qualify(request: Request) -> Response:
         return await w.qualify(record_id, body)
 
     leads, opptys = BUILTIN["Leads"], BUILTIN["Opportunities"]
-    return await _write(request, svc, ctx, leads, step, shown_as=opptys)
+    return await _write(request, svc, ctx, leads, step, shown_as=opptys, record_id=record_id)
 
 
 async def back_to_lead(request: Request) -> Response:
@@ -246,7 +282,7 @@ async def back_to_lead(request: Request) -> Response:
         return await w.back_to_lead(record_id)
 
     leads, opptys = BUILTIN["Leads"], BUILTIN["Opportunities"]
-    return await _write(request, svc, ctx, opptys, step, shown_as=leads)
+    return await _write(request, svc, ctx, opptys, step, shown_as=leads, record_id=record_id)
 
 
 async def _batch(
@@ -254,8 +290,9 @@ async def _batch(
 ) -> Response:
     svc, ctx = await request_context(request)
     et = await _entity(svc, ctx.space_id, request.path_params["entity"])
-    params = only_params(request, {"rollback-method"})
+    params = only_params(request, {"rollback-method", VALIDATION_LEVEL})
     keep_going = rollback_method(params.get("rollback-method"))
+    ctx = checked_as_asked(request, ctx)
     items = await json_array(request)
     async with svc.writes.begin(ctx) as writer:
         results = await run_batch(writer, et, items, run, keep_going=keep_going)

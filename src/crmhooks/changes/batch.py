@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from crmhooks.changes.writer import Writer
-from crmhooks.errors import ApiError, BatchFailed
+from crmhooks.errors import ApiError, BatchFailed, batch_item_error
 from crmhooks.schema.types import EntityType
 
 MAX_ITEMS = 10_000
@@ -20,8 +20,10 @@ MAX_ITEMS = 10_000
 Item = Callable[[Writer, EntityType, Any], Awaitable[str]]
 
 
-def item_error(index: int, exc: ApiError) -> dict[str, Any]:
-    return {"index": index, **exc.body()}
+def item_error(et: EntityType, items: Sequence[Any], index: int, exc: ApiError) -> Any:
+    item = items[index]
+    raw = item.get("id") if isinstance(item, dict) else item
+    return batch_item_error(index, exc, et.singular, raw if isinstance(raw, str) else None)
 
 
 async def run_batch(
@@ -47,7 +49,7 @@ async def run_batch(
             created = await writer.create_many(et, items[index:end])
             for offset, outcome in enumerate(created):
                 if isinstance(outcome, ApiError):
-                    results.append(item_error(index + offset, outcome))
+                    results.append(item_error(et, items, index + offset, outcome))
                 else:
                     results.append(outcome["id"])
             index = end
@@ -55,7 +57,7 @@ async def run_batch(
         try:
             results.append(await run(writer, et, items[index]))
         except ApiError as exc:
-            results.append(item_error(index, exc))
+            results.append(item_error(et, items, index, exc))
         index += 1
     failed = [i for i, r in enumerate(results) if isinstance(r, dict)]
     if failed and not keep_going:

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any
 
@@ -33,7 +33,7 @@ from crmhooks.errors import (
 )
 from crmhooks.schema.registry import BUILTIN
 from crmhooks.schema.types import EntityType
-from crmhooks.schema.validate import check_write
+from crmhooks.schema.validate import FULL, Validation, check_write
 from crmhooks.schema.values import format_datetime
 from crmhooks.store.catalog import target_type
 from crmhooks.store.engine import Database
@@ -72,11 +72,15 @@ class Change:
 
 @dataclass(frozen=True)
 class WriteContext:
-    """Who writes, and the request's ``Webhook-Skip-Key``."""
+    """Who writes, the request's ``Webhook-Skip-Key``, how much of the write is checked
+    (``validation-level``) and the zone of date-times written without an offset (``Timezone``;
+    None: UTC)."""
 
     space_id: str
     key_id: str | None = None
     skip_key: str | None = None
+    validation: Validation = FULL
+    timezone: tzinfo | None = None
 
 
 Recorder = Callable[[AsyncConnection, WriteContext, Sequence[Change]], Awaitable[None]]
@@ -144,9 +148,14 @@ class Writer:
                 if value is not None and f.target is not None:
                     wanted.setdefault(f.target, set()).add(value)
         found: dict[str, set[str]] = {}
+        deleted_too = Validation.DELETED_RELATIONS in self.ctx.validation
         for target, values in wanted.items():
             found[target] = await existing_ids(
-                self.conn, target_type(target), self.ctx.space_id, values
+                self.conn,
+                target_type(target),
+                self.ctx.space_id,
+                values,
+                include_deleted=deleted_too,
             )
         return [
             [
@@ -186,13 +195,24 @@ class Writer:
         self.changes.append(change)
         return change.after
 
+    def _checked(
+        self, et: EntityType, before: Record | None, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The write's stored values, checked at the request's validation level and completed
+        by the entity's rules; read-only fields the request overrides keep its values."""
+        stored = check_write(
+            et, body, before=before, level=self.ctx.validation, zone=self.ctx.timezone
+        )
+        overrides = {k: v for k, v in stored.items() if et.by_name[k].read_only}
+        if before is None:
+            for f in et.fields:
+                if f.name not in stored and not f.read_only and f.default is not None:
+                    stored[f.name] = f.default
+        return {**derive(et, before, stored, self.now), **overrides}
+
     async def _prepared(self, et: EntityType, body: dict[str, Any]) -> dict[str, Any]:
         """A create's stored values, checked and completed; relations are checked apart."""
-        stored = check_write(et, body, before=None)
-        for f in et.fields:
-            if f.name not in stored and not f.read_only and f.default is not None:
-                stored[f.name] = f.default
-        stored = derive(et, None, stored, self.now)
+        stored = self._checked(et, None, body)
         return await self._validate(et, None, stored)
 
     def _new_row(self, et: EntityType, stored: dict[str, Any]) -> tuple[dict[str, Any], Record]:
@@ -210,7 +230,7 @@ class Writer:
             **cols,
             "id": str(uuid.uuid4()),
             "space_id": self.ctx.space_id,
-            "created": at,
+            "created": stored.get("created") or at,
             "modified": at,
             "is_deleted": False,
             "revision": 1,
@@ -350,8 +370,7 @@ class Writer:
         nested: dict[str, list[dict[str, Any]]],
     ) -> Record:
         before = await self._load(et, record_id)
-        stored = check_write(et, body, before=before)
-        stored = derive(et, before, stored, self.now)
+        stored = self._checked(et, before, body)
         stored = await self._validate(et, before, stored)
         changed_relations = {k: v for k, v in stored.items() if before.get(k) != v}
         await self._check_relations(et, changed_relations)
@@ -425,7 +444,7 @@ class Writer:
         t = table_of(leads)
         raw = (await self.conn.execute(select(t).where(t.c.id == record_id))).mappings().one()
         before = row_to_record(opptys, raw)
-        stored = check_write(opptys, body, before=before)
+        stored = check_write(opptys, body, before=before, zone=self.ctx.timezone)
         step = stored.get("step_id") or await self._first_step()
         if step is None:
             raise ValidationFailed(

@@ -12,14 +12,18 @@ import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import tzinfo
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
 from crmhooks.errors import ParameterInvalid
 from crmhooks.query.shape import Shape, parse_shape
 from crmhooks.schema.types import EntityType, Field, Kind
+from crmhooks.schema.validate import Validation
 from crmhooks.schema.values import ValueRejected, enum_value, parse_date, parse_datetime, parse_uuid
 
 DEFAULT_PAGE = 30
@@ -100,14 +104,57 @@ class ListQuery:
     conditions: tuple[Condition, ...]
     order: tuple[OrderKey, ...]
     limit: int
-    backward: bool  # ``last`` / ``before``: read the page ending at the cursor
+    backward: bool  # ``last`` / ``before``: read the page ending at the cursor (or the end)
     cursor: Cursor | None
     include_deleted: bool
     shape: Shape
+    # The cursor is an ``after`` one (rows past it) rather than a ``before`` one (rows up to it).
+    cursor_after: bool = True
+    trim: int | None = None  # ``first`` N with ``last`` M: keep the last M of the N read
 
 
+@dataclass(frozen=True)
+class Window:
+    """Which rows a list reads: ``limit`` of them, forward or backward, from which cursor, and
+    how many of those it keeps (``trim``)."""
+
+    limit: int
+    backward: bool
+    cursor: str | None
+    cursor_after: bool
+    trim: int | None
+
+
+def page_window(
+    first: int | None, last: int | None, after: str | None, before: str | None
+) -> Window:
+    """The rows ``first`` / ``last`` / ``after`` / ``before`` mean, as Pipeliner reads them.
+
+    ``first`` N (default 30) from the start or ``after`` a cursor; ``last`` N: the last N, or the
+    last N ``after`` a cursor; ``before`` a cursor (with ``last`` or ``first`` N, default 30):
+    the N just before it, paging backwards; ``first`` N with ``last`` M: the last M of the first
+    N (after a cursor, if given). ``after`` with ``before``, and ``first`` with ``last`` and
+    ``before``, name no single window: a 400.
+    """
+    if after is not None and before is not None:
+        raise ParameterInvalid("after and before: give one of them (a page starts at one cursor)")
+    if first is not None and last is not None:
+        if before is not None:
+            raise ParameterInvalid(
+                "first with last takes after, not before: it is the last M of the first N"
+            )
+        return Window(first, False, after, True, last if last < first else None)
+    if before is not None:
+        return Window(last or first or DEFAULT_PAGE, True, before, False, None)
+    if last is not None:
+        return Window(last, True, after, True, None)
+    return Window(first or DEFAULT_PAGE, False, after, True, None)
+
+
+# Pipeliner's published API spells it ``include-deleted``, its documentation ``include_deleted``.
+INCLUDE_DELETED = ("include-deleted", "include_deleted")
 _FILTER_RE = re.compile(r"^(filter|filter-op)\[([^\]]*)\]$")
-_LIST_PARAMS = {"first", "last", "after", "before", "order-by", "include-deleted"}
+_LIST_PARAMS = {"first", "last", "after", "before", "order-by", *INCLUDE_DELETED}
 SHAPE_PARAMS = frozenset({"expand", "load-only", "load_only"})
 
 
@@ -129,8 +176,9 @@ def resolve(et: EntityType, path: str, where: str) -> Target:
     return Target(path, f, f.column_name)
 
 
-def typed_value(f: Field, raw: Any, where: str) -> Any:
-    """A filter or cursor value (query text or JSON) as the field's stored type."""
+def typed_value(f: Field, raw: Any, where: str, zone: tzinfo | None = None) -> Any:
+    """A filter or cursor value (query text or JSON) as the field's stored type; a date-time
+    without an offset is read in ``zone`` (default UTC)."""
     try:
         if f.kind is Kind.ENUM:
             return enum_value(f, int(raw) if isinstance(raw, str) and raw.isdigit() else raw)
@@ -153,7 +201,7 @@ def typed_value(f: Field, raw: Any, where: str) -> Any:
         if f.kind is Kind.DATE:
             return parse_date(raw[:10])
         if f.kind is Kind.DATETIME:
-            return parse_datetime(raw)
+            return parse_datetime(raw, zone)
         if f.kind is Kind.UUID:
             return parse_uuid(raw)
     except (ValueError, ValueRejected) as e:
@@ -178,7 +226,9 @@ def _int64(value: int) -> int:
     return value
 
 
-def condition(et: EntityType, path: str, op_name: str, raw: Any, where: str) -> Condition:
+def condition(
+    et: EntityType, path: str, op_name: str, raw: Any, where: str, zone: tzinfo | None = None
+) -> Condition:
     """One condition from a filter value: query text, or JSON (a scalar or a list: any of)."""
     target = resolve(et, path, where)
     try:
@@ -205,21 +255,25 @@ def condition(et: EntityType, path: str, op_name: str, raw: Any, where: str) -> 
         raise ParameterInvalid(f"{where}: between takes two values, low,high; got {raw!r}")
     if not parts or any(p is None for p in parts):
         raise ParameterInvalid(f"{where}: a value is needed; use filter-op null for nulls")
-    values = tuple(typed_value(target.field, p, where) for p in parts)
+    values = tuple(typed_value(target.field, p, where, zone) for p in parts)
     if op in CASE_INSENSITIVE:
         values = tuple(ascii_lower(v) for v in values)
     return Condition(target, op, values)
 
 
 def conditions(
-    et: EntityType, values: Mapping[str, Any], ops: Mapping[str, str]
+    et: EntityType,
+    values: Mapping[str, Any],
+    ops: Mapping[str, str],
+    zone: tzinfo | None = None,
 ) -> tuple[Condition, ...]:
-    """Conditions from ``filter`` / ``filter-op`` maps (query parameters or webhook options)."""
+    """Conditions from ``filter`` / ``filter-op`` maps (query parameters or webhook options);
+    ``zone``: the request's ``Timezone`` (webhook options are UTC)."""
     for name in ops:
         if name not in values:
             raise ParameterInvalid(f"filter-op[{name}]: no filter[{name}] to apply it to")
     return tuple(
-        condition(et, path, ops.get(path, "eq"), raw, f"filter[{path}]")
+        condition(et, path, ops.get(path, "eq"), raw, f"filter[{path}]", zone)
         for path, raw in values.items()
     )
 
@@ -299,34 +353,35 @@ def _split(raw: str | None) -> list[str] | None:
     return [part.strip() for part in raw.split(",")]
 
 
-def parse_list(et: EntityType, params: Mapping[str, str]) -> ListQuery:
-    """Parse a list request's query parameters; unknown parameters are refused."""
+def parse_list(et: EntityType, params: Mapping[str, str], zone: tzinfo | None = None) -> ListQuery:
+    """Parse a list request's query parameters; unknown parameters are refused. Filter values
+    without an offset are read in ``zone`` (the ``Timezone`` header; None: UTC)."""
     for key in params:
         if key not in _LIST_PARAMS and key not in SHAPE_PARAMS and not _FILTER_RE.match(key):
             raise ParameterInvalid(f"unknown parameter {key!r}")
-    first, last = page_size(params, "first"), page_size(params, "last")
-    after, before = params.get("after"), params.get("before")
-    if first is not None and last is not None:
-        raise ParameterInvalid("first and last: give one of them")
-    if after is not None and before is not None:
-        raise ParameterInvalid("after and before: give one of them")
+    window = page_window(
+        page_size(params, "first"),
+        page_size(params, "last"),
+        params.get("after"),
+        params.get("before"),
+    )
     order = parse_order(et, params.get("order-by"))
-    backward = last is not None or before is not None
-    raw_cursor = before if backward else after
     cursor = (
         None
-        if raw_cursor is None
-        else decode_cursor(raw_cursor, order, "before" if backward else "after")
+        if window.cursor is None
+        else decode_cursor(window.cursor, order, "after" if window.cursor_after else "before")
     )
     values, ops = _filter_maps(params)
     return ListQuery(
-        conditions=conditions(et, values, ops),
+        conditions=conditions(et, values, ops, zone),
         order=order,
-        limit=last or first or DEFAULT_PAGE,
-        backward=backward,
+        limit=window.limit,
+        backward=window.backward,
         cursor=cursor,
-        include_deleted=parse_bool_param(params, "include-deleted"),
+        include_deleted=include_deleted(params),
         shape=shape_of(et, params),
+        cursor_after=window.cursor_after,
+        trim=window.trim,
     )
 
 
@@ -339,3 +394,55 @@ def parse_bool_param(params: Mapping[str, str], name: str) -> bool:
     if raw.lower() in ("false", "0"):
         return False
     raise ParameterInvalid(f"{name}: {raw!r} is not true or false")
+
+
+def include_deleted(params: Mapping[str, str]) -> bool:
+    """``include-deleted`` or ``include_deleted`` (both spellings are Pipeliner's)."""
+    dashed, underscored = INCLUDE_DELETED
+    if underscored not in params:  # the common case: one lookup more than before
+        return parse_bool_param(params, dashed)
+    if dashed in params:
+        raise ParameterInvalid("include-deleted and include_deleted: give one of them")
+    return parse_bool_param(params, underscored)
+
+
+VALIDATION_LEVEL = "validation-level"
+_KNOWN_LEVEL_BITS = sum(Validation)
+
+
+def validation_level(params: Mapping[str, str]) -> Validation:
+    """``validation-level`` of a write: Pipeliner's bit mask (0, or a sum of 2, 4, 8, 16)."""
+    raw = params.get(VALIDATION_LEVEL)
+    if raw is None:
+        return Validation(0)
+    value = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 4 else None
+    if value is None or value & ~_KNOWN_LEVEL_BITS:
+        raise ParameterInvalid(
+            f"{VALIDATION_LEVEL}: {raw!r} is not 0 or a sum of "
+            + ", ".join(str(int(bit)) for bit in Validation)
+        )
+    return Validation(value)
+
+
+TIMEZONE_HEADER = "Timezone"
+MAX_ZONE_NAME = 64
+
+
+@lru_cache(maxsize=64)
+def _zone(name: str) -> tzinfo:
+    return ZoneInfo(name)
+
+
+def request_timezone(raw: str | None) -> tzinfo | None:
+    """The ``Timezone`` header: an IANA zone name (``America/Chicago``); None when absent."""
+    if raw is None:
+        return None
+    try:
+        if not raw or len(raw) > MAX_ZONE_NAME:
+            raise ValueError(raw)
+        return _zone(raw)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ParameterInvalid(
+            f"{TIMEZONE_HEADER}: {raw[:MAX_ZONE_NAME]!r} is not a time zone name such as "
+            "America/Chicago"
+        ) from None

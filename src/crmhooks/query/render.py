@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from datetime import tzinfo
 from typing import Any
 
 from sqlalchemy import (
@@ -27,7 +28,8 @@ from sqlalchemy.types import NullType
 
 from crmhooks.query.shape import ExpandTree, Shape, prune, related_type
 from crmhooks.schema.registry import BUILTIN, GROUPS
-from crmhooks.schema.types import EntityType, KindLink, ToMany
+from crmhooks.schema.types import EntityType, Kind, KindLink, ToMany
+from crmhooks.schema.values import in_zone
 from crmhooks.store.catalog import custom_type
 from crmhooks.store.records import Record, by_ids, row_to_record, scope, table_of
 
@@ -102,12 +104,19 @@ class Renderer:
     """Shows records of one space; one per request (it caches custom entity types)."""
 
     def __init__(
-        self, conn: AsyncConnection, space_id: str, base: str, *, reveal: bool = False
+        self,
+        conn: AsyncConnection,
+        space_id: str,
+        base: str,
+        *,
+        reveal: bool = False,
+        zone: tzinfo | None = None,
     ) -> None:
         self.conn = conn
         self.space_id = space_id
         self.base = base
         self.reveal = reveal  # show secret fields whole (only the response that set them)
+        self.zone = zone  # the request's Timezone: date-times are written in it (None: UTC)
         self._custom: dict[str, EntityType | None] = {}
 
     async def shaped(
@@ -146,6 +155,13 @@ class Renderer:
                 wanted = {r[f.name] for r in records if r.get(f.name)}
                 ones[f.name] = await self._to_one(et, f.relation_name, wanted, expand)
         out = []
+        # Only a request with a Timezone header pays for this (records carry UTC wire values).
+        zone = self.zone
+        zoned = (
+            []
+            if zone is None
+            else [f.name for f in et.fields if f.kind is Kind.DATETIME and not f.hidden]
+        )
         for r in records:
             shown: Shown = {}
             for f in et.fields:
@@ -166,6 +182,9 @@ class Renderer:
                 shown[link.name] = self._kind_link(link, r, routes)
             for name, by_target in many.items():
                 shown[name] = by_target[r["id"]]
+            for name in zoned:
+                if zone is not None and isinstance(value := shown[name], str):
+                    shown[name] = in_zone(value, zone)
             out.append(shown)
         return out
 
@@ -282,8 +301,9 @@ async def render(
     *,
     reveal: bool = False,
     fresh: bool = False,
+    zone: tzinfo | None = None,
 ) -> list[Shown]:
     """The records of one entity type as the API returns them, shaped (``fresh``: see
-    :meth:`Renderer.render`)."""
-    renderer = Renderer(conn, space_id, base, reveal=reveal)
+    :meth:`Renderer.render`), date-times in ``zone`` (None: UTC)."""
+    renderer = Renderer(conn, space_id, base, reveal=reveal, zone=zone)
     return await renderer.shaped(et, records, shape or Shape(), fresh=fresh)

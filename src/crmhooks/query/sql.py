@@ -232,12 +232,23 @@ def where_clause(
 
 
 def page_statement(
-    et: EntityType, space_id: str, q: ListQuery, cursor: Cursor | None, forward: bool, limit: int
+    et: EntityType,
+    space_id: str,
+    q: ListQuery,
+    cursor: Cursor | None,
+    forward: bool,
+    limit: int,
+    *,
+    past_cursor: bool | None = None,
 ) -> Select[Any]:
+    """``limit`` rows in the order (``forward``) or against it, past the cursor in the direction
+    ``past_cursor`` (default: the direction of reading)."""
     t = table_of(et)
     stmt = select(t).where(where_clause(et, space_id, q.conditions, q.include_deleted))
     if cursor is not None:
-        stmt = stmt.where(keyset(et, q.order, cursor, forward))
+        stmt = stmt.where(
+            keyset(et, q.order, cursor, forward if past_cursor is None else past_cursor)
+        )
     return stmt.order_by(*_ordered(et, q.order, forward)).limit(limit)
 
 
@@ -265,23 +276,31 @@ async def list_page(
 ) -> tuple[list[Record], int, dict[str, Any]]:
     """One page of records, the total that match, and ``page_info``."""
     forward = not q.backward
-    stmt = page_statement(et, space_id, q, q.cursor, forward, q.limit + 1)
+    stmt = page_statement(
+        et, space_id, q, q.cursor, forward, q.limit + 1, past_cursor=q.cursor_after
+    )
     rows = (await conn.execute(stmt)).mappings().all()
     more = len(rows) > q.limit
     records = [row_to_record(et, r) for r in rows[: q.limit]]
     if not forward:
         records.reverse()
+    trimmed = q.trim is not None and len(records) > q.trim
+    if trimmed:
+        records = records[-(q.trim or 0) :]
     where = where_clause(et, space_id, q.conditions, q.include_deleted)
     total = (
         await conn.execute(select(func.count()).select_from(table_of(et)).where(where))
     ).scalar_one()
-    # Is there anything on the far side of where this page starts?
-    beyond = False
-    if q.cursor is not None:
-        anchor = cursor_of(q.order, records[0 if forward else -1]) if records else q.cursor
-        probe = page_statement(et, space_id, q, anchor, not forward, 1)
-        beyond = (await conn.execute(probe)).first() is not None
-    has_next, has_previous = (more, beyond) if forward else (beyond, more)
+    has_previous = more if not forward else trimmed
+    has_next = more if forward else False
+    # Anything on the cursor's side of the page? Rows up to an ``after`` cursor come before the
+    # page; rows from a ``before`` cursor on come after it.
+    if q.cursor is not None and q.cursor_after and not has_previous:
+        anchor = cursor_of(q.order, records[0]) if records else q.cursor
+        has_previous = await _any(conn, page_statement(et, space_id, q, anchor, False, 1))
+    elif q.cursor is not None and not q.cursor_after and not has_next:
+        anchor = cursor_of(q.order, records[-1]) if records else q.cursor
+        has_next = await _any(conn, page_statement(et, space_id, q, anchor, True, 1))
     info = {
         "start_cursor": encode_cursor(_key_values(q.order, records[0])) if records else None,
         "end_cursor": encode_cursor(_key_values(q.order, records[-1])) if records else None,
@@ -289,3 +308,7 @@ async def list_page(
         "has_next_page": has_next,
     }
     return records, int(total), info
+
+
+async def _any(conn: AsyncConnection, stmt: Select[Any]) -> bool:
+    return (await conn.execute(stmt)).first() is not None

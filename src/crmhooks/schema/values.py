@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 
 from crmhooks.schema.types import Field, Kind
@@ -32,8 +32,21 @@ def format_datetime(value: datetime) -> str:
     return value.isoformat(sep=" ", timespec="microseconds")
 
 
-def parse_datetime(text: str) -> datetime:
-    """Parse the date-time forms real clients send; no offset means UTC."""
+def in_zone(wire: str, zone: tzinfo) -> str:
+    """A date-time in the contract's format, written in ``zone``: the same instant, that zone's
+    offset (``2019-02-01 01:41:49.529970-06:00``); what the ``Timezone`` header asks for."""
+    try:
+        shifted = datetime.fromisoformat(wire).astimezone(zone)
+    except OverflowError:  # an instant near year 1 or 9999 that the zone's offset carries out
+        return wire
+    except ValueError:  # not a date-time (a custom field stored before its type was changed)
+        return wire
+    return shifted.isoformat(sep=" ", timespec="microseconds")
+
+
+def parse_datetime(text: str, zone: tzinfo | None = None) -> datetime:
+    """Parse the date-time forms real clients send, as a UTC value; no offset means ``zone``
+    (the request's ``Timezone``), or UTC."""
     s = text.strip()
     if not s:
         raise ValueRejected("empty date-time")
@@ -42,10 +55,15 @@ def parse_datetime(text: str) -> datetime:
     try:
         if _DATE_RE.match(s):
             d = date.fromisoformat(s)
-            return datetime(d.year, d.month, d.day, tzinfo=UTC)
-        dt = datetime.fromisoformat(s)
+            dt = datetime(d.year, d.month, d.day)
+        else:
+            dt = datetime.fromisoformat(s)
+        if dt.tzinfo is None:
+            if zone is None:
+                return dt.replace(tzinfo=UTC)
+            dt = dt.replace(tzinfo=zone)
         # Near year 1 or 9999 an offset can carry the UTC time out of range (OverflowError).
-        return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+        return dt.astimezone(UTC)
     except (ValueError, OverflowError):
         raise ValueRejected(f"{text!r} is not a date-time such as 2026-01-01 00:00:00") from None
 
@@ -82,8 +100,9 @@ def _type_name(value: object) -> str:
     }.get(type(value), type(value).__name__)
 
 
-def to_stored(f: Field, value: Any) -> Any:
-    """Check one written value against its field and return its stored form.
+def to_stored(f: Field, value: Any, zone: tzinfo | None = None) -> Any:
+    """Check one written value against its field and return its stored form (a date-time
+    without an offset is read in ``zone``, default UTC).
 
     ``None`` is returned as is; whether a null is allowed is the caller's decision.
     """
@@ -122,7 +141,7 @@ def to_stored(f: Field, value: Any) -> Any:
     if k is Kind.DATETIME:
         if not isinstance(value, str):
             raise ValueRejected(f"expected a date-time string, got {_type_name(value)}")
-        return parse_datetime(value)
+        return parse_datetime(value, zone)
     if k is Kind.UUID:
         if not isinstance(value, str):
             raise ValueRejected(f"expected a UUID string, got {_type_name(value)}")

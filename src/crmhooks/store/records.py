@@ -189,12 +189,18 @@ def by_ids(
 
 
 async def existing_ids(
-    conn: AsyncConnection, et: EntityType, space_id: str, ids: Iterable[str]
+    conn: AsyncConnection,
+    et: EntityType,
+    space_id: str,
+    ids: Iterable[str],
+    *,
+    include_deleted: bool = False,
 ) -> set[str]:
-    """Which of ``ids`` are live records of ``et`` in the space."""
+    """Which of ``ids`` are live records of ``et`` in the space (or deleted ones too)."""
     wanted = sorted(set(ids))
     if not wanted:
         return set()
     t = table_of(et)
-    rows = await conn.execute(select(t.c.id).where(by_ids(et, space_id, wanted)))
+    where = by_ids(et, space_id, wanted, include_deleted=include_deleted)
+    rows = await conn.execute(select(t.c.id).where(where))
     return {r[0] for r in rows}
