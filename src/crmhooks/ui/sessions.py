@@ -51,9 +51,9 @@ def _unb64(text: str) -> bytes:
 
 def signing_key(server_secret: bytes, key_id: str, secret_hash: str, epoch: int = 0) -> bytes:
     """The key that signs the sessions of one API key in one of its session epochs."""
-    message = b"\0".join(
-        [b"crmhooks-ui-session", key_id.encode(), secret_hash.encode(), str(epoch).encode()]
-    )
+    parts = [b"crmhooks-ui-session", key_id.encode(), secret_hash.encode()]
+    # Epoch 0 signs as releases before epochs did: an upgrade does not sign everyone out.
+    message = b"\0".join(parts + ([str(epoch).encode()] if epoch else []))
     return hmac.new(server_secret, message, hashlib.sha256).digest()
 
 
