@@ -28,7 +28,7 @@ from sqlalchemy import create_engine, delete, select
 from crmhooks.api import create_app
 from crmhooks.settings import Settings
 from crmhooks.store.engine import open_database, sync_url
-from crmhooks.store.keys import IssuedKey, revoke_key
+from crmhooks.store.keys import IssuedKey, revoke_key, rotate_key
 from crmhooks.store.tables import api_keys
 from crmhooks.ui.sessions import SESSION_COOKIE
 from tests.conftest import Server, new_space, start_server, stop_server
@@ -268,6 +268,24 @@ async def test_revoking_a_key_ends_its_dashboard_sessions(
         assert time.monotonic() < deadline, "the session outlived its key"
     r = await me.post(f"/ui/webhooks/{hook}/pause", {"return_to": "list"})
     assert_page(r, 401, "your session has ended")
+
+
+async def test_a_rotated_key_s_sessions_end_with_its_grace_period(
+    connect: Connect, acme: IssuedKey, db_url: str
+) -> None:
+    me = Visitor(connect("127.0.0.1"))
+    await me.sign_in(acme)
+    db = open_database(db_url)
+    try:
+        async with db.write() as conn:
+            new, _ = await rotate_key(conn, "acme", acme.api_key, 0)
+    finally:
+        await db.dispose()
+    deadline = time.monotonic() + REVOKED_WITHIN
+    while (await me.http.get("/ui/webhooks")).status_code != 303:
+        assert time.monotonic() < deadline, "the session outlived its key's grace period"
+    await me.sign_in(new)
+    assert (await me.http.get("/ui/webhooks")).status_code == 200
 
 
 @pytest.mark.parametrize(
