@@ -1,25 +1,48 @@
-"""The ``crmhooks`` command: serve, spaces create."""
+"""The ``crmhooks`` command: serve, worker, listen, spaces create, keys (create, list, revoke,
+rotate)."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated, TypeVar
 
 import orjson
 import typer
 from rich.console import Console
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crmhooks.errors import ConfigError
 from crmhooks.logs import configure
 from crmhooks.settings import Settings
 from crmhooks.store.engine import open_database
-from crmhooks.store.keys import IssuedKey, SpaceExists, any_space, create_space
+from crmhooks.store.keys import (
+    IssuedKey,
+    KeyListing,
+    SpaceExists,
+    UnknownKey,
+    UnknownSpace,
+    any_space,
+    create_space,
+    issue_key,
+    list_keys,
+    revoke_key,
+    rotate_key,
+    space_exists,
+)
 from crmhooks.store.migrate import upgrade
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 spaces_app = typer.Typer(no_args_is_help=True, help="Manage spaces (tenants) and their keys.")
 app.add_typer(spaces_app, name="spaces")
+keys_app = typer.Typer(
+    no_args_is_help=True,
+    help="Manage a space's API keys: create, list, revoke, rotate. A revoked key gets 401 in "
+    "every running process within a second, and its dashboard sessions end.",
+)
+app.add_typer(keys_app, name="keys")
 console = Console()
 err = Console(stderr=True)
 
@@ -47,6 +70,30 @@ async def _create_space(url: str, space_id: str, *, only_if_empty: bool) -> Issu
             return await create_space(conn, space_id)
     finally:
         await db.dispose()
+
+
+T = TypeVar("T")
+
+
+def _in_transaction(database: str | None, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    """Migrate, then run ``work`` in one write transaction; a bad input ends the command with
+    its message and status 1."""
+    url = _settings(database).database_url
+
+    async def run() -> T:
+        db = open_database(url)
+        try:
+            async with db.write() as conn:
+                return await work(conn)
+        finally:
+            await db.dispose()
+
+    try:
+        upgrade(url)
+        return asyncio.run(run())
+    except (ConfigError, UnknownSpace, UnknownKey, ValueError) as e:
+        err.print(f"error: {e}")
+        raise typer.Exit(1) from None
 
 
 def _print_key(issued: IssuedKey) -> None:
@@ -146,6 +193,10 @@ def spaces_create(
         err.print(f"error: {e}")
         raise typer.Exit(1) from None
     assert issued is not None
+    _show_issued(issued, as_json)
+
+
+def _show_issued(issued: IssuedKey, as_json: bool) -> None:
     if as_json:
         typer.echo(
             orjson.dumps(
@@ -158,6 +209,86 @@ def spaces_create(
         )
     else:
         _print_key(issued)
+
+
+SpaceArg = Annotated[str, typer.Argument(help="The space's id.")]
+ApiKeyArg = Annotated[str, typer.Argument(help="The API key (ck_...), not its secret.")]
+
+
+@keys_app.command("create")
+def keys_create(
+    space_id: SpaceArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    database: DatabaseOption = None,
+) -> None:
+    """Issue another API key for an existing space (the secret is printed once)."""
+
+    async def work(conn: AsyncConnection) -> IssuedKey:
+        if not await space_exists(conn, space_id):
+            raise UnknownSpace(f"there is no space {space_id!r}")
+        return await issue_key(conn, space_id)
+
+    _show_issued(_in_transaction(database, work), as_json)
+
+
+def _state(key: KeyListing, now: datetime) -> str:
+    if key.revoked_at is not None and key.revoked_at <= now:
+        return f"revoked {_when(key.revoked_at)}"
+    if key.expires_at is not None:
+        verb = "expired" if key.expires_at <= now else "expires"
+        return f"{verb} {_when(key.expires_at)}"
+    return "active"
+
+
+def _when(value: datetime) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@keys_app.command("list")
+def keys_list(space_id: SpaceArg, database: DatabaseOption = None) -> None:
+    """List a space's API keys: created, and revoked or expiry state (never secrets)."""
+
+    async def work(conn: AsyncConnection) -> list[KeyListing]:
+        return await list_keys(conn, space_id)
+
+    now = datetime.now(UTC)
+    for key in _in_transaction(database, work):
+        typer.echo(f"{key.api_key}  created {_when(key.created)}  {_state(key, now)}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(space_id: SpaceArg, api_key: ApiKeyArg, database: DatabaseOption = None) -> None:
+    """Revoke a key now: 401 in every running process within a second; its sessions end."""
+
+    async def work(conn: AsyncConnection) -> bool:
+        return await revoke_key(conn, space_id, api_key)
+
+    if _in_transaction(database, work):
+        typer.echo(f"revoked {api_key}")
+    else:
+        typer.echo(f"{api_key} was revoked or expired already; nothing changed")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    space_id: SpaceArg,
+    api_key: ApiKeyArg,
+    grace: Annotated[
+        float,
+        typer.Option(help="Seconds the old key keeps working (then 401, sessions end)."),
+    ] = 24 * 3600,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    database: DatabaseOption = None,
+) -> None:
+    """Issue a new key for the space; the old one keeps working for the grace period only."""
+
+    async def work(conn: AsyncConnection) -> tuple[IssuedKey, datetime]:
+        return await rotate_key(conn, space_id, api_key, grace)
+
+    issued, ends = _in_transaction(database, work)
+    _show_issued(issued, as_json)
+    if not as_json:
+        typer.echo(f"{api_key} stops working at {_when(ends)}")
 
 
 def main() -> None:

@@ -14,6 +14,7 @@
         ├── PayloadTooLarge          413 ERROR_PAYLOAD_TOO_LARGE
         ├── ValidationFailed         422 ERROR_ENTITY_VALIDATION, with field errors
         ├── BatchFailed              422 ERROR_ENTITY_VALIDATION, each failed item at its index
+        ├── TooManyRequests          429 ERROR_TOO_MANY_REQUESTS, with Retry-After
         └── InternalError            500 ERROR_INTERNAL
 
 Each error builds its own body here (``ApiError.body``) and ``crmhooks.api.envelopes`` sends it;
@@ -95,6 +96,10 @@ class ApiError(CrmHooksError):
             "message": self.message,
         }
 
+    def headers(self) -> dict[str, str] | None:
+        """HTTP headers the answer carries besides the envelope."""
+        return None
+
 
 class ParameterInvalid(ApiError):
     http_status = 400
@@ -106,6 +111,9 @@ class Unauthorized(ApiError):
     http_status = 401
     name = "ERROR_UNAUTHORIZED"
     code = 401
+
+    def headers(self) -> dict[str, str] | None:
+        return {"WWW-Authenticate": 'Basic realm="restapi"'}
 
 
 class Forbidden(ApiError):
@@ -140,6 +148,21 @@ class PayloadTooLarge(ApiError):
     http_status = 413
     name = "ERROR_PAYLOAD_TOO_LARGE"
     code = 413
+
+
+class TooManyRequests(ApiError):
+    """429: too many failed authentications from this address or against this key lately."""
+
+    http_status = 429
+    name = "ERROR_TOO_MANY_REQUESTS"
+    code = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+
+    def headers(self) -> dict[str, str] | None:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class InternalError(ApiError):

@@ -30,6 +30,13 @@ class Settings(BaseSettings):
     retention_seconds: float = 30 * 86400  # delivered requests and routed events older: pruned
     prune_every_seconds: float = 600.0
     lease_seconds: float = 60.0  # a claimed request is taken again if not done by then
+    # Authentication (docs/api.md): a key is read again from the database once its cached copy
+    # is this old, so a revoked key stops working everywhere within about a second (keep < 1).
+    key_cache_seconds: float = 0.5
+    # Failed authentications (API and dashboard sign-in) allowed per client address and per
+    # API key within the window, per process; beyond them failures get 429.
+    auth_failure_limit: int = 10
+    auth_failure_window_seconds: float = 60.0
     # Dashboard (docs/dashboard.md): the secret that signs sessions; empty, one per process
     # (a restart signs everyone out; several API processes need the same one).
     ui_secret: str = ""

@@ -53,6 +53,19 @@ def test_malformed_cookies_are_refused_without_raising() -> None:
     assert sessions.peek(not_int.decode().rstrip("=") + ".mac") is None
 
 
+def test_a_cookie_with_a_non_ascii_or_truncated_signature_is_refused_without_raising() -> None:
+    payload, mac = sessions.issue(KEY, "ck_abc", "acme", NOW).split(".")
+    for junk in (f"{payload}.éé", f"{payload}.{mac[:-1]}é", f"é{payload}.{mac}", f"{payload}."):
+        assert sessions.peek(junk) is None or junk.endswith(".")
+        assert sessions.verify(KEY, junk, NOW, DAY) is None
+
+
+def test_a_cookie_of_an_earlier_session_epoch_is_refused() -> None:
+    cookie = sessions.issue(sessions.signing_key(SECRET, "key-1", "hash-1", 4), "k", "s", NOW)
+    assert sessions.verify(sessions.signing_key(SECRET, "key-1", "hash-1", 4), cookie, NOW, DAY)
+    assert not sessions.verify(sessions.signing_key(SECRET, "key-1", "hash-1", 5), cookie, NOW, DAY)
+
+
 def test_the_csrf_token_is_stable_within_a_session_and_differs_between_sessions() -> None:
     one = sessions.peek(sessions.issue(KEY, "ck_abc", "acme", NOW))
     two = sessions.peek(sessions.issue(KEY, "ck_abc", "acme", NOW))

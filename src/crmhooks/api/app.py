@@ -22,6 +22,7 @@ from crmhooks.api.deliveries import delivery_routes
 from crmhooks.api.openapi import build_openapi
 from crmhooks.api.ops import ops_routes
 from crmhooks.api.routes import Services, routes
+from crmhooks.api.throttle import FailureThrottle
 from crmhooks.changes.outbox import record_events
 from crmhooks.changes.writer import WritePath
 from crmhooks.delivery.dispatcher import build_dispatcher
@@ -115,7 +116,11 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
             after_commit=[dispatcher.notify] if dispatcher else [],
             validators={"Webhooks": make_validator(guard)},
         )
-        app.state.services = Services(settings, db, writes, KeyCache(db))
+        keys = KeyCache(db, ttl=settings.key_cache_seconds)
+        throttle = FailureThrottle(
+            settings.auth_failure_limit, settings.auth_failure_window_seconds
+        )
+        app.state.services = Services(settings, db, writes, keys, throttle)
         app.state.dispatcher = dispatcher
         if dispatcher is not None:
             await dispatcher.start()

@@ -26,5 +26,4 @@ def many(records: list[Any], total: int, page_info: dict[str, Any]) -> Response:
 
 
 def error(exc: ApiError) -> Response:
-    headers = {"WWW-Authenticate": 'Basic realm="restapi"'} if exc.http_status == 401 else None
-    return JSONBody(exc.body(), status_code=exc.http_status, headers=headers)
+    return JSONBody(exc.body(), status_code=exc.http_status, headers=exc.headers())

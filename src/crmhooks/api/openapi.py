@@ -18,11 +18,12 @@ from crmhooks.schema.types import EntityType, Field, Kind
 
 ERROR_STATUSES = {
     "400": "Bad parameter or malformed JSON (ERROR_PARAMETER_INVALID)",
-    "401": "Missing or wrong API key and secret (ERROR_UNAUTHORIZED)",
+    "401": "Missing, wrong, revoked or expired API key and secret (ERROR_UNAUTHORIZED)",
     "404": "No such collection (ERROR_UNKNOWN_TYPE) or record (ERROR_ENTITY_NOT_FOUND)",
     "405": "Method not allowed (ERROR_METHOD_NOT_ALLOWED)",
     "413": "Body over the size limit (ERROR_PAYLOAD_TOO_LARGE)",
     "422": "A field is wrong; field_errors names it (ERROR_ENTITY_VALIDATION)",
+    "429": "Too many failed authentications lately; see Retry-After (ERROR_TOO_MANY_REQUESTS)",
 }
 
 _INNER_ERROR: dict[str, Any] = {
@@ -232,7 +233,7 @@ def _responses(ok: str, ok_schema: dict[str, Any], *errors: str) -> dict[str, An
     out: dict[str, Any] = {
         ok: {"description": "Success", "content": {"application/json": {"schema": ok_schema}}}
     }
-    for code in ("400", "401", *errors):
+    for code in ("400", "401", "429", *errors):
         out[code] = {
             "description": ERROR_STATUSES[code],
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},

@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from crmhooks.api import envelopes
 from crmhooks.api.auth import KeyCache, authenticate
+from crmhooks.api.throttle import FailureThrottle
 from crmhooks.changes import links
 from crmhooks.changes.batch import MAX_ITEMS, run_batch
 from crmhooks.changes.writer import WriteContext, WritePath, Writer
@@ -52,6 +53,7 @@ class Services:
     db: Database
     writes: WritePath
     keys: KeyCache
+    throttle: FailureThrottle  # failed authentications, of the API and the dashboard sign-in
 
 
 def services(request: Request) -> Services:
@@ -68,7 +70,7 @@ def base_url(request: Request, settings: Settings) -> str:
 async def request_context(request: Request) -> tuple[Services, WriteContext]:
     svc = services(request)
     space_id = request.path_params["space_id"]
-    key = await authenticate(request, svc.keys, space_id)
+    key = await authenticate(request, svc.keys, svc.throttle, space_id)
     skip = request.headers.get(SKIP_KEY_HEADER)
     if skip is not None and len(skip) > MAX_SKIP_KEY:
         raise ParameterInvalid(f"Webhook-Skip-Key: longer than {MAX_SKIP_KEY} characters")

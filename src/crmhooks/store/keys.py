@@ -8,19 +8,28 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crmhooks.errors import CrmHooksError
 from crmhooks.store.tables import api_keys, spaces
 
 SPACE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_GRACE_SECONDS = 366 * 86400  # a rotation is not a way to make a key live for ever
 
 
 class SpaceExists(CrmHooksError):
     """A space with that id is already there."""
+
+
+class UnknownSpace(CrmHooksError):
+    """No space has that id."""
+
+
+class UnknownKey(CrmHooksError):
+    """The space has no key by that name."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,30 @@ class KeyRecord:
     key_id: str
     space_id: str
     secret_hash: str
+    revoked_at: datetime | None = None
+    expires_at: datetime | None = None
+    session_epoch: int = 0
+
+    def usable(self, now: datetime) -> bool:
+        """Whether the key still opens its space at ``now`` (not revoked, not expired)."""
+        return key_usable(self.revoked_at, self.expires_at, now)
+
+
+@dataclass(frozen=True)
+class KeyListing:
+    """A key as ``keys list`` shows it: never its secret."""
+
+    api_key: str
+    created: datetime
+    revoked_at: datetime | None
+    expires_at: datetime | None
+
+
+def key_usable(revoked_at: datetime | None, expires_at: datetime | None, now: datetime) -> bool:
+    """A key is usable until it is revoked and until its expiry time (both exclusive)."""
+    if revoked_at is not None and revoked_at <= now:
+        return False
+    return expires_at is None or now < expires_at
 
 
 def hash_secret(secret: str) -> str:
@@ -87,12 +120,88 @@ async def issue_key(conn: AsyncConnection, space_id: str) -> IssuedKey:
     return IssuedKey(space_id, key_id, api_key, api_secret)
 
 
+_RECORD = (
+    api_keys.c.id,
+    api_keys.c.space_id,
+    api_keys.c.secret_hash,
+    api_keys.c.revoked_at,
+    api_keys.c.expires_at,
+    api_keys.c.session_epoch,
+)
+
+
 async def find_key(conn: AsyncConnection, api_key: str) -> KeyRecord | None:
-    row = (
-        await conn.execute(
-            select(api_keys.c.id, api_keys.c.space_id, api_keys.c.secret_hash).where(
-                api_keys.c.key == api_key
-            )
-        )
-    ).first()
-    return None if row is None else KeyRecord(row.id, row.space_id, row.secret_hash)
+    """The key as stored, revoked or not (callers ask :meth:`KeyRecord.usable`)."""
+    row = (await conn.execute(select(*_RECORD).where(api_keys.c.key == api_key))).first()
+    if row is None:
+        return None
+    return KeyRecord(
+        row.id, row.space_id, row.secret_hash, row.revoked_at, row.expires_at, row.session_epoch
+    )
+
+
+async def list_keys(conn: AsyncConnection, space_id: str) -> list[KeyListing]:
+    """The space's keys, oldest first. Raises UnknownSpace."""
+    if not await space_exists(conn, space_id):
+        raise UnknownSpace(f"there is no space {space_id!r}")
+    rows = await conn.execute(
+        select(api_keys.c.key, api_keys.c.created, api_keys.c.revoked_at, api_keys.c.expires_at)
+        .where(api_keys.c.space_id == space_id)
+        .order_by(api_keys.c.created, api_keys.c.key)
+    )
+    return [KeyListing(r.key, r.created, r.revoked_at, r.expires_at) for r in rows]
+
+
+async def _space_key(conn: AsyncConnection, space_id: str, api_key: str) -> KeyRecord:
+    if not await space_exists(conn, space_id):
+        raise UnknownSpace(f"there is no space {space_id!r}")
+    found = await find_key(conn, api_key)
+    if found is None or found.space_id != space_id:
+        raise UnknownKey(f"space {space_id!r} has no key {api_key!r}")
+    return found
+
+
+async def revoke_key(conn: AsyncConnection, space_id: str, api_key: str) -> bool:
+    """Revoke a key of the space now, ending its dashboard sessions. False if it already was.
+
+    Raises UnknownSpace or UnknownKey."""
+    found = await _space_key(conn, space_id, api_key)
+    now = datetime.now(UTC)
+    if not found.usable(now):
+        return False
+    await conn.execute(
+        update(api_keys)
+        .where(api_keys.c.id == found.key_id)
+        .values(revoked_at=now, session_epoch=api_keys.c.session_epoch + 1)
+    )
+    return True
+
+
+async def rotate_key(
+    conn: AsyncConnection, space_id: str, api_key: str, grace_seconds: float
+) -> tuple[IssuedKey, datetime]:
+    """A new key for the space; the old one works ``grace_seconds`` more (at most: an earlier
+    expiry stays). The new key and when the old one stops. Raises UnknownSpace or UnknownKey,
+    or ValueError for a negative grace or an old key already unusable."""
+    if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:  # also refuses NaN
+        raise ValueError(f"--grace must be 0 to {MAX_GRACE_SECONDS} seconds, not {grace_seconds}")
+    found = await _space_key(conn, space_id, api_key)
+    now = datetime.now(UTC)
+    if not found.usable(now):
+        raise ValueError(f"key {api_key!r} is revoked or expired already")
+    ends = now + timedelta(seconds=grace_seconds)
+    if found.expires_at is not None:
+        ends = min(ends, found.expires_at)
+    await conn.execute(
+        update(api_keys).where(api_keys.c.id == found.key_id).values(expires_at=ends)
+    )
+    return await issue_key(conn, space_id), ends
+
+
+async def end_sessions(conn: AsyncConnection, key_id: str) -> None:
+    """End every dashboard session of a key (they are signed with its session epoch)."""
+    await conn.execute(
+        update(api_keys)
+        .where(api_keys.c.id == key_id)
+        .values(session_epoch=api_keys.c.session_epoch + 1)
+    )

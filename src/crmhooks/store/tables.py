@@ -116,6 +116,11 @@ api_keys = Table(
     Column("key", String(64), nullable=False, unique=True),
     Column("secret_hash", String(128), nullable=False),
     Column("created", UTCDateTime(), nullable=False),
+    # Revoked now (``keys revoke``) or from a time on (the old key of ``keys rotate``).
+    Column("revoked_at", UTCDateTime(), nullable=True),
+    Column("expires_at", UTCDateTime(), nullable=True),
+    # Signs the key's dashboard sessions: one more on sign-out or revocation ends all of them.
+    Column("session_epoch", Integer(), nullable=False, server_default="0"),
 )
 
 

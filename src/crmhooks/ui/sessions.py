@@ -2,7 +2,8 @@
 
 A session cookie is ``<payload>.<mac>``, both base64url: the payload names the API key (and so
 the space) and when the session began; the MAC is HMAC-SHA256 under a signing key derived from
-the server's secret *and* the key's stored hash, so a session ends when its key is replaced and
+the server's secret, the key's stored hash *and* the key's session epoch, so a session ends when
+its key is replaced, revoked or signed out of (each adds one to the epoch, docs/dashboard.md), and
 one space's sessions say nothing about another's. The cookie is signed, not encrypted: it holds
 nothing the person signed in does not know.
 
@@ -48,9 +49,11 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def signing_key(server_secret: bytes, key_id: str, secret_hash: str) -> bytes:
-    """The key that signs the sessions of one API key."""
-    message = b"crmhooks-ui-session\0" + key_id.encode() + b"\0" + secret_hash.encode()
+def signing_key(server_secret: bytes, key_id: str, secret_hash: str, epoch: int = 0) -> bytes:
+    """The key that signs the sessions of one API key in one of its session epochs."""
+    parts = [b"crmhooks-ui-session", key_id.encode(), secret_hash.encode()]
+    # Epoch 0 signs as releases before epochs did: an upgrade does not sign everyone out.
+    message = b"\0".join(parts + ([str(epoch).encode()] if epoch else []))
     return hmac.new(server_secret, message, hashlib.sha256).digest()
 
 
@@ -68,7 +71,8 @@ def issue(key: bytes, api_key: str, space_id: str, now: int, nonce: str | None =
 def peek(cookie: str | None) -> Claims | None:
     """The claims of a cookie *without checking its signature*: only to find the key to check
     it with. None if it is not shaped like a session cookie."""
-    if not cookie or len(cookie) > MAX_COOKIE or cookie.count(".") != 1:
+    # Issued cookies are ASCII: anything else is not one (and would not compare in constant time).
+    if not cookie or len(cookie) > MAX_COOKIE or not cookie.isascii() or cookie.count(".") != 1:
         return None
     payload = cookie.split(".", 1)[0]
     try:
@@ -107,7 +111,7 @@ def tokens_match(expected: str | None, given: str | None) -> bool:
     """Whether a submitted token equals the expected one (in constant time); never for empty."""
     if not expected or not given:
         return False
-    return hmac.compare_digest(expected.encode(), given.encode())
+    return hmac.compare_digest(expected.encode(), given.encode(errors="backslashreplace"))
 
 
 def new_signin_token() -> str:

@@ -13,14 +13,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from crmhooks.api.auth import client_address
 from crmhooks.errors import ParameterInvalid
-from crmhooks.store.keys import secret_matches
+from crmhooks.store.keys import end_sessions, secret_matches
 from crmhooks.ui import sessions
 from crmhooks.ui.forms import one, parse_form
 from crmhooks.ui.web import BASE, Dashboard, Page, harden, route
 
 REFUSED = "Sign-in failed: that API key and secret do not match. Nothing was changed."
 STALE = "The sign-in form had expired. Please sign in again."
+THROTTLED = (
+    "Too many failed sign-ins from your address or with this API key. "
+    "Please wait {seconds} seconds before trying again."
+)
 NOTICES = {"out": "You are signed out.", "ended": "Your session has ended. Please sign in again."}
 
 
@@ -61,6 +66,14 @@ def signin_routes(dash: Dashboard) -> list[Route]:
         api_key, secret = one(form, "api_key").strip(), one(form, "api_secret").strip()
         key = await page.svc.keys.get(api_key) if api_key else None
         if key is None or not secret_matches(secret, key.secret_hash):
+            # Counted with the API's failures: the same budgets, so the two cannot be combined
+            # to try twice as often. A right key and secret are never throttled.
+            now = time.monotonic()
+            wait = page.svc.throttle.failed(client_address(request), api_key, now)
+            if wait:
+                response = _form_page(page, 429, THROTTLED.format(seconds=wait))
+                response.headers["Retry-After"] = str(wait)
+                return response
             return _form_page(page, 401, REFUSED)
         cookie = sessions.issue(dash.signing_key(key), api_key, key.space_id, int(time.time()))
         response = page.redirect("/webhooks")
@@ -69,6 +82,11 @@ def signin_routes(dash: Dashboard) -> list[Route]:
         return harden(response)
 
     async def signout(page: Page) -> Response:
+        # Ends every session of the key, in every process: a copy of this cookie (and its CSRF
+        # token) is refused from now on, not only this browser's.
+        async with page.svc.db.write() as conn:
+            await end_sessions(conn, page.me.key.key_id)
+        page.svc.keys.forget(page.me.claims.api_key)
         response = page.redirect("/signin?notice=out")
         response.delete_cookie(sessions.SESSION_COOKIE, path=BASE)
         return response

@@ -95,7 +95,7 @@ class Dashboard:
         return HTMLResponse(self.env.get_template(name).render(**context), status_code=status)
 
     def signing_key(self, key: KeyRecord) -> bytes:
-        return sessions.signing_key(self.secret, key.key_id, key.secret_hash)
+        return sessions.signing_key(self.secret, key.key_id, key.secret_hash, key.session_epoch)
 
 
 @dataclass
@@ -155,6 +155,8 @@ Handler = Callable[[Page], Awaitable[Response]]
 
 
 async def _visitor(request: Request, dash: Dashboard) -> Visitor | None:
+    """Who the session cookie names, if it is valid: signed for the key's current session epoch,
+    the key still usable, not too old. Anything else (malformed too) is nobody."""
     cookie = request.cookies.get(sessions.SESSION_COOKIE)
     claims = sessions.peek(cookie)
     if claims is None:
