@@ -16,6 +16,7 @@ from crmhooks.api.auth import KeyCache, authenticate
 from crmhooks.changes.batch import MAX_ITEMS, run_batch
 from crmhooks.changes.writer import WriteContext, WritePath, Writer
 from crmhooks.errors import NotFound, ParameterInvalid
+from crmhooks.netguard import shown_url
 from crmhooks.query.params import SHAPE_PARAMS, parse_bool_param, parse_list, shape_of
 from crmhooks.query.render import render
 from crmhooks.query.shape import Shape
@@ -139,7 +140,7 @@ async def list_records(request: Request) -> Response:
         records, total, info = await list_page(conn, et, ctx.space_id, q)
         base = base_url(request, svc.settings)
         shown = await render(conn, et, ctx.space_id, records, base, q.shape)
-    return envelopes.many(shown, total, info)
+    return envelopes.many(without_credentials(et, shown), total, info)
 
 
 async def read_record(request: Request) -> Response:
@@ -153,8 +154,17 @@ async def read_record(request: Request) -> Response:
         if found is None:
             raise NotFound(f"no {et.name} record with id {record_id}")
         base = base_url(request, svc.settings)
-        shown = (await render(conn, et, ctx.space_id, [found[0]], base, shape))[0]
-    return envelopes.one(shown)
+        shown = await render(conn, et, ctx.space_id, [found[0]], base, shape)
+    return envelopes.one(without_credentials(et, shown)[0])
+
+
+def without_credentials(et: EntityType, shown: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A webhook URL stored before registration refused credentials is shown masked."""
+    if et.name == "Webhooks":
+        for record in shown:
+            if isinstance(record.get("url"), str):
+                record["url"] = shown_url(record["url"])
+    return shown
 
 
 WriteStep = Callable[[Writer, EntityType], Awaitable[Record]]
@@ -187,13 +197,14 @@ async def _write(
             reveal=reveal,
             fresh=fresh,
         )
-    return envelopes.one(shown[0], status)
+    return envelopes.one(without_credentials(shown_as or et, shown)[0], status)
 
 
 async def create_record(request: Request) -> Response:
     svc, ctx = await request_context(request)
     et = await _entity(svc, ctx.space_id, request.path_params["entity"])
     body = await json_object(request)
+    ctx = await svc.writes.precheck(ctx, et, [body])
 
     async def step(w: Writer, et: EntityType) -> Record:
         return await w.create(et, body)
@@ -206,6 +217,7 @@ async def patch_record(request: Request) -> Response:
     et = await _entity(svc, ctx.space_id, request.path_params["entity"])
     record_id = _record_id(request)
     body = await json_object(request)
+    ctx = await svc.writes.precheck(ctx, et, [body])
 
     async def step(w: Writer, et: EntityType) -> Record:
         return await w.update(et, record_id, body)
@@ -254,6 +266,7 @@ async def _batch(
     params = only_params(request, {"rollback-method"})
     keep_going = rollback_method(params.get("rollback-method"))
     items = await json_array(request)
+    ctx = await svc.writes.precheck(ctx, et, items)
     async with svc.writes.begin(ctx) as writer:
         results = await run_batch(writer, et, items, run, keep_going=keep_going)
     return envelopes.JSONBody({"success": True, "data": results})

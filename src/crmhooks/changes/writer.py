@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -71,14 +71,22 @@ class Change:
 
 @dataclass(frozen=True)
 class WriteContext:
-    """Who writes, and the request's ``Webhook-Skip-Key``."""
+    """Who writes, the request's ``Webhook-Skip-Key``, and what was checked before the
+    transaction opened (:meth:`WritePath.precheck`)."""
 
     space_id: str
     key_id: str | None = None
     skip_key: str | None = None
+    # Webhook URLs whose names were looked up before the transaction: url -> why it is
+    # refused, or None.
+    targets: Mapping[str, str | None] = field(default_factory=dict, hash=False, compare=False)
 
 
 Recorder = Callable[[AsyncConnection, WriteContext, Sequence[Change]], Awaitable[None]]
+# An entity type's checks that need the network (the names in webhook URLs), run on the bodies
+# of a write before its transaction opens, so no write of any space waits on them:
+# bodies -> url -> why it is refused, or None.
+Precheck = Callable[[Sequence[Any]], Awaitable[Mapping[str, str | None]]]
 # An entity type's own check that needs the database or settings (webhook registration):
 # (connection, context, record before or None, stored updates, now) -> stored updates.
 Validator = Callable[
@@ -303,6 +311,8 @@ class Writer:
 
     async def restore(self, et: EntityType, record_id: str) -> Record:
         before = await self._load(et, record_id, deleted=True)
+        # A custom entity's name may have been taken by a live definition since: never two.
+        await self._check_unique(et, {"api_name": before.get("api_name")})
         return await self._store(et, before, {"is_deleted": False}, Action.RESTORE)
 
     async def qualify(self, record_id: str, body: dict[str, Any]) -> Record:
@@ -379,11 +389,23 @@ class WritePath:
         recorders: Sequence[Recorder] = (),
         after_commit: Sequence[Callable[[WriteContext, Sequence[Change]], None]] = (),
         validators: Mapping[str, Validator] | None = None,
+        prechecks: Mapping[str, Precheck] | None = None,
     ) -> None:
         self.db = db
         self.recorders: list[Recorder] = list(recorders)
         self.after_commit = list(after_commit)
         self.validators = dict(validators or {})
+        self.prechecks = dict(prechecks or {})
+
+    async def precheck(
+        self, ctx: WriteContext, et: EntityType, bodies: Sequence[Any]
+    ) -> WriteContext:
+        """``ctx`` with what ``et``'s precheck found in ``bodies``; call it before :meth:`begin`
+        for every write that may carry such values (creates, updates, batches)."""
+        check = self.prechecks.get(et.name)
+        if check is None:
+            return ctx
+        return replace(ctx, targets={**ctx.targets, **await check(bodies)})
 
     @asynccontextmanager
     async def begin(self, ctx: WriteContext) -> AsyncIterator[Writer]:

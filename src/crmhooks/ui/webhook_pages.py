@@ -99,7 +99,8 @@ async def create(page: Page) -> Response:
     form = read_webhook_form(page.form)
     try:
         body = webhook_body(form, creating=True)
-        async with page.svc.writes.begin(page.ctx) as writer:
+        ctx = await page.svc.writes.precheck(page.ctx, WEBHOOKS, [body])
+        async with page.svc.writes.begin(ctx) as writer:
             record = await writer.create(WEBHOOKS, body)
     except ValidationFailed as e:
         return _form_page(page, form, errors=errors_by_field(e), status=422)
@@ -121,7 +122,8 @@ async def update(page: Page) -> Response:
     form = read_webhook_form(page.form)
     try:
         body = webhook_body(form, creating=False)
-        async with page.svc.writes.begin(page.ctx) as writer:
+        ctx = await page.svc.writes.precheck(page.ctx, WEBHOOKS, [body])
+        async with page.svc.writes.begin(ctx) as writer:
             await writer.update(WEBHOOKS, webhook_id, body)
     except ValidationFailed as e:
         return _form_page(page, form, webhook_id=webhook_id, errors=errors_by_field(e), status=422)
