@@ -13,12 +13,13 @@ import socket
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import httpx
 import pytest
-from sqlalchemy import create_engine, update
+from sqlalchemy import create_engine, text, update
 from yarl import URL
 
 from crmhooks.api import create_app
@@ -28,13 +29,17 @@ from crmhooks.hooks.subscription import compile_webhook
 from crmhooks.netguard import Guard, IPAddress, legacy_ipv4, literal_ip, parse_allowed
 from crmhooks.schema.registry import WEBHOOKS
 from crmhooks.settings import Settings
+from crmhooks.store.engine import sync_url
 from crmhooks.store.keys import IssuedKey
+from crmhooks.store.migrate import upgrade
 from crmhooks.store.records import table_of
 from tests.conftest import Api, new_space
 from tests.integration.test_bad_input import assert_invalid, everything
 from tests.integration.test_sender_guard import Names, Target, send, target
+from tests.unit.test_migrations import empty_pg_url
 
-__all__ = ["target"]  # the receiver fixture of the sender's guard tests
+# Fixtures of the sender's guard tests (a receiver) and of the migration tests.
+__all__ = ["empty_pg_url", "target"]
 
 PUBLIC = "93.184.216.34"  # a public address: the guard lets it through (nothing connects to it)
 
@@ -420,3 +425,50 @@ async def test_restoring_a_definition_whose_name_is_taken_is_refused(api: Api) -
     r = await api.http.post(restore, json=[first["id"]])
     assert r.status_code == 200, r.text
     assert [d["id"] for d in (await api.get("CustomEntities")).json()["data"]] == [first["id"]]
+
+
+async def test_definitions_created_at_once_leave_one_live_name(api: Api) -> None:
+    # On PostgreSQL the writes run in parallel transactions that may all pass the check before
+    # any commits: the unique partial index refuses the rest, with the same 422.
+    body = {"api_name": "CE_Bid", "name": "Bid"}
+    answers = await asyncio.gather(
+        *(api.http.post(api.path("CustomEntities"), json=body) for _ in range(6))
+    )
+    assert sorted(r.status_code for r in answers) == [201] + [422] * 5
+    for r in answers:
+        if r.status_code == 422:
+            assert_invalid(r, "api_name", None, "exists")
+    assert (await api.get("CustomEntities")).json()["total"] == 1
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'old.db'}"
+    url: str = request.getfixturevalue("empty_pg_url")
+    return url
+
+
+def test_the_migration_keeps_the_oldest_of_two_live_definitions(empty_url: str) -> None:
+    upgrade(empty_url, "0008")
+    engine = create_engine(sync_url(empty_url))
+    rows = [("d1", "2026-11-01 10:00:00"), ("d2", "2026-11-02 10:00:00"), ("d0", "2026-11-03")]
+    try:
+        with engine.begin() as conn:
+            for rid, created in rows:
+                conn.execute(
+                    text(
+                        "INSERT INTO custom_entities (id, space_id, created, modified, is_deleted,"
+                        " revision, api_name, name) VALUES (:id, 's', :c, :c, :d, 1, 'CE_Bid',"
+                        " 'Bid')"
+                    ),
+                    {"id": rid, "c": created, "d": False},
+                )
+        upgrade(empty_url)
+        with engine.connect() as conn:
+            live = conn.execute(
+                text("SELECT id FROM custom_entities WHERE is_deleted = :no"), {"no": False}
+            ).all()
+    finally:
+        engine.dispose()
+    assert [r[0] for r in live] == ["d1"]

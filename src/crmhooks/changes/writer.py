@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crmhooks.changes.rules import derive
@@ -206,12 +207,30 @@ class Writer:
         change = Change(et, Action.CREATE, after["id"], None, after, _diff(None, after), self.now)
         return self._record(change)
 
+    @asynccontextmanager
+    async def _unique_name(self, et: EntityType, api_name: Any) -> AsyncIterator[None]:
+        """A write the live-name index may refuse: two PostgreSQL transactions can both pass
+        :meth:`_check_unique` before either commits. The loser gets the same 422, on a
+        savepoint so the rest of its transaction (a batch) goes on. (SQLite runs one write at a
+        time, so there the check alone holds.)"""
+        if et.name != "CustomEntities" or self.conn.dialect.name != "postgresql":
+            yield
+            return
+        try:
+            async with self.conn.begin_nested():
+                yield
+        except IntegrityError:
+            raise ValidationFailed(
+                [field_error("api_name", FIELD_VALUE, f"{api_name!r} exists already")]
+            ) from None
+
     async def create(self, et: EntityType, body: dict[str, Any]) -> Record:
         stored = await self._prepared(et, body)
         await self._check_relations(et, stored)
         await self._check_unique(et, stored)
         row, after = self._new_row(et, stored)
-        await self.conn.execute(insert(table_of(et)), [row])
+        async with self._unique_name(et, stored.get("api_name")):
+            await self.conn.execute(insert(table_of(et)), [row])
         return self._created(et, after)
 
     async def create_many(
@@ -313,7 +332,8 @@ class Writer:
         before = await self._load(et, record_id, deleted=True)
         # A custom entity's name may have been taken by a live definition since: never two.
         await self._check_unique(et, {"api_name": before.get("api_name")})
-        return await self._store(et, before, {"is_deleted": False}, Action.RESTORE)
+        async with self._unique_name(et, before.get("api_name")):
+            return await self._store(et, before, {"is_deleted": False}, Action.RESTORE)
 
     async def qualify(self, record_id: str, body: dict[str, Any]) -> Record:
         """A Lead becomes an Opportunity with the same id (contract section 4)."""
