@@ -218,16 +218,21 @@ async def test_registration_refuses_credentials_in_the_url(hooks_api: Api, url: 
     assert_invalid(r, "url", None, "credentials")
 
 
+def store_url(db_url: str, webhook_id: str, url: str) -> None:
+    """Set a webhook's URL as a row stored before today's checks would have it."""
+    engine = create_engine(sync_url(db_url))
+    t = table_of(WEBHOOKS)
+    try:
+        with engine.begin() as conn:
+            conn.execute(update(t).where(t.c.id == webhook_id).values(url=url))
+    finally:
+        engine.dispose()
+
+
 async def test_a_stored_url_with_credentials_is_shown_masked(hooks_api: Api, db_url: str) -> None:
     # A row from before registration refused credentials.
     made = await hooks_api.create("Webhooks", hook(f"http://{PUBLIC}/hook"))
-    engine = create_engine(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
-    t = table_of(WEBHOOKS)
-    with engine.begin() as conn:
-        conn.execute(
-            update(t).where(t.c.id == made["id"]).values(url=f"http://user:secret@{PUBLIC}/hook")
-        )
-    engine.dispose()
+    store_url(db_url, made["id"], f"http://user:secret@{PUBLIC}/hook")
     one = (await hooks_api.get("Webhooks", made["id"])).json()["data"]
     listed = (await hooks_api.get("Webhooks")).json()["data"]
     patched = await hooks_api.http.patch(
@@ -307,6 +312,20 @@ async def test_the_sender_refuses_a_disguised_address_itself(target: Target, hos
     assert status is None
     # Our refusal, not aiohttp's: it names the address the host really is.
     assert error.startswith("blocked target address "), error
+    assert target.hits == []
+
+
+async def test_a_stored_disguised_url_gets_nothing_from_the_send_test(
+    hooks_api: Api, db_url: str, target: Target
+) -> None:
+    # The reported bypass: a webhook stored with this host got "ok" from 127.0.0.1.
+    made = await hooks_api.create("Webhooks", hook(f"http://{PUBLIC}/hook"))
+    store_url(db_url, made["id"], f"http://①②⑦.1:{target.port}/hook")
+    r = await hooks_api.http.post(hooks_api.path("Webhooks", made["id"], "test"))
+    assert r.status_code == 200, r.text
+    outcome = r.json()["data"]
+    assert outcome["success"] is False
+    assert outcome["error"] == "blocked target address 127.0.0.1"
     assert target.hits == []
 
 
