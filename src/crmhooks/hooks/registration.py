@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from aiohttp.abc import AbstractResolver
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crmhooks.changes.writer import Validator, WriteContext
@@ -54,15 +53,6 @@ def check_url_offline(url: str, guard: Guard) -> Target:
 
 async def system_lookup(host: str, port: int) -> Sequence[str]:
     return await asyncio.get_running_loop().run_in_executor(_LOOKUPS, resolve, host, port)
-
-
-def resolver_lookup(resolver: AbstractResolver) -> Lookup:
-    """A lookup by an aiohttp resolver (as the sender takes one)."""
-
-    async def lookup(host: str, port: int) -> Sequence[str]:
-        return [str(r["host"]) for r in await resolver.resolve(host, port)]
-
-    return lookup
 
 
 @dataclass(frozen=True)
