@@ -35,11 +35,12 @@ from crmhooks.store.migrate import upgrade
 from crmhooks.store.records import table_of
 from tests.conftest import Api, new_space
 from tests.integration.test_bad_input import assert_invalid, everything
+from tests.integration.test_dashboard import Visitor, app_client, spaces, webhook_of
 from tests.integration.test_sender_guard import Names, Target, send, target
 from tests.unit.test_migrations import empty_pg_url
 
-# Fixtures of the sender's guard tests (a receiver) and of the migration tests.
-__all__ = ["empty_pg_url", "target"]
+# Fixtures of the sender's guard tests (a receiver), the dashboard's and the migration tests.
+__all__ = ["app_client", "empty_pg_url", "spaces", "target"]
 
 PUBLIC = "93.184.216.34"  # a public address: the guard lets it through (nothing connects to it)
 
@@ -127,7 +128,7 @@ NAMES = {
 
 
 @asynccontextmanager
-async def app_client(settings: Settings, lookup: Lookup) -> AsyncIterator[httpx.AsyncClient]:
+async def app_with_lookup(settings: Settings, lookup: Lookup) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings, migrate=False, lookup=lookup)
     async with (
         app.router.lifespan_context(app),
@@ -140,7 +141,7 @@ async def app_client(settings: Settings, lookup: Lookup) -> AsyncIterator[httpx.
 
 @pytest.fixture
 async def hooks_api(settings: Settings, space: IssuedKey) -> AsyncIterator[Api]:
-    async with app_client(settings, answering(NAMES, {"slow.example.com": 3.0})) as client:
+    async with app_with_lookup(settings, answering(NAMES, {"slow.example.com": 3.0})) as client:
         client.auth = httpx.BasicAuth(space.api_key, space.api_secret)
         yield Api(client, space)
 
@@ -290,7 +291,7 @@ async def test_every_name_of_a_batch_is_looked_up_at_once(
 ) -> None:
     names = {f"h{i}.example.com": [PUBLIC] for i in range(5)}
     lookup = answering(names, dict.fromkeys(names, 0.6))
-    async with app_client(settings, lookup) as client:
+    async with app_with_lookup(settings, lookup) as client:
         client.auth = httpx.BasicAuth(space.api_key, space.api_secret)
         api = Api(client, space)
         t0 = time.perf_counter()
@@ -491,3 +492,24 @@ def test_the_migration_keeps_the_oldest_of_two_live_definitions(empty_url: str) 
     finally:
         engine.dispose()
     assert [r[0] for r in live] == ["d1"]
+
+
+async def test_the_dashboard_shows_a_stored_password_masked(
+    app_client: httpx.AsyncClient, spaces: tuple[IssuedKey, IssuedKey], db_url: str
+) -> None:
+    mine, _ = spaces
+    made = await webhook_of(app_client, mine)
+    store_url(db_url, made["id"], "http://user:secret@127.0.0.1:9/hook")
+    me = Visitor(app_client)
+    await me.sign_in(mine)
+    one = f"/ui/webhooks/{made['id']}"
+    for path in [
+        "/ui/webhooks",
+        f"{one}/deliveries",
+        f"{one}/deliveries/{made['delivery_id']}",
+        f"{one}/delete",
+    ]:
+        r = await me.get(path)
+        assert r.status_code == 200, (path, r.text[:500])
+        assert "secret" not in r.text, path
+        assert "****:****@127.0.0.1:9/hook" in r.text, path
