@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     # Delivery (contract sections 8, 9).
     delivery: bool = True  # run the dispatcher in this process
     allowed_targets: str = ""  # CIDRs webhooks may reach although private, e.g. 127.0.0.0/8
+    # Seconds a webhook URL's name may take to resolve at registration (before the write
+    # transaction opens); a name slower than that is checked by the sender when it connects.
+    resolve_timeout: float = 2.0
     retry_schedule: str = ""  # seconds between attempts, comma-separated; empty: the default
     max_in_flight: int = 256
     max_in_flight_per_webhook: int = 16

@@ -34,7 +34,7 @@ from crmhooks.errors import (
     ParameterInvalid,
     PayloadTooLarge,
 )
-from crmhooks.hooks.registration import make_validator
+from crmhooks.hooks.registration import Lookup, UrlCheck, make_validator, system_lookup
 from crmhooks.netguard import Guard, parse_allowed
 from crmhooks.settings import Settings
 from crmhooks.store.engine import open_database
@@ -99,8 +99,13 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return envelopes.error(InternalError("internal error"))
 
 
-def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
-    """The whole API; the database is opened (and migrated) when the app starts."""
+def create_app(
+    settings: Settings | None = None, *, migrate: bool = True, lookup: Lookup | None = None
+) -> FastAPI:
+    """The whole API; the database is opened (and migrated) when the app starts.
+
+    ``lookup`` resolves the names in webhook URLs at registration (the system's by default).
+    """
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -109,12 +114,14 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
             await asyncio.to_thread(upgrade, settings.database_url)
         db = open_database(settings.database_url, pool_size=settings.db_pool_size)
         guard = Guard(parse_allowed(settings.allowed_targets))
+        urls = UrlCheck(guard, settings.resolve_timeout, lookup or system_lookup)
         dispatcher = build_dispatcher(db, settings) if settings.delivery else None
         writes = WritePath(
             db,
             recorders=[record_events],
             after_commit=[dispatcher.notify] if dispatcher else [],
             validators={"Webhooks": make_validator(guard)},
+            prechecks={"Webhooks": urls.refusals},
         )
         keys = KeyCache(db, ttl=settings.key_cache_seconds)
         throttle = FailureThrottle(

@@ -18,6 +18,7 @@ from crmhooks.changes import links
 from crmhooks.changes.batch import MAX_ITEMS, run_batch
 from crmhooks.changes.writer import WriteContext, WritePath, Writer
 from crmhooks.errors import NotFound, ParameterInvalid, UnknownType, ValidationFailed
+from crmhooks.netguard import shown_url
 from crmhooks.query.params import (
     INCLUDE_DELETED,
     SHAPE_PARAMS,
@@ -163,7 +164,7 @@ async def list_records(request: Request) -> Response:
         records, total, info = await list_page(conn, et, ctx.space_id, q)
         base = base_url(request, svc.settings)
         shown = await render(conn, et, ctx.space_id, records, base, q.shape, zone=ctx.timezone)
-    return envelopes.many(shown, total, info)
+    return envelopes.many(without_credentials(et, shown), total, info)
 
 
 async def read_record(request: Request) -> Response:
@@ -177,10 +178,17 @@ async def read_record(request: Request) -> Response:
         if found is None:
             raise NotFound(f"no {et.name} record with id {record_id}")
         base = base_url(request, svc.settings)
-        shown = (await render(conn, et, ctx.space_id, [found[0]], base, shape, zone=ctx.timezone))[
-            0
-        ]
-    return envelopes.one(shown)
+        shown = await render(conn, et, ctx.space_id, [found[0]], base, shape, zone=ctx.timezone)
+    return envelopes.one(without_credentials(et, shown)[0])
+
+
+def without_credentials(et: EntityType, shown: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A webhook URL stored before registration refused credentials is shown masked."""
+    if et.name == "Webhooks":
+        for record in shown:
+            if isinstance(record.get("url"), str):
+                record["url"] = shown_url(record["url"])
+    return shown
 
 
 WriteStep = Callable[[Writer, EntityType], Awaitable[Record]]
@@ -219,7 +227,7 @@ async def _write(
             fresh=fresh,
             zone=ctx.timezone,
         )
-    return envelopes.one(shown[0], status)
+    return envelopes.one(without_credentials(shown_as or et, shown)[0], status)
 
 
 async def create_record(request: Request) -> Response:
@@ -227,6 +235,7 @@ async def create_record(request: Request) -> Response:
     et = await _entity(svc, ctx.space_id, request.path_params["entity"])
     body = await json_object(request)
     ctx = checked_as_asked(request, ctx)
+    ctx = await svc.writes.precheck(ctx, et, [body])
 
     async def step(w: Writer, et: EntityType) -> Record:
         return await w.create(et, body)
@@ -244,6 +253,7 @@ async def patch_record(request: Request) -> Response:
     record_id = _record_id(request)
     body = await json_object(request)
     ctx = checked_as_asked(request, ctx)
+    ctx = await svc.writes.precheck(ctx, et, [body])
 
     async def step(w: Writer, et: EntityType) -> Record:
         return await w.update(et, record_id, body)
@@ -296,6 +306,7 @@ async def _batch(
     keep_going = rollback_method(params.get("rollback-method"))
     ctx = checked_as_asked(request, ctx)
     items = await json_array(request)
+    ctx = await svc.writes.precheck(ctx, et, items)
     async with svc.writes.begin(ctx) as writer:
         results = await run_batch(writer, et, items, run, keep_going=keep_going)
     return envelopes.JSONBody({"success": True, "data": results})

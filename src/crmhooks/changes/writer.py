@@ -12,12 +12,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crmhooks.changes import links
@@ -73,17 +74,25 @@ class Change:
 @dataclass(frozen=True)
 class WriteContext:
     """Who writes, the request's ``Webhook-Skip-Key``, how much of the write is checked
-    (``validation-level``) and the zone of date-times written without an offset (``Timezone``;
-    None: UTC)."""
+    (``validation-level``), the zone of date-times written without an offset (``Timezone``;
+    None: UTC), and what was checked before the transaction opened
+    (:meth:`WritePath.precheck`)."""
 
     space_id: str
     key_id: str | None = None
     skip_key: str | None = None
     validation: Validation = FULL
     timezone: tzinfo | None = None
+    # Webhook URLs whose names were looked up before the transaction: url -> why it is
+    # refused, or None.
+    targets: Mapping[str, str | None] = field(default_factory=dict, hash=False, compare=False)
 
 
 Recorder = Callable[[AsyncConnection, WriteContext, Sequence[Change]], Awaitable[None]]
+# An entity type's checks that need the network (the names in webhook URLs), run on the bodies
+# of a write before its transaction opens, so no write of any space waits on them:
+# bodies -> url -> why it is refused, or None.
+Precheck = Callable[[Sequence[Any]], Awaitable[Mapping[str, str | None]]]
 # An entity type's own check that needs the database or settings (webhook registration):
 # (connection, context, record before or None, stored updates, now) -> stored updates.
 Validator = Callable[
@@ -245,6 +254,23 @@ class Writer:
         change = Change(et, Action.CREATE, after["id"], None, after, _diff(None, after), self.now)
         return self._record(change)
 
+    @asynccontextmanager
+    async def _unique_name(self, et: EntityType, api_name: Any) -> AsyncIterator[None]:
+        """A write the live-name index may refuse: two PostgreSQL transactions can both pass
+        :meth:`_check_unique` before either commits. The loser gets the same 422, on a
+        savepoint so the rest of its transaction (a batch) goes on. (SQLite runs one write at a
+        time, so there the check alone holds.)"""
+        if et.name != "CustomEntities" or self.conn.dialect.name != "postgresql":
+            yield
+            return
+        try:
+            async with self.conn.begin_nested():
+                yield
+        except IntegrityError:
+            raise ValidationFailed(
+                [field_error("api_name", FIELD_VALUE, f"{api_name!r} exists already")]
+            ) from None
+
     async def create(self, et: EntityType, body: dict[str, Any]) -> Record:
         if not links.involved(et, body):
             return await self._create(et, body, {})
@@ -261,7 +287,8 @@ class Writer:
         if et.name in links.RELATION_ENTITIES:
             await links.prepare_relation(self, et, stored)
         row, after = self._new_row(et, stored)
-        await self.conn.execute(insert(table_of(et)), [row])
+        async with self._unique_name(et, stored.get("api_name")):
+            await self.conn.execute(insert(table_of(et)), [row])
         after = self._created(et, after)
         if et.name in links.RELATION_ENTITIES:
             await links.after_relation_write(self, et, after)
@@ -394,7 +421,10 @@ class Writer:
         if et.name in links.RELATION_ENTITIES:
             live = {k: v for k, v in before.items() if k != "is_deleted"}
             await links.prepare_relation(self, et, live)
-        after = await self._store(et, before, {"is_deleted": False}, Action.RESTORE)
+        # A custom entity's name may have been taken by a live definition since: never two.
+        await self._check_unique(et, {"api_name": before.get("api_name")})
+        async with self._unique_name(et, before.get("api_name")):
+            after = await self._store(et, before, {"is_deleted": False}, Action.RESTORE)
         if et.name in links.RELATION_ENTITIES:
             await links.after_relation_write(self, et, after)
         return after
@@ -501,11 +531,23 @@ class WritePath:
         recorders: Sequence[Recorder] = (),
         after_commit: Sequence[Callable[[WriteContext, Sequence[Change]], None]] = (),
         validators: Mapping[str, Validator] | None = None,
+        prechecks: Mapping[str, Precheck] | None = None,
     ) -> None:
         self.db = db
         self.recorders: list[Recorder] = list(recorders)
         self.after_commit = list(after_commit)
         self.validators = dict(validators or {})
+        self.prechecks = dict(prechecks or {})
+
+    async def precheck(
+        self, ctx: WriteContext, et: EntityType, bodies: Sequence[Any]
+    ) -> WriteContext:
+        """``ctx`` with what ``et``'s precheck found in ``bodies``; call it before :meth:`begin`
+        for every write that may carry such values (creates, updates, batches)."""
+        check = self.prechecks.get(et.name)
+        if check is None:
+            return ctx
+        return replace(ctx, targets={**ctx.targets, **await check(bodies)})
 
     @asynccontextmanager
     async def begin(self, ctx: WriteContext) -> AsyncIterator[Writer]:

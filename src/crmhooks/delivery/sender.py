@@ -1,8 +1,11 @@
 """Sending one request: aiohttp on a shared pool, the address guard at connection time.
 
-The guard resolves the host itself, refuses the request if any address is blocked, and hands
-aiohttp the addresses it checked, so no second lookup (DNS rebinding) can slip between check
-and connect. Redirects are not followed; a 3xx is a failure like any other non-2xx.
+Three checks, none of them left to aiohttp: the URL's host as aiohttp reads it (an address in
+any form is checked before anything else); the resolver's answers (it resolves the host itself,
+refuses the request if any address is blocked, and hands aiohttp the addresses it checked, so
+no second lookup (DNS rebinding) can slip between check and connect); and last the peer of the
+connected socket, before TLS or any byte of the request. Redirects are not followed; a 3xx is
+a failure like any other non-2xx.
 """
 
 from __future__ import annotations
@@ -14,14 +17,18 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
+import aiohappyeyeballs
 import aiohttp
+from aiohappyeyeballs import AddrInfoType
 from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.client_reqrep import ClientRequest
+from aiohttp.helpers import ceil_timeout
 
 from crmhooks.delivery.signing import headers
 from crmhooks.hooks.subscription import Subscription
-from crmhooks.netguard import Guard, literal_ip
+from crmhooks.netguard import Guard, literal_ip, parse_target
 
 MAX_RESPONSE_BODY = 16 * 1024
 
@@ -52,6 +59,67 @@ class GuardedResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
+
+
+def _refused_address(guard: Guard, address: str) -> str | None:
+    """``address`` if it may not be reached (or is no address at all), else None."""
+    try:
+        ip = literal_ip(address)
+    except ValueError:
+        return address
+    return address if ip is None or not guard.permits(ip) else None
+
+
+class GuardedConnector(aiohttp.TCPConnector):
+    """A connector that checks the addresses it is given and the peer it connected to.
+
+    The check of the peer is the one that holds whatever path led aiohttp to an address (a
+    literal it did not hand to the resolver, say): it runs on the connected socket, before TLS
+    starts or any byte of the request is written. This mirrors aiohttp's own
+    ``_wrap_create_connection`` (3.14), with the check between connect and use.
+    """
+
+    def __init__(self, guard: Guard, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.guard = guard
+
+    async def _wrap_create_connection(
+        self,
+        *args: Any,
+        addr_infos: list[AddrInfoType],
+        req: ClientRequest,
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 (aiohttp's signature, overridden)
+        client_error: type[Exception] = aiohttp.ClientConnectorError,
+        **kwargs: Any,
+    ) -> tuple[asyncio.Transport, ResponseHandler]:
+        refused = [a for info in addr_infos if (a := _refused_address(self.guard, info[4][0]))]
+        if refused:
+            blocked = BlockedTarget(f"blocked target address {', '.join(refused)}")
+            raise client_error(req.connection_key, blocked)
+        try:
+            async with ceil_timeout(timeout.sock_connect, ceil_threshold=timeout.ceil_threshold):
+                sock = await aiohappyeyeballs.start_connection(
+                    addr_infos=addr_infos,
+                    local_addr_infos=self._local_addr_infos,
+                    happy_eyeballs_delay=self._happy_eyeballs_delay,
+                    interleave=self._interleave,
+                    loop=self._loop,
+                    socket_factory=self._socket_factory,
+                )
+        except OSError as exc:
+            if exc.errno is None and isinstance(exc, asyncio.TimeoutError):
+                raise
+            raise client_error(req.connection_key, exc) from exc
+        peer = str(sock.getpeername()[0])
+        if _refused_address(self.guard, peer):
+            sock.close()
+            raise client_error(req.connection_key, BlockedTarget(f"connected to blocked {peer}"))
+        # Connected and checked: aiohttp's own path from here (TLS, its error mapping).
+        if kwargs.get("ssl") and self._ssl_shutdown_timeout:
+            kwargs["ssl_shutdown_timeout"] = self._ssl_shutdown_timeout
+        return await super()._wrap_existing_connection(
+            *args, req=req, timeout=timeout, client_error=client_error, sock=sock, **kwargs
+        )
 
 
 @dataclass(frozen=True)
@@ -87,7 +155,8 @@ class Sender:
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(
+            connector = GuardedConnector(
+                self.guard,
                 limit=self.pool_size,
                 limit_per_host=0,
                 resolver=GuardedResolver(self.guard, self._resolver),
@@ -117,10 +186,12 @@ class Sender:
             ms = (time.perf_counter() - t0) * 1000
             return Outcome(status, ms, error, text, retry_after, started)
 
-        host = urlsplit(sub.url).hostname or ""
-        ip = literal_ip(host)
-        if ip is not None and not self.guard.permits(ip):
-            return done(None, f"blocked target address {ip}")
+        try:
+            target = parse_target(sub.url)
+        except ValueError as e:
+            return done(None, f"not a target: {e}"[:1000])
+        if target.address is not None and not self.guard.permits(target.address):
+            return done(None, f"blocked target address {target.address}")
         hdrs = headers(sub, msg_id, int(time.time()), body, started)
         kwargs: dict[str, Any] = {"ssl": self._insecure} if sub.insecure_ssl else {}
         try:

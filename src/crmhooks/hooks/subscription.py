@@ -24,9 +24,10 @@ from crmhooks.errors import (
     field_error,
 )
 from crmhooks.hooks.names import BY_SINGULAR, EVENT_NAMES
+from crmhooks.netguard import shown_url
 from crmhooks.query.params import Condition, conditions
 from crmhooks.query.shape import Shape, parse_shape
-from crmhooks.schema.custom import API_NAME_RE
+from crmhooks.schema.custom import is_api_name
 from crmhooks.schema.registry import BUILTIN
 from crmhooks.schema.types import EntityType
 from crmhooks.schema.values import is_uuid, parse_datetime
@@ -228,7 +229,7 @@ def compile_webhook(
             options["custom_entity_api_name"], "options.custom_entity_api_name", errors
         )
         for name in names:
-            if not API_NAME_RE.match(name):
+            if not is_api_name(name):
                 errors.add("options.custom_entity_api_name", FIELD_VALUE, f"{name!r} is not CE_...")
         custom = frozenset(names)
     entity = options.get("entity", {})
@@ -283,7 +284,8 @@ def payload_webhook(record: Mapping[str, Any], options: Mapping[str, Any]) -> di
     """The ``webhook`` object of contract section 8."""
     return {
         "id": record.get("id"),
-        "url": record.get("url"),
+        # A password stored before registration refused credentials is not sent out.
+        "url": shown_url(str(record["url"])) if record.get("url") else record.get("url"),
         "events": record.get("events"),
         "insecure_ssl": bool(record.get("insecure_ssl")),
         "options": dict(options),

@@ -15,6 +15,8 @@ from crmhooks.schema.registry import (
 )
 from crmhooks.schema.types import SYSTEM_FIELDS, EntityType, Field, Kind, ToMany, with_system
 
+# Both also serve as JSON-schema patterns (api.openapi), so they keep ^...$; match them with
+# fullmatch: re's $ also matches before a final newline ("CE_Bid\n").
 API_NAME_RE = re.compile(r"^CE_[A-Za-z0-9_]{1,60}$")
 FIELD_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 FIELD_KINDS = {
@@ -31,8 +33,12 @@ _BASE_FIELDS = (text("name", required=True), OWNER)
 RESERVED = {f.name for f in SYSTEM_FIELDS} | {f.name for f in _BASE_FIELDS} | {"owner"}
 
 
+def is_api_name(value: str) -> bool:
+    return API_NAME_RE.fullmatch(value) is not None
+
+
 def check_api_name(value: str) -> list[FieldError]:
-    if API_NAME_RE.match(value):
+    if is_api_name(value):
         return []
     return [
         field_error(
@@ -59,7 +65,7 @@ def check_fields(value: Any) -> tuple[list[dict[str, str]], list[FieldError]]:
             errors.append(field_error(where, FIELD_TYPE, 'expected {"api_name": ..., "type": ...}'))
             continue
         name, kind = item["api_name"], item["type"]
-        if not isinstance(name, str) or not FIELD_NAME_RE.match(name):
+        if not isinstance(name, str) or not FIELD_NAME_RE.fullmatch(name):
             errors.append(field_error(f"{where}.api_name", FIELD_VALUE, f"{name!r} is not a name"))
         elif name in RESERVED:
             errors.append(field_error(f"{where}.api_name", FIELD_VALUE, f"{name!r} is reserved"))

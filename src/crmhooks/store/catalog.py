@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from crmhooks.schema.custom import API_NAME_RE, record_type
+from crmhooks.schema.custom import is_api_name, record_type
 from crmhooks.schema.registry import BUILTIN, GROUPS
 from crmhooks.schema.types import EntityType
 from crmhooks.store.tables import table_for
@@ -49,7 +49,7 @@ async def entity_type(conn: AsyncConnection, space_id: str, name: str) -> Entity
     et = BUILTIN.get(name)
     if et is not None:
         return et
-    if API_NAME_RE.match(name):
+    if is_api_name(name):
         return await custom_type(conn, space_id, name)
     return None
 

@@ -194,6 +194,18 @@ def _entity_tables() -> dict[str, Table]:
 
 TABLES = _entity_tables()
 
+# One live definition per custom entity name in a space. The writer checks it (a 422 naming
+# api_name); the index holds it when two transactions check at once (PostgreSQL).
+_definitions = TABLES["custom_entities"]
+Index(
+    "ux_custom_entities_live_api_name",
+    _definitions.c.space_id,
+    _definitions.c.api_name,
+    unique=True,
+    sqlite_where=_definitions.c.is_deleted == false(),
+    postgresql_where=_definitions.c.is_deleted == false(),
+)
+
 # The outbox: every event a committed write raised, in commit order (``seq``). Plain JSON, not
 # JSONB: it is written once and read back whole, and keeps the order of the keys.
 SEQ = BigInteger().with_variant(Integer(), "sqlite")  # SQLite: an alias of the rowid

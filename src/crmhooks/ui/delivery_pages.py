@@ -26,12 +26,13 @@ from crmhooks.delivery.log import get_delivery, list_deliveries, parse_log_query
 from crmhooks.delivery.signing import headers
 from crmhooks.errors import NotFound, ParameterInvalid
 from crmhooks.hooks.subscription import Subscription
+from crmhooks.netguard import shown_url
 from crmhooks.schema.values import parse_datetime
 from crmhooks.ui import chart
 from crmhooks.ui.forms import log_params, one
 from crmhooks.ui.queries import minute_counts, request_body
 from crmhooks.ui.web import Dashboard, Page, route
-from crmhooks.ui.webhook_pages import NOTICES, load_record
+from crmhooks.ui.webhook_pages import NOTICES, load_record, shown_webhook
 
 POLL = "2s"
 
@@ -81,7 +82,7 @@ async def deliveries_page(
     return page.render(
         "deliveries.html",
         status,
-        webhook=record,
+        webhook=shown_webhook(record),
         outcome=outcome,
         notice=notice,
         poll=POLL,
@@ -123,7 +124,7 @@ async def detail_page(page: Page, outcome: str | None = None) -> Response:
     template = "_detail.html" if page.request.query_params.get("part") == "detail" else None
     return page.render(
         template or "delivery.html",
-        webhook={"id": sub.id, "url": sub.url},
+        webhook={"id": sub.id, "url": shown_url(sub.url)},
         delivery=item,
         request_headers=sent,
         body=_pretty_body(body),

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from crmhooks.errors import NotFound, ValidationFailed
+from crmhooks.netguard import shown_url
 from crmhooks.query.render import mask
 from crmhooks.schema.registry import WEBHOOKS
 from crmhooks.store.records import Record, fetch
@@ -48,9 +49,15 @@ async def load_record(page: Page, webhook_id: str) -> Record:
     return found[0]
 
 
-def _shown(record: Record) -> dict[str, Any]:
-    """A webhook for the page: its secret masked, as the API shows it."""
-    return {**record, "signature": mask(record.get("signature"))}
+def shown_webhook(record: Record) -> dict[str, Any]:
+    """A webhook for the page: its secret masked, and its URL's credentials (a row stored
+    before registration refused them), as the API shows them."""
+    url = record.get("url")
+    return {
+        **record,
+        "signature": mask(record.get("signature")),
+        "url": shown_url(url) if isinstance(url, str) else url,
+    }
 
 
 async def list_webhooks(page: Page) -> Response:
@@ -63,7 +70,7 @@ async def list_webhooks(page: Page) -> Response:
         counts = await minute_counts(conn, page.space_id, ids, chart.window_start(now))
     return page.render(
         "webhooks.html",
-        webhooks=[_shown(r) for r in records],
+        webhooks=[shown_webhook(r) for r in records],
         stats=stats,
         total=total,
         page_info=info,
@@ -99,7 +106,8 @@ async def create(page: Page) -> Response:
     form = read_webhook_form(page.form)
     try:
         body = webhook_body(form, creating=True)
-        async with page.svc.writes.begin(page.ctx) as writer:
+        ctx = await page.svc.writes.precheck(page.ctx, WEBHOOKS, [body])
+        async with page.svc.writes.begin(ctx) as writer:
             record = await writer.create(WEBHOOKS, body)
     except ValidationFailed as e:
         return _form_page(page, form, errors=errors_by_field(e), status=422)
@@ -121,7 +129,8 @@ async def update(page: Page) -> Response:
     form = read_webhook_form(page.form)
     try:
         body = webhook_body(form, creating=False)
-        async with page.svc.writes.begin(page.ctx) as writer:
+        ctx = await page.svc.writes.precheck(page.ctx, WEBHOOKS, [body])
+        async with page.svc.writes.begin(ctx) as writer:
             await writer.update(WEBHOOKS, webhook_id, body)
     except ValidationFailed as e:
         return _form_page(page, form, webhook_id=webhook_id, errors=errors_by_field(e), status=422)
@@ -148,7 +157,7 @@ async def resume(page: Page) -> Response:
 async def delete_confirm(page: Page) -> Response:
     webhook_id = page.path_id("webhook_id")
     record = await load_record(page, webhook_id)
-    return page.render("webhook_delete.html", webhook=_shown(record))
+    return page.render("webhook_delete.html", webhook=shown_webhook(record))
 
 
 async def delete(page: Page) -> Response:
