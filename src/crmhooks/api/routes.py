@@ -14,7 +14,7 @@ from starlette.routing import Route
 from crmhooks.api import envelopes
 from crmhooks.api.auth import KeyCache, authenticate
 from crmhooks.changes.batch import MAX_ITEMS, run_batch
-from crmhooks.changes.writer import WriteContext, WritePath, Writer
+from crmhooks.changes.writer import WriteContext, WritePath, Writer, writable
 from crmhooks.errors import NotFound, ParameterInvalid
 from crmhooks.query.params import SHAPE_PARAMS, parse_bool_param, parse_list, shape_of
 from crmhooks.query.render import render
@@ -250,7 +250,7 @@ async def _batch(
     request: Request, run: Callable[[Writer, EntityType, Any], Awaitable[str]]
 ) -> Response:
     svc, ctx = await request_context(request)
-    et = await _entity(svc, ctx.space_id, request.path_params["entity"])
+    et = writable(await _entity(svc, ctx.space_id, request.path_params["entity"]))
     params = only_params(request, {"rollback-method"})
     keep_going = rollback_method(params.get("rollback-method"))
     items = await json_array(request)

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from crmhooks.errors import FIELD_VALUE, ValidationFailed, field_error
+from crmhooks.errors import FIELD_REQUIRED, FIELD_VALUE, ValidationFailed, field_error
 from crmhooks.schema import custom
-from crmhooks.schema.registry import DOCUMENT_LINKS
+from crmhooks.schema.registry import DOCUMENT_LINKS, NOTE_LINKS
 from crmhooks.schema.types import EntityType
 
 Record = dict[str, Any]
@@ -79,6 +79,25 @@ def one_document_link(before: Record | None, updates: Stored, now: datetime) -> 
     return updates
 
 
+def one_note_link(before: Record | None, updates: Stored, now: datetime) -> Stored:
+    """A Note names exactly one record (Pipeliner's rule; projects and quotes aside)."""
+    linked = [name for name in NOTE_LINKS if _merged(before, updates, name) is not None]
+    if len(linked) == 1:
+        return updates
+    if not linked:
+        message = f"a note names one record: one of {', '.join(NOTE_LINKS)} is required"
+        raise ValidationFailed([field_error(NOTE_LINKS[0], FIELD_REQUIRED, message)])
+    message = f"a note names one record; {', '.join(linked)} are all set"
+    raise ValidationFailed([field_error(name, FIELD_VALUE, message) for name in linked])
+
+
+def keep_base_currency(record: Record) -> None:
+    """The base currency of a space cannot be deleted (every space has exactly one)."""
+    if record.get("is_base"):
+        message = "the base currency of the space cannot be deleted"
+        raise ValidationFailed([field_error("is_base", FIELD_VALUE, message)])
+
+
 def custom_entity_definition(before: Record | None, updates: Stored, now: datetime) -> Stored:
     out = dict(updates)
     errors = []
@@ -101,8 +120,13 @@ RULES: dict[str, Rule] = {
     "Opportunities": lead_oppty_status,
     "OpptyProductRelations": line_item_amount,
     "CloudObjects": one_document_link,
+    "Notes": one_note_link,
     "CustomEntities": custom_entity_definition,
 }
+
+
+# Checks of a record about to be deleted (soft): raise ValidationFailed to keep it.
+DELETE_RULES: dict[str, Callable[[Record], None]] = {"Currencies": keep_base_currency}
 
 
 def derive(et: EntityType, before: Record | None, updates: Stored, now: datetime) -> Stored:

@@ -20,12 +20,14 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from crmhooks.changes.rules import derive
+from crmhooks.changes.defaults import SpaceDefaults
+from crmhooks.changes.rules import DELETE_RULES, derive
 from crmhooks.errors import (
     FIELD_VALUE,
     RELATIONS_DOESNT_EXIST,
     ApiError,
     FieldError,
+    MethodNotAllowed,
     NotFound,
     ValidationFailed,
     field_error,
@@ -87,6 +89,17 @@ Validator = Callable[
 ]
 
 
+# Fields whose value is unique among a space's live records of the entity type.
+UNIQUE: dict[str, str] = {"CustomEntities": "api_name", "Currencies": "code"}
+
+
+def writable(et: EntityType) -> EntityType:
+    """``et``, or 405 if the API only reads it (Profiles)."""
+    if not et.writable:
+        raise MethodNotAllowed(f"{et.name} are read-only through the API")
+    return et
+
+
 def _diff(before: Record | None, after: Record) -> dict[str, tuple[Any, Any]]:
     if before is None:
         return {k: (None, v) for k, v in after.items()}
@@ -100,6 +113,12 @@ class Writer:
     changes: list[Change] = field(default_factory=list)
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     validators: Mapping[str, Validator] = field(default_factory=dict)
+    _defaults: SpaceDefaults | None = field(default=None, init=False, repr=False)
+
+    def _space_defaults(self) -> SpaceDefaults:
+        if self._defaults is None:
+            self._defaults = SpaceDefaults(self.conn, self.ctx.space_id)
+        return self._defaults
 
     async def _validate(
         self, et: EntityType, before: Record | None, stored: dict[str, Any]
@@ -146,19 +165,20 @@ class Writer:
             raise ValidationFailed(errors)
 
     async def _check_unique(self, et: EntityType, stored: dict[str, Any]) -> None:
-        if et.name != "CustomEntities" or "api_name" not in stored:
+        name = UNIQUE.get(et.name)
+        if name is None or name not in stored:
             return
         t = table_of(et)
         taken = await self.conn.execute(
             select(t.c.id).where(
                 t.c.space_id == self.ctx.space_id,
-                t.c.api_name == stored["api_name"],
+                t.c[name] == stored[name],
                 t.c.is_deleted.is_(False),
             )
         )
         if taken.first() is not None:
             raise ValidationFailed(
-                [field_error("api_name", FIELD_VALUE, f"{stored['api_name']!r} exists already")]
+                [field_error(name, FIELD_VALUE, f"{stored[name]!r} exists already")]
             )
 
     def _record(self, change: Change) -> Record:
@@ -167,10 +187,11 @@ class Writer:
 
     async def _prepared(self, et: EntityType, body: dict[str, Any]) -> dict[str, Any]:
         """A create's stored values, checked and completed; relations are checked apart."""
-        stored = check_write(et, body, before=None)
+        stored = check_write(writable(et), body, before=None)
         for f in et.fields:
             if f.name not in stored and not f.read_only and f.default is not None:
                 stored[f.name] = f.default
+        stored = await self._space_defaults().complete(et, stored)
         stored = derive(et, None, stored, self.now)
         return await self._validate(et, None, stored)
 
@@ -211,7 +232,7 @@ class Writer:
     ) -> list[Record | ApiError]:
         """Many creates with one relation query per target and one insert: each item's record,
         or the error that kept it out (nothing of a failed item is written)."""
-        if et.name in self.validators or et.name == "CustomEntities":
+        if et.name in self.validators or et.name in UNIQUE:
             return [await self._one(et, body) for body in bodies]  # checks that need each row
         out: list[Record | ApiError | None] = [None] * len(bodies)
         ready: list[tuple[int, dict[str, Any], dict[str, Any], Record]] = []
@@ -289,7 +310,7 @@ class Writer:
         return self._record(Change(et, action, before["id"], before, after, changed, self.now))
 
     async def update(self, et: EntityType, record_id: str, body: dict[str, Any]) -> Record:
-        before = await self._load(et, record_id)
+        before = await self._load(writable(et), record_id)
         stored = check_write(et, body, before=before)
         stored = derive(et, before, stored, self.now)
         stored = await self._validate(et, before, stored)
@@ -298,11 +319,14 @@ class Writer:
         return await self._store(et, before, stored, Action.UPDATE)
 
     async def delete(self, et: EntityType, record_id: str) -> Record:
-        before = await self._load(et, record_id)
+        before = await self._load(writable(et), record_id)
+        keep = DELETE_RULES.get(et.name)
+        if keep is not None:
+            keep(before)
         return await self._store(et, before, {"is_deleted": True}, Action.DELETE)
 
     async def restore(self, et: EntityType, record_id: str) -> Record:
-        before = await self._load(et, record_id, deleted=True)
+        before = await self._load(writable(et), record_id, deleted=True)
         return await self._store(et, before, {"is_deleted": False}, Action.RESTORE)
 
     async def qualify(self, record_id: str, body: dict[str, Any]) -> Record:
