@@ -194,6 +194,26 @@ async def test_a_create_without_unit_or_type_gets_the_space_defaults(api: Api) -
         assert read["activity_type_id"] == types["TaskTypes"]
 
 
+async def test_a_types_form_layout_is_a_bounded_object(api: Api) -> None:
+    deep: Any = {}
+    for _ in range(300):
+        deep = {"a": deep}
+    bad = [
+        ("a string", "ERROR_FIELD_TYPE"),
+        ({"label": "nul\x00"}, "ERROR_FIELD_VALUE"),
+        ({"x": "y" * 70_000}, "ERROR_FIELD_VALUE"),
+        (deep, "ERROR_FIELD_VALUE"),
+    ]
+    for form, error in bad:
+        body = {"name": "Call", "is_readonly": False, "form_edit": form}
+        r = await api.http.post(api.path("TaskTypes"), json=body)
+        assert await _field_errors(r) == [("form_edit", error)]
+    form = {"fields": [{"id": "subject", "width": 1.5}]}
+    body = {"name": "Call", "is_readonly": False, "form_edit": form}
+    assert (await api.create("TaskTypes", body))["form_edit"] == form
+    assert (await api.get("TaskTypes")).json()["total"] == 2
+
+
 async def test_products_belong_to_a_category(api: Api) -> None:
     category = await api.create("ProductCategories", {"name": "Hardware"})
     child = await api.create("ProductCategories", {"name": "Phones", "parent_id": category["id"]})
@@ -352,6 +372,10 @@ async def test_a_space_has_one_base_currency_that_cannot_be_deleted(api: Api) ->
     # A deleted code can be used again.
     again = await api.create("Currencies", {"code": "EUR"})
     assert again["is_base"] is False
+    # ... and then the deleted one cannot come back beside it.
+    r = await api.http.post(api.path("Currencies", "batch-restore"), json=[eur["id"]])
+    assert r.status_code == 422
+    assert r.json()["data"][0]["field_errors"][0]["field_name"] == "code", r.text
 
 
 # -- a new space ---------------------------------------------------------------------------

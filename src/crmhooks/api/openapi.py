@@ -79,6 +79,9 @@ JSON_FIELDS: dict[str, dict[str, Any]] = {
         "minItems": 1,
         "items": {"type": "string", "enum": sorted(EVENT_NAMES)},
     },
+    "form_edit": {"type": "object"},  # activity and record types: a form layout, kept as given
+    "pipelines": {"type": "array", "items": {"type": "string", "format": "uuid"}},  # Profiles
+    "settings": {"type": "object"},  # Profiles: a screen's view settings
     "options": {  # Webhooks: contract section 7
         "type": "object",
         "additionalProperties": False,

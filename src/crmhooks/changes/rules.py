@@ -10,7 +10,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from crmhooks.errors import FIELD_REQUIRED, FIELD_VALUE, ValidationFailed, field_error
+import orjson
+
+from crmhooks.errors import FIELD_REQUIRED, FIELD_TYPE, FIELD_VALUE, ValidationFailed, field_error
 from crmhooks.schema import custom
 from crmhooks.schema.registry import DOCUMENT_LINKS, NOTE_LINKS
 from crmhooks.schema.types import EntityType
@@ -91,6 +93,40 @@ def one_note_link(before: Record | None, updates: Stored, now: datetime) -> Stor
     raise ValidationFailed([field_error(name, FIELD_VALUE, message) for name in linked])
 
 
+FORM_MAX_BYTES = 64 * 1024
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def form_layout(before: Record | None, updates: Stored, now: datetime) -> Stored:
+    """A type's ``form_edit``: kept as given, never read; an object of bounded size, with no
+    NUL character (which PostgreSQL's JSON cannot hold)."""
+    value = updates.get("form_edit")
+    if value is None:
+        return updates
+    if not isinstance(value, dict):
+        raise ValidationFailed([field_error("form_edit", FIELD_TYPE, "expected an object")])
+    try:
+        dumped = orjson.dumps(value)
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (255 levels)
+        error = field_error("form_edit", FIELD_VALUE, "nested too deeply")
+        raise ValidationFailed([error]) from None
+    if len(dumped) > FORM_MAX_BYTES:
+        message = f"at most {FORM_MAX_BYTES} bytes of JSON, got {len(dumped)}"
+        raise ValidationFailed([field_error("form_edit", FIELD_VALUE, message)])
+    if _has_nul(value):
+        raise ValidationFailed([field_error("form_edit", FIELD_VALUE, "contains a NUL character")])
+    return updates
+
+
 def keep_base_currency(record: Record) -> None:
     """The base currency of a space cannot be deleted (every space has exactly one)."""
     if record.get("is_base"):
@@ -121,6 +157,7 @@ RULES: dict[str, Rule] = {
     "OpptyProductRelations": line_item_amount,
     "CloudObjects": one_document_link,
     "Notes": one_note_link,
+    **dict.fromkeys(("TaskTypes", "AppointmentTypes", "AccountTypes", "ContactTypes"), form_layout),
     "CustomEntities": custom_entity_definition,
 }
 

@@ -327,6 +327,7 @@ class Writer:
 
     async def restore(self, et: EntityType, record_id: str) -> Record:
         before = await self._load(writable(et), record_id, deleted=True)
+        await self._check_unique(et, before)  # a record made since may have taken its name
         return await self._store(et, before, {"is_deleted": False}, Action.RESTORE)
 
     async def qualify(self, record_id: str, body: dict[str, Any]) -> Record:
