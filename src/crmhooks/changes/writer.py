@@ -135,12 +135,14 @@ class Writer:
 
         (Ids are made by the server, so no item can name a record created in the same call.)
         """
+        defaults = self._space_defaults()
         wanted: dict[str, set[str]] = {}
         for stored in items:
             for f in et.relations:
                 value = stored.get(f.name)
-                if value is not None and f.target is not None:
-                    wanted.setdefault(f.target, set()).add(value)
+                target = f.target
+                if value is not None and target is not None and not defaults.known(target, value):
+                    wanted.setdefault(target, set()).add(value)
         found: dict[str, set[str]] = {}
         for target, values in wanted.items():
             found[target] = await existing_ids(
@@ -154,7 +156,8 @@ class Writer:
                 for f in et.relations
                 if f.target is not None
                 and (v := stored.get(f.name)) is not None
-                and v not in found[f.target]
+                and v not in found.get(f.target, ())
+                and not defaults.known(f.target, v)
             ]
             for stored in items
         ]
