@@ -183,6 +183,7 @@ class Server:
     # Everything the server printed, read as it comes so that the pipe never fills up.
     output: list[str] = field(default_factory=list)
     drainer: threading.Thread | None = None
+    client_id: str = ""  # the Client of the space's API user, printed with the key
 
     def printed(self) -> str:
         """What the server printed after it started listening (all of it once it has exited)."""
@@ -229,11 +230,18 @@ def spawn_serve(args: list[str], env: dict[str, str]) -> tuple[Server, str]:
         raise AssertionError(f"server did not start:\n{out}")
     key = re.search(r"api key\s+(\S+)", out)
     secret = re.search(r"api secret\s+(\S+)", out)
+    client = re.search(r"client id\s+(\S+)", out)
     rest: list[str] = []
     drainer = threading.Thread(target=_drain, args=(proc.stdout, rest), daemon=True)
     drainer.start()
     server = Server(
-        url, key.group(1) if key else "", secret.group(1) if secret else "", proc, rest, drainer
+        url,
+        key.group(1) if key else "",
+        secret.group(1) if secret else "",
+        proc,
+        rest,
+        drainer,
+        client_id=client.group(1) if client else "",
     )
     return server, out
 

@@ -61,13 +61,15 @@ def _settings(database: str | None) -> Settings:
     return settings
 
 
-async def _create_space(url: str, space_id: str, *, only_if_empty: bool) -> IssuedKey | None:
-    db = open_database(url)
+async def _create_space(
+    settings: Settings, space_id: str, *, only_if_empty: bool
+) -> IssuedKey | None:
+    db = open_database(settings.database_url)
     try:
         async with db.write() as conn:
             if only_if_empty and await any_space(conn):
                 return None
-            return await create_space(conn, space_id)
+            return await create_space(conn, space_id, base_currency=settings.base_currency)
     finally:
         await db.dispose()
 
@@ -100,6 +102,7 @@ def _print_key(issued: IssuedKey) -> None:
     console.print(f"space      {issued.space_id}")
     console.print(f"api key    {issued.api_key}")
     console.print(f"api secret {issued.api_secret}")
+    console.print(f"client id  {issued.client_id}  (the API user: write it as owner_id)")
     console.print("The secret is shown only now; it is stored as a hash.", style="dim")
 
 
@@ -125,7 +128,7 @@ def serve(
     configure(settings.log_level, json=settings.log_json)
     try:
         upgrade(settings.database_url)
-        issued = asyncio.run(_create_space(settings.database_url, "default", only_if_empty=True))
+        issued = asyncio.run(_create_space(settings, "default", only_if_empty=True))
     except ConfigError as e:
         err.print(f"error: {e}")
         raise typer.Exit(2) from None
@@ -188,7 +191,7 @@ def spaces_create(
     settings = _settings(database)
     try:
         upgrade(settings.database_url)
-        issued = asyncio.run(_create_space(settings.database_url, space_id, only_if_empty=False))
+        issued = asyncio.run(_create_space(settings, space_id, only_if_empty=False))
     except (ConfigError, SpaceExists, ValueError) as e:
         err.print(f"error: {e}")
         raise typer.Exit(1) from None
@@ -204,6 +207,7 @@ def _show_issued(issued: IssuedKey, as_json: bool) -> None:
                     "space_id": issued.space_id,
                     "api_key": issued.api_key,
                     "api_secret": issued.api_secret,
+                    "client_id": issued.client_id,
                 }
             ).decode()
         )

@@ -16,6 +16,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1024 * 1024
     # At least the expected concurrent requests: below that, PostgreSQL connections churn.
     db_pool_size: int = 20
+    # The base currency of each space created from now on (an ISO 4217 code).
+    base_currency: str = "USD"
     log_level: str = "info"
     log_json: bool = False
     # Delivery (contract sections 8, 9).

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from crmhooks.store.engine import sync_url
-from crmhooks.store.tables import api_keys, spaces
+from crmhooks.store.tables import TABLES, api_keys, spaces
 from tests.conftest import Server, spawn_serve, start_server, stop_server
 
 
@@ -68,6 +68,17 @@ def space_ids(db_url: str) -> list[str]:
         engine.dispose()
 
 
+def client_rows(db_url: str) -> list[tuple[str, str]]:
+    clients = TABLES["clients"]
+    engine = create_engine(sync_url(db_url))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(clients.c.id, clients.c.space_id))
+            return sorted((r[0], r[1]) for r in rows)
+    finally:
+        engine.dispose()
+
+
 def sqlite_bytes(db_url: str) -> bytes:
     """The SQLite file and its journal files, as stored."""
     path = Path(db_url.removeprefix("sqlite:///"))
@@ -83,8 +94,10 @@ def create_space_json(space_id: str, db_url: str) -> dict[str, str]:
 
 def test_spaces_create_json_prints_a_key_whose_secret_is_stored_hashed(db_url: str) -> None:
     issued = create_space_json("acme", db_url)
-    assert set(issued) == {"space_id", "api_key", "api_secret"}
+    assert set(issued) == {"space_id", "api_key", "api_secret", "client_id"}
     assert issued["space_id"] == "acme"
+    # The space's API user, for an integration to write as owner_id.
+    assert client_rows(db_url) == [(issued["client_id"], "acme")]
     assert issued["api_key"]
     assert len(issued["api_secret"]) >= 32
     assert space_ids(db_url) == ["acme"]
@@ -94,12 +107,13 @@ def test_spaces_create_json_prints_a_key_whose_secret_is_stored_hashed(db_url: s
     assert all(issued["api_secret"] not in str(v) for v in row.values())
     if db_url.startswith("sqlite"):
         assert issued["api_secret"].encode() not in sqlite_bytes(db_url)
-    # Without --json it prints the same three things for a person to read.
+    # Without --json it prints the same things for a person to read.
     done = crmhooks("spaces", "create", "beta", database=db_url)
     assert done.returncode == 0, done.stderr
     assert "beta" in done.stdout
     assert "api key" in done.stdout
     assert "api secret" in done.stdout
+    assert "client id" in done.stdout
     assert space_ids(db_url) == ["acme", "beta"]
 
 
@@ -166,10 +180,13 @@ def test_serve_prints_the_default_key_once_and_stores_only_its_hash(
         assert "api key" not in printed
         assert "api secret" not in printed
         assert first.api_secret not in printed
-        # The key printed the first time still opens the default space.
+        # The key printed the first time still opens the default space, and the Client
+        # printed with it is the space's API user.
         auth = httpx.BasicAuth(first.api_key, first.api_secret)
-        r = httpx.post(accounts(second.url, "default"), json={"name": "Acme"}, auth=auth)
+        body = {"name": "Acme", "owner_id": first.client_id}
+        r = httpx.post(accounts(second.url, "default"), json=body, auth=auth)
         assert r.status_code == 201, r.text
+        assert r.json()["data"]["owner_id"] == first.client_id
     finally:
         rest = stop_and_read(second)
     assert "api secret" not in rest

@@ -202,7 +202,9 @@ def counting(api: Api) -> Iterator[list[str]]:
     statements: list[str] = []
 
     def count(*args: Any) -> None:
-        statements.append(str(args[2]))
+        # The key check reads its key again every half second: not the request's own work.
+        if "FROM api_keys" not in str(args[2]):
+            statements.append(str(args[2]))
 
     event.listen(engine, "before_cursor_execute", count)
     try:

@@ -211,3 +211,34 @@ def test_every_migration_says_whether_it_only_adds_as_the_deployment_guide_does(
         m[1]: m[2] == "yes" for m in re.finditer(r"^\| (\d{4}) [^|]*\| (yes|no)\b", guide, re.M)
     }
     assert listed == declared
+
+
+def test_spaces_made_before_0011_get_the_records_a_new_space_gets(empty_url: str) -> None:
+    upgrade(empty_url, "0008")
+    engine = create_engine(sync_url(empty_url))
+    tables = ("sales_units", "task_types", "appointment_types", "account_types")
+    tables += ("contact_types", "clients", "currencies")
+    try:
+        with engine.begin() as conn:
+            for space in ("acme", "beta"):
+                conn.execute(
+                    text("INSERT INTO spaces (id, created) VALUES (:id, :now)"),
+                    {"id": space, "now": "2026-11-27 12:00:00.000000"},
+                )
+        upgrade(empty_url)
+        with engine.connect() as conn:
+            counts = {
+                t: conn.execute(
+                    text(f"SELECT space_id, count(*) FROM {t} GROUP BY space_id ORDER BY 1")
+                ).all()
+                for t in tables
+            }
+            base = conn.execute(
+                text("SELECT code, is_base, is_deleted, revision FROM currencies")
+            ).all()
+    finally:
+        engine.dispose()
+    assert {t: [tuple(r) for r in rows] for t, rows in counts.items()} == {
+        t: [("acme", 1), ("beta", 1)] for t in tables
+    }
+    assert [tuple(r) for r in base] == [("USD", True, False, 1)] * 2

@@ -93,6 +93,9 @@ JSON_FIELDS: dict[str, dict[str, Any]] = {
         "minItems": 1,
         "items": {"type": "string", "enum": sorted(EVENT_NAMES)},
     },
+    "form_edit": {"type": "object"},  # activity and record types: a form layout, kept as given
+    "pipelines": {"type": "array", "items": {"type": "string", "format": "uuid"}},  # Profiles
+    "settings": {"type": "object"},  # Profiles: a screen's view settings
     "options": {  # Webhooks: contract section 7
         "type": "object",
         "additionalProperties": False,
@@ -307,6 +310,11 @@ def _entity_paths(et: EntityType, path_name: str, extra: list[Any]) -> dict[str,
     }
 
 
+def _read_only_paths(paths: dict[str, Any]) -> dict[str, Any]:
+    """An entity type read through the API only (Profiles): its GET routes; writes are 405."""
+    return {path: {"get": ops["get"]} for path, ops in paths.items() if "get" in ops}
+
+
 def _batch_paths(et: EntityType, path_name: str, base: list[Any]) -> dict[str, Any]:
     update = {**write_schema(et, create=False)}
     update["properties"] = {**update["properties"], "id": {"type": "string", "format": "uuid"}}
@@ -338,7 +346,8 @@ def record_schema(et: EntityType) -> dict[str, Any]:
             continue
         props[f.name] = field_schema(f)
         if f.target:
-            props[f.relation_name] = {"type": ["string", "null"], "format": "uri"}
+            for name in f.shown_names:
+                props[name] = {"type": ["string", "null"], "format": "uri"}
     for link in et.kind_links:
         props[link.name] = {"type": ["string", "null"], "format": "uri"}
     for tm in et.to_many:
@@ -434,7 +443,8 @@ def build_openapi(version: str) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
     for et in BUILTIN.values():
-        paths.update(_entity_paths(et, et.name, []))
+        entity_paths = _entity_paths(et, et.name, [])
+        paths.update(entity_paths if et.writable else _read_only_paths(entity_paths))
         schemas[et.name] = record_schema(et)
     custom = _param("custom_entity", "path", {"type": "string", "pattern": API_NAME_RE.pattern})
     custom["required"] = True

@@ -16,7 +16,7 @@ from crmhooks.api.auth import KeyCache, authenticate
 from crmhooks.api.throttle import FailureThrottle
 from crmhooks.changes import links
 from crmhooks.changes.batch import MAX_ITEMS, run_batch
-from crmhooks.changes.writer import WriteContext, WritePath, Writer
+from crmhooks.changes.writer import WriteContext, WritePath, Writer, writable
 from crmhooks.errors import NotFound, ParameterInvalid, UnknownType, ValidationFailed
 from crmhooks.netguard import shown_url
 from crmhooks.query.params import (
@@ -301,7 +301,7 @@ async def _batch(
     request: Request, run: Callable[[Writer, EntityType, Any], Awaitable[str]]
 ) -> Response:
     svc, ctx = await request_context(request)
-    et = await _entity(svc, ctx.space_id, request.path_params["entity"])
+    et = writable(await _entity(svc, ctx.space_id, request.path_params["entity"]))
     params = only_params(request, {"rollback-method", VALIDATION_LEVEL})
     keep_going = rollback_method(params.get("rollback-method"))
     ctx = checked_as_asked(request, ctx)

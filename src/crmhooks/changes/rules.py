@@ -10,9 +10,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from crmhooks.errors import FIELD_VALUE, ValidationFailed, field_error
+import orjson
+
+from crmhooks.errors import FIELD_REQUIRED, FIELD_TYPE, FIELD_VALUE, ValidationFailed, field_error
 from crmhooks.schema import custom
-from crmhooks.schema.registry import DOCUMENT_LINKS
+from crmhooks.schema.registry import DOCUMENT_LINKS, NOTE_LINKS
 from crmhooks.schema.types import EntityType
 
 Record = dict[str, Any]
@@ -84,6 +86,59 @@ def one_document_link(before: Record | None, updates: Stored, now: datetime) -> 
     return updates
 
 
+def one_note_link(before: Record | None, updates: Stored, now: datetime) -> Stored:
+    """A Note names exactly one record (Pipeliner's rule; projects and quotes aside)."""
+    linked = [name for name in NOTE_LINKS if _merged(before, updates, name) is not None]
+    if len(linked) == 1:
+        return updates
+    if not linked:
+        message = f"a note names one record: one of {', '.join(NOTE_LINKS)} is required"
+        raise ValidationFailed([field_error(NOTE_LINKS[0], FIELD_REQUIRED, message)])
+    message = f"a note names one record; {', '.join(linked)} are all set"
+    raise ValidationFailed([field_error(name, FIELD_VALUE, message) for name in linked])
+
+
+FORM_MAX_BYTES = 64 * 1024
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def form_layout(before: Record | None, updates: Stored, now: datetime) -> Stored:
+    """A type's ``form_edit``: kept as given, never read; an object of bounded size, with no
+    NUL character (which PostgreSQL's JSON cannot hold)."""
+    value = updates.get("form_edit")
+    if value is None:
+        return updates
+    if not isinstance(value, dict):
+        raise ValidationFailed([field_error("form_edit", FIELD_TYPE, "expected an object")])
+    try:
+        dumped = orjson.dumps(value)
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (255 levels)
+        error = field_error("form_edit", FIELD_VALUE, "nested too deeply")
+        raise ValidationFailed([error]) from None
+    if len(dumped) > FORM_MAX_BYTES:
+        message = f"at most {FORM_MAX_BYTES} bytes of JSON, got {len(dumped)}"
+        raise ValidationFailed([field_error("form_edit", FIELD_VALUE, message)])
+    if _has_nul(value):
+        raise ValidationFailed([field_error("form_edit", FIELD_VALUE, "contains a NUL character")])
+    return updates
+
+
+def keep_base_currency(record: Record) -> None:
+    """The base currency of a space cannot be deleted (every space has exactly one)."""
+    if record.get("is_base"):
+        message = "the base currency of the space cannot be deleted"
+        raise ValidationFailed([field_error("is_base", FIELD_VALUE, message)])
+
+
 def custom_entity_definition(before: Record | None, updates: Stored, now: datetime) -> Stored:
     out = dict(updates)
     errors = []
@@ -106,8 +161,14 @@ RULES: dict[str, Rule] = {
     "Opportunities": lead_oppty_status,
     "OpptyProductRelations": line_item_amount,
     "CloudObjects": one_document_link,
+    "Notes": one_note_link,
+    **dict.fromkeys(("TaskTypes", "AppointmentTypes", "AccountTypes", "ContactTypes"), form_layout),
     "CustomEntities": custom_entity_definition,
 }
+
+
+# Checks of a record about to be deleted (soft): raise ValidationFailed to keep it.
+DELETE_RULES: dict[str, Callable[[Record], None]] = {"Currencies": keep_base_currency}
 
 
 def derive(et: EntityType, before: Record | None, updates: Stored, now: datetime) -> Stored:

@@ -22,12 +22,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crmhooks.changes import links
-from crmhooks.changes.rules import derive
+from crmhooks.changes.defaults import SpaceDefaults
+from crmhooks.changes.rules import DELETE_RULES, derive
 from crmhooks.errors import (
     FIELD_VALUE,
     RELATIONS_DOESNT_EXIST,
     ApiError,
     FieldError,
+    MethodNotAllowed,
     NotFound,
     ValidationFailed,
     field_error,
@@ -101,6 +103,17 @@ Validator = Callable[
 ]
 
 
+# Fields whose value is unique among a space's live records of the entity type.
+UNIQUE: dict[str, str] = {"CustomEntities": "api_name", "Currencies": "code"}
+
+
+def writable(et: EntityType) -> EntityType:
+    """``et``, or 405 if the API only reads it (Profiles)."""
+    if not et.writable:
+        raise MethodNotAllowed(f"{et.name} are read-only through the API")
+    return et
+
+
 def _diff(before: Record | None, after: Record) -> dict[str, tuple[Any, Any]]:
     if before is None:
         return {k: (None, v) for k, v in after.items()}
@@ -135,6 +148,13 @@ class Writer:
             raise
         await self.conn.exec_driver_sql(f"RELEASE SAVEPOINT {name}")
 
+    _defaults: SpaceDefaults | None = field(default=None, init=False, repr=False)
+
+    def _space_defaults(self) -> SpaceDefaults:
+        if self._defaults is None:
+            self._defaults = SpaceDefaults(self.conn, self.ctx.space_id)
+        return self._defaults
+
     async def _validate(
         self, et: EntityType, before: Record | None, stored: dict[str, Any]
     ) -> dict[str, Any]:
@@ -150,12 +170,14 @@ class Writer:
 
         (Ids are made by the server, so no item can name a record created in the same call.)
         """
+        defaults = self._space_defaults()
         wanted: dict[str, set[str]] = {}
         for stored in items:
             for f in et.relations:
                 value = stored.get(f.name)
-                if value is not None and f.target is not None:
-                    wanted.setdefault(f.target, set()).add(value)
+                target = f.target
+                if value is not None and target is not None and not defaults.known(target, value):
+                    wanted.setdefault(target, set()).add(value)
         found: dict[str, set[str]] = {}
         deleted_too = Validation.DELETED_RELATIONS in self.ctx.validation
         for target, values in wanted.items():
@@ -174,7 +196,8 @@ class Writer:
                 for f in et.relations
                 if f.target is not None
                 and (v := stored.get(f.name)) is not None
-                and v not in found[f.target]
+                and v not in found.get(f.target, ())
+                and not defaults.known(f.target, v)
             ]
             for stored in items
         ]
@@ -185,19 +208,20 @@ class Writer:
             raise ValidationFailed(errors)
 
     async def _check_unique(self, et: EntityType, stored: dict[str, Any]) -> None:
-        if et.name != "CustomEntities" or "api_name" not in stored:
+        name = UNIQUE.get(et.name)
+        if name is None or name not in stored:
             return
         t = table_of(et)
         taken = await self.conn.execute(
             select(t.c.id).where(
                 t.c.space_id == self.ctx.space_id,
-                t.c.api_name == stored["api_name"],
+                t.c[name] == stored[name],
                 t.c.is_deleted.is_(False),
             )
         )
         if taken.first() is not None:
             raise ValidationFailed(
-                [field_error("api_name", FIELD_VALUE, f"{stored['api_name']!r} exists already")]
+                [field_error(name, FIELD_VALUE, f"{stored[name]!r} exists already")]
             )
 
     def _record(self, change: Change) -> Record:
@@ -221,7 +245,8 @@ class Writer:
 
     async def _prepared(self, et: EntityType, body: dict[str, Any]) -> dict[str, Any]:
         """A create's stored values, checked and completed; relations are checked apart."""
-        stored = self._checked(et, None, body)
+        stored = self._checked(writable(et), None, body)
+        stored = await self._space_defaults().complete(et, stored)
         return await self._validate(et, None, stored)
 
     def _new_row(self, et: EntityType, stored: dict[str, Any]) -> tuple[dict[str, Any], Record]:
@@ -303,7 +328,7 @@ class Writer:
         or the error that kept it out (nothing of a failed item is written)."""
         if (
             et.name in self.validators
-            or et.name == "CustomEntities"
+            or et.name in UNIQUE
             or any(links.involved(et, body) for body in bodies)
         ):
             return [await self._one(et, body) for body in bodies]  # checks that need each row
@@ -396,7 +421,7 @@ class Writer:
         body: dict[str, Any],
         nested: dict[str, list[dict[str, Any]]],
     ) -> Record:
-        before = await self._load(et, record_id)
+        before = await self._load(writable(et), record_id)
         stored = self._checked(et, before, body)
         stored = await self._validate(et, before, stored)
         changed_relations = {k: v for k, v in stored.items() if before.get(k) != v}
@@ -410,19 +435,22 @@ class Writer:
         return after
 
     async def delete(self, et: EntityType, record_id: str) -> Record:
-        before = await self._load(et, record_id)
+        before = await self._load(writable(et), record_id)
+        keep = DELETE_RULES.get(et.name)
+        if keep is not None:
+            keep(before)
         after = await self._store(et, before, {"is_deleted": True}, Action.DELETE)
         if et.name in links.RELATION_ENTITIES:
             await links.after_relation_write(self, et, after)
         return after
 
     async def restore(self, et: EntityType, record_id: str) -> Record:
-        before = await self._load(et, record_id, deleted=True)
+        before = await self._load(writable(et), record_id, deleted=True)
         if et.name in links.RELATION_ENTITIES:
             live = {k: v for k, v in before.items() if k != "is_deleted"}
             await links.prepare_relation(self, et, live)
-        # A custom entity's name may have been taken by a live definition since: never two.
-        await self._check_unique(et, {"api_name": before.get("api_name")})
+        # A record made since may have taken its name (a custom entity's, a currency's code).
+        await self._check_unique(et, before)
         async with self._unique_name(et, before.get("api_name")):
             after = await self._store(et, before, {"is_deleted": False}, Action.RESTORE)
         if et.name in links.RELATION_ENTITIES:

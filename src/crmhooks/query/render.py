@@ -28,7 +28,7 @@ from sqlalchemy.types import NullType
 
 from crmhooks.query.shape import ExpandTree, Shape, prune, related_type
 from crmhooks.schema.registry import BUILTIN, GROUPS
-from crmhooks.schema.types import EntityType, Kind, KindLink, ToMany
+from crmhooks.schema.types import EntityType, Field, Kind, KindLink, ToMany
 from crmhooks.schema.values import in_zone
 from crmhooks.store.catalog import custom_type
 from crmhooks.store.records import Record, by_ids, row_to_record, scope, table_of
@@ -100,6 +100,13 @@ def _list_rows(source_name: str, via: str, group: Sequence[ToMany]) -> Select[An
     return stmt
 
 
+def _shown_names(f: Field, route: str) -> tuple[str, ...]:
+    """The names a relation to a record of ``route`` is shown under."""
+    if not f.uri_by_kind:
+        return f.shown_names
+    return tuple(name for kind, name in f.uri_by_kind if kind == route)
+
+
 class Renderer:
     """Shows records of one space; one per request (it caches custom entity types)."""
 
@@ -151,9 +158,10 @@ class Renderer:
                     many[tm.name] = await self._to_many(tm, ids, expand[tm.name])
         ones: dict[str, dict[str, Shown]] = {}
         for f in et.relations:
-            if f.relation_name in expand:
-                wanted = {r[f.name] for r in records if r.get(f.name)}
-                ones[f.name] = await self._to_one(et, f.relation_name, wanted, expand)
+            for name in f.shown_names:
+                if name in expand:
+                    wanted = {r[f.name] for r in records if r.get(f.name)}
+                    ones[name] = await self._to_one(et, name, wanted, expand)
         out = []
         # Only a request with a Timezone header pays for this (records carry UTC wire values).
         zone = self.zone
@@ -171,13 +179,15 @@ class Renderer:
                 shown[f.name] = mask(value) if f.secret and not self.reveal else value
                 if f.target is None:
                     continue
-                if f.name in ones:
-                    shown[f.relation_name] = ones[f.name].get(value) if value else None
-                elif value is None:
-                    shown[f.relation_name] = None
-                else:
-                    route = routes.get(value, f.target) if f.target in GROUPS else f.target
-                    shown[f.relation_name] = record_uri(self.base, self.space_id, route, value)
+                route = routes.get(value, f.target) if value and f.target in GROUPS else f.target
+                kept = _shown_names(f, route)  # a Note's lead or its oppty, not both
+                for name in f.shown_names:
+                    if value is None or name not in kept:
+                        shown[name] = None
+                    elif name in ones:
+                        shown[name] = ones[name].get(value)
+                    else:
+                        shown[name] = record_uri(self.base, self.space_id, route, value)
             for link in et.kind_links:
                 shown[link.name] = self._kind_link(link, r, routes)
             for name, by_target in many.items():

@@ -29,7 +29,10 @@ class Shape:
 def related_type(et: EntityType, name: str) -> tuple[EntityType, bool] | None:
     """The entity type a relation name leads to, and whether it is to-many."""
     for f in et.relations:
-        if f.relation_name == name and f.target is not None:
+        for route, shown in f.uri_by_kind:
+            if shown == name:
+                return BUILTIN[route], False
+        if f.relation_name == name and f.target is not None and not f.uri_by_kind:
             return (BUILTIN.get(f.target) or GROUPS[f.target]), False
     for tm in et.to_many:
         if tm.name == name:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import MappingProxyType
 
 from crmhooks.schema.types import EntityType, Field, Kind, KindLink, ToMany, with_system
@@ -455,6 +456,170 @@ _RELATION_TYPES: tuple[EntityType, ...] = (
     ),
 )
 
+# ---------------------------------------------------------------------------------------------
+# Pipeliner collections beyond the contract's table (issue 12): notes, sales units, activity,
+# account and contact types, currencies, product categories, profiles; and the fields that
+# point at them from the entities above. Fields, required flags and targets as published
+# (docs/api.md, "Compatibility", says what is left out).
+
+_ICON_NAMES = (
+    "GeneralIcon", "Task", "Appointment", "Call", "Mail", "Message", "TicketingIntegration",
+    "DocumentManagement", "EventManagement", "AccountingSystem", "MarketingCommunicationSystems",
+    "OrderProcessing", "WebServices", "ReturnMerchandiseAuthorizationSystems",
+    "SalesAutomatization", "SmsMessaging", "ErpSystems", "DataAnalytics", "Warehouses",
+    "ContactManagement", "ContentManagementSystems", "InventorySystems", "Workflow",
+    "AssetManagementSystem",
+)  # fmt: skip
+_TYPE_ICON = {name: i for i, name in enumerate(_ICON_NAMES)}  # 0 GeneralIcon .. 23
+_PROFILE_SCREEN = {
+    "Pipelinescreen": 1, "Timelinescreen": 2, "Archivescreen": 3, "Leadscreen": 4,
+    "Accountscreen": 6, "Contactscreen": 7, "Activityscreen": 8, "Feedscreen": 9,
+    "Hrmscreen": 10, "Auditscreen": 11, "Navigator": 12, "Insightsscreen": 13,
+    "Indicatorsscreen": 14, "Conversionsscreen": 15, "Lifecyclescreen": 16, "Feedscreen2": 17,
+    "ProductScreen": 18, "Projectscreen": 19, "Forecastscreen": 20, "LeadArchivescreen": 21,
+    "TargetScreen": 22, "Quotescreen": 23, "QuoteArchivescreen": 24, "Approvalscreen": 25,
+    "CustomEntityscreen": 26, "AccountArchivescreen": 27, "ContactArchivescreen": 28,
+    "FeedDetailScreen": 29, "BetterNavigatorscreen": 30, "FeedEmailscreen": 31,
+    "FeedEmailDetailScreen": 32, "EmailScreen": 33,
+}  # fmt: skip
+SHARE_MODE = {"Standard": 0, "Private": 1, "AllView": 2, "AllEdit": 3}
+
+# A Note names exactly one record (Pipeliner: "exactly one of account/contact/lead_oppty/
+# project/quote/custom_entity"; projects and quotes are not implemented here).
+NOTE_LINKS = ("account_id", "contact_id", "lead_oppty_id", "custom_entity_id")
+
+_LEAD_OR_OPPTY = Field(
+    "lead_oppty_id",
+    Kind.UUID,
+    target="LeadOpptys",
+    uri_by_kind=(("Leads", "lead"), ("Opportunities", "oppty")),
+)
+
+
+def _activity_type(name: str, singular: str, table: str) -> EntityType:
+    return EntityType(
+        name=name,
+        singular=singular,
+        table=table,
+        fields=with_system(
+            text("name", required=True),
+            Field("is_readonly", Kind.BOOLEAN, required=True),
+            enum("icon", _TYPE_ICON),
+            Field("form_edit", Kind.JSON),
+        ),
+    )
+
+
+def _record_type(name: str, singular: str, table: str) -> EntityType:
+    return EntityType(
+        name=name,
+        singular=singular,
+        table=table,
+        fields=with_system(
+            text("name", required=True),
+            Field("is_readonly", Kind.BOOLEAN, required=True),
+            # Pipeliner's form layout, a blob it requires; kept as given, never read.
+            long_text("settings"),
+            Field("form_edit", Kind.JSON),
+        ),
+    )
+
+
+_PIPELINER_TYPES: tuple[EntityType, ...] = (
+    EntityType(
+        name="Notes",
+        singular="Note",
+        table="notes",
+        fields=with_system(
+            long_text("note", required=True),
+            rel("owner_id", "Clients", required=True),
+            rel("account_id", "Accounts"),
+            rel("contact_id", "Contacts"),
+            _LEAD_OR_OPPTY,
+            rel("custom_entity_id", "CustomEntityRecords"),
+        ),
+        events=("Create", "Update", "Delete"),
+        event_prefix="Note",
+    ),
+    EntityType(
+        name="SalesUnits",
+        singular="SalesUnit",
+        table="sales_units",
+        fields=with_system(text("name", required=True), rel("parent_id", "SalesUnits")),
+    ),
+    _activity_type("TaskTypes", "TaskType", "task_types"),
+    _activity_type("AppointmentTypes", "AppointmentType", "appointment_types"),
+    _record_type("AccountTypes", "AccountType", "account_types"),
+    _record_type("ContactTypes", "ContactType", "contact_types"),
+    EntityType(
+        name="Currencies",
+        singular="Currency",
+        table="currencies",
+        fields=with_system(
+            Field("code", Kind.TEXT, required=True, max_length=16, fixed_after_create=True),
+            Field("symbol", Kind.TEXT, max_length=16, fixed_after_create=True),
+            read_only("is_base", Kind.BOOLEAN),
+        ),
+        events=("Create", "Update", "Delete"),
+        event_prefix="Currency",
+    ),
+    EntityType(
+        name="ProductCategories",
+        singular="ProductCategory",
+        table="product_categories",
+        fields=with_system(text("name", required=True), rel("parent_id", "ProductCategories")),
+        to_many=(ToMany("product_relations", "Products", "product_category_id"),),
+    ),
+    EntityType(
+        name="Profiles",
+        singular="Profile",
+        table="profiles",
+        fields=with_system(
+            enum("entity", _PROFILE_SCREEN),
+            text("entity_api_name"),
+            text("name"),
+            OWNER,
+            Field("pipelines", Kind.JSON),  # a list of Pipeline ids
+            Field("settings", Kind.JSON),
+            enum("share_mode", SHARE_MODE),
+            Field("sync_enabled", Kind.BOOLEAN),
+            Field("sync_entity_id", Kind.UUID),  # a Report; reports are not implemented
+            enum("type", {"Dynamic": 1, "Static": 2}),
+            Field("use_lang", Kind.BOOLEAN),
+        ),
+        writable=False,
+    ),
+)
+
+UNIT = rel("unit_id", "SalesUnits")
+
+# The fields of the entity types above that point at these collections.
+_PIPELINER_FIELDS: dict[str, tuple[Field, ...]] = {
+    "Accounts": (UNIT, rel("account_type_id", "AccountTypes")),
+    "Contacts": (UNIT, rel("contact_type_id", "ContactTypes")),
+    "Leads": (UNIT,),
+    "Opportunities": (UNIT,),
+    "LeadOpptys": (UNIT,),
+    "Tasks": (UNIT, rel("activity_type_id", "TaskTypes")),
+    "Appointments": (UNIT, rel("activity_type_id", "AppointmentTypes")),
+    "Products": (rel("product_category_id", "ProductCategories"),),
+}
+
+# Relations a create leaves out filled in with the space's default record of the target (the
+# oldest live one; a new space gets one of each from ``store.space_defaults``), as Pipeliner
+# puts a new record in the creator's default unit and the first activity or record type.
+DEFAULTED_RELATIONS = frozenset(
+    {"unit_id", "activity_type_id", "account_type_id", "contact_type_id"}
+)
+
+
+def _with_pipeliner_fields(et: EntityType) -> EntityType:
+    extra = _PIPELINER_FIELDS.get(et.name, ())
+    return replace(et, fields=et.fields + extra) if extra else et
+
+
+# ---------------------------------------------------------------------------------------------
+
 WEBHOOKS = EntityType(
     name="Webhooks",
     singular="Webhook",
@@ -500,7 +665,11 @@ GROUPS: dict[str, EntityType] = {
 CUSTOM_RECORD_TABLE = "custom_entity_records"
 CUSTOM_DISCRIMINATOR = "ce_api_name"
 
-BUILTIN: dict[str, EntityType] = {t.name: t for t in (*_TYPES, *_RELATION_TYPES, WEBHOOKS)}
+BUILTIN: dict[str, EntityType] = {
+    t.name: _with_pipeliner_fields(t)
+    for t in (*_TYPES, *_RELATION_TYPES, *_PIPELINER_TYPES, WEBHOOKS)
+}
+GROUPS = {name: _with_pipeliner_fields(group) for name, group in GROUPS.items()}
 
 # The ``CloudObjects`` link fields, and the entity types the link names (None: by the row).
 DOCUMENT_LINKS: dict[str, str] = {

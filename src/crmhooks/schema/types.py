@@ -49,6 +49,9 @@ class Field:
     default: object = None
     secret: bool = False  # shown masked, except in the response that created it
     hidden: bool = False  # kept for the server's own use, never shown
+    # A relation into a shared table shown under one name per kind of the related record in
+    # place of ``relation_name`` (a Note's ``lead`` / ``oppty``): (route name, shown name) pairs.
+    uri_by_kind: tuple[tuple[str, str], ...] = ()
 
     @property
     def column_name(self) -> str | None:
@@ -62,6 +65,13 @@ class Field:
     def relation_name(self) -> str:
         """``owner_id`` -> ``owner``: the name the related record's URI is shown under."""
         return self.name[:-3] if self.name.endswith("_id") else self.name
+
+    @property
+    def shown_names(self) -> tuple[str, ...]:
+        """Every name the related record's URI is shown under (one unless ``uri_by_kind``)."""
+        if self.uri_by_kind:
+            return tuple(name for _, name in self.uri_by_kind)
+        return (self.relation_name,)
 
 
 @dataclass(frozen=True)
@@ -113,6 +123,8 @@ class EntityType:
     # Entity types that a relation may name in place of this one (e.g. LeadOpptys).
     custom: bool = False
     kind_links: tuple[KindLink, ...] = ()
+    # False: only read through the API (Profiles); every write route answers 405.
+    writable: bool = True
 
     @cached_property
     def by_name(self) -> dict[str, Field]:

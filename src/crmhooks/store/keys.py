@@ -7,13 +7,14 @@ import hmac
 import re
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crmhooks.errors import CrmHooksError
+from crmhooks.store.space_defaults import DEFAULT_BASE_CURRENCY, seed_space
 from crmhooks.store.tables import api_keys, spaces
 
 SPACE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -40,6 +41,7 @@ class IssuedKey:
     key_id: str
     api_key: str
     api_secret: str
+    client_id: str | None = None  # the space's API user, when the space was made with the key
 
 
 @dataclass(frozen=True)
@@ -93,15 +95,19 @@ async def any_space(conn: AsyncConnection) -> bool:
     return row.first() is not None
 
 
-async def create_space(conn: AsyncConnection, space_id: str) -> IssuedKey:
-    """A new space and its first key. Raises SpaceExists, or ValueError for a bad id."""
+async def create_space(
+    conn: AsyncConnection, space_id: str, *, base_currency: str = DEFAULT_BASE_CURRENCY
+) -> IssuedKey:
+    """A new space with its default records and first key. Raises SpaceExists, or
+    ValueError for a bad id."""
     if not SPACE_ID_RE.match(space_id):
         raise ValueError(f"{space_id!r} is not a space id ([A-Za-z0-9_-]{{1,64}})")
     if await space_exists(conn, space_id):
         raise SpaceExists(f"space {space_id!r} exists already")
     now = datetime.now(UTC)
     await conn.execute(insert(spaces).values(id=space_id, created=now))
-    return await issue_key(conn, space_id)
+    seeded = await seed_space(conn, space_id, now, base_currency)
+    return replace(await issue_key(conn, space_id), client_id=seeded.client_id)
 
 
 async def issue_key(conn: AsyncConnection, space_id: str) -> IssuedKey:

@@ -1,7 +1,7 @@
 """relation rows
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-01 02:05:00
 
 Pipeliner's to-many links as rows of their own: ContactAccountRelations,
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0012"
-down_revision: str | None = "0010"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 adds_only = True  # see docs/deploy.md, Upgrading
