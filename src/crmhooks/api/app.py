@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from crmhooks import __version__
+from crmhooks import __version__, limits
 from crmhooks.api import envelopes
 from crmhooks.api.auth import KeyCache
 from crmhooks.api.deliveries import delivery_routes
@@ -101,6 +101,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
     """The whole API; the database is opened (and migrated) when the app starts."""
     settings = settings or Settings()
+    limits.use(settings)  # also the limits of the webhooks the in-process router compiles
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -113,7 +114,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
             db,
             recorders=[record_events],
             after_commit=[dispatcher.notify] if dispatcher else [],
-            validators={"Webhooks": make_validator(guard)},
+            validators={"Webhooks": make_validator(guard, settings)},
         )
         app.state.services = Services(settings, db, writes, KeyCache(db))
         app.state.dispatcher = dispatcher

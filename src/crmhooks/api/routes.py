@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from crmhooks.api import envelopes
 from crmhooks.api.auth import KeyCache, authenticate
-from crmhooks.changes.batch import MAX_ITEMS, run_batch
+from crmhooks.changes.batch import run_batch
 from crmhooks.changes.writer import WriteContext, WritePath, Writer
 from crmhooks.errors import NotFound, ParameterInvalid
 from crmhooks.query.params import SHAPE_PARAMS, parse_bool_param, parse_list, shape_of
@@ -101,12 +101,14 @@ async def json_object(request: Request) -> dict[str, Any]:
     return body
 
 
-async def json_array(request: Request) -> list[Any]:
+async def json_array(request: Request, max_items: int) -> list[Any]:
     body = await _json(request)
     if not isinstance(body, list):
         raise ParameterInvalid("request body must be a JSON array")
-    if len(body) > MAX_ITEMS:
-        raise ParameterInvalid(f"a batch holds at most {MAX_ITEMS} items, got {len(body)}")
+    if len(body) > max_items:
+        raise ParameterInvalid(
+            f"a batch holds at most {max_items} items (max_batch_items), got {len(body)}"
+        )
     return body
 
 
@@ -127,18 +129,28 @@ def only_params(request: Request, allowed: set[str] | frozenset[str]) -> dict[st
     return params
 
 
-def _shape(request: Request, et: EntityType, extra: frozenset[str] = frozenset()) -> Shape:
-    return shape_of(et, only_params(request, SHAPE_PARAMS | extra))
+def _shape(
+    request: Request, svc: Services, et: EntityType, extra: frozenset[str] = frozenset()
+) -> Shape:
+    return shape_of(et, only_params(request, SHAPE_PARAMS | extra), svc.settings)
 
 
 async def list_records(request: Request) -> Response:
     svc, ctx = await request_context(request)
     et = await _entity(svc, ctx.space_id, request.path_params["entity"])
-    q = parse_list(et, request.query_params)
+    q = parse_list(et, request.query_params, svc.settings)
     async with svc.db.read() as conn:
         records, total, info = await list_page(conn, et, ctx.space_id, q)
         base = base_url(request, svc.settings)
-        shown = await render(conn, et, ctx.space_id, records, base, q.shape)
+        shown = await render(
+            conn,
+            et,
+            ctx.space_id,
+            records,
+            base,
+            q.shape,
+            max_records=svc.settings.max_rendered_records,
+        )
     return envelopes.many(shown, total, info)
 
 
@@ -146,14 +158,17 @@ async def read_record(request: Request) -> Response:
     svc, ctx = await request_context(request)
     et = await _entity(svc, ctx.space_id, request.path_params["entity"])
     record_id = _record_id(request)
-    shape = _shape(request, et, frozenset({"include-deleted"}))
+    shape = _shape(request, svc, et, frozenset({"include-deleted"}))
     deleted = parse_bool_param(request.query_params, "include-deleted")
     async with svc.db.read() as conn:
         found = await fetch(conn, et, ctx.space_id, record_id, include_deleted=deleted)
         if found is None:
             raise NotFound(f"no {et.name} record with id {record_id}")
         base = base_url(request, svc.settings)
-        shown = (await render(conn, et, ctx.space_id, [found[0]], base, shape))[0]
+        limit = svc.settings.max_rendered_records
+        shown = (await render(conn, et, ctx.space_id, [found[0]], base, shape, max_records=limit))[
+            0
+        ]
     return envelopes.one(shown)
 
 
@@ -173,7 +188,7 @@ async def _write(
     fresh: bool = False,
 ) -> Response:
     """Run one write and answer with the record as it is now, shaped as asked."""
-    shape = _shape(request, shown_as or et)
+    shape = _shape(request, svc, shown_as or et)
     async with svc.writes.begin(ctx) as writer:
         record = await step(writer, et)
         base = base_url(request, svc.settings)
@@ -186,6 +201,7 @@ async def _write(
             shape,
             reveal=reveal,
             fresh=fresh,
+            max_records=svc.settings.max_rendered_records,
         )
     return envelopes.one(shown[0], status)
 
@@ -253,7 +269,7 @@ async def _batch(
     et = await _entity(svc, ctx.space_id, request.path_params["entity"])
     params = only_params(request, {"rollback-method"})
     keep_going = rollback_method(params.get("rollback-method"))
-    items = await json_array(request)
+    items = await json_array(request, svc.settings.max_batch_items)
     async with svc.writes.begin(ctx) as writer:
         results = await run_batch(writer, et, items, run, keep_going=keep_going)
     return envelopes.JSONBody({"success": True, "data": results})

@@ -11,14 +11,18 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crmhooks.changes.writer import Validator, WriteContext
 from crmhooks.errors import FIELD_VALUE, ValidationFailed, field_error
 from crmhooks.hooks.subscription import compile_webhook
+from crmhooks.limits import Limits
 from crmhooks.netguard import Guard, literal_ip, resolve
+from crmhooks.schema.registry import WEBHOOKS
 from crmhooks.schema.values import format_datetime
 from crmhooks.store.catalog import custom_types
+from crmhooks.store.records import scope, table_of
 
 ROTATION_GRACE = timedelta(hours=24)
 
@@ -54,7 +58,20 @@ def new_standard_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def make_validator(guard: Guard) -> Validator:
+async def check_room(conn: AsyncConnection, space_id: str, limits: Limits) -> None:
+    """One more webhook fits in the space (the earlier items of a batch count: they are
+    written before the next one is checked)."""
+    t = table_of(WEBHOOKS)
+    count = await conn.scalar(select(func.count()).select_from(t).where(scope(WEBHOOKS, space_id)))
+    if (count or 0) >= limits.max_webhooks_per_space:
+        message = (
+            f"the space has {count} webhooks; the limit is {limits.max_webhooks_per_space} "
+            "(max_webhooks_per_space)"
+        )
+        raise ValidationFailed([field_error("webhooks", FIELD_VALUE, message)], message)
+
+
+def make_validator(guard: Guard, limits: Limits) -> Validator:
     async def validate(
         conn: AsyncConnection,
         ctx: WriteContext,
@@ -64,6 +81,7 @@ def make_validator(guard: Guard) -> Validator:
     ) -> dict[str, Any]:
         out = dict(stored)
         if before is None:
+            await check_room(conn, ctx.space_id, limits)
             out["application_id"] = ctx.key_id
             out.setdefault("options", {})
             scheme = out.get("signature_scheme") or "pipeliner"
@@ -83,7 +101,7 @@ def make_validator(guard: Guard) -> Validator:
             await check_url(str(out["url"]), guard)
         merged = {**(before or {}), **out, "created": format_datetime(now)}
         merged.pop("previous_signature_until", None)
-        compile_webhook(merged, await custom_types(conn, ctx.space_id))
+        compile_webhook(merged, await custom_types(conn, ctx.space_id), limits)
         return out
 
     return validate

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from crmhooks.errors import ParameterInvalid
+from crmhooks.limits import Limits
 from crmhooks.query.shape import Shape, parse_shape
 from crmhooks.schema.types import EntityType, Field, Kind
 from crmhooks.schema.values import ValueRejected, enum_value, parse_date, parse_datetime, parse_uuid
@@ -178,7 +179,9 @@ def _int64(value: int) -> int:
     return value
 
 
-def condition(et: EntityType, path: str, op_name: str, raw: Any, where: str) -> Condition:
+def condition(
+    et: EntityType, path: str, op_name: str, raw: Any, where: str, limits: Limits | None = None
+) -> Condition:
     """One condition from a filter value: query text, or JSON (a scalar or a list: any of)."""
     target = resolve(et, path, where)
     try:
@@ -205,21 +208,48 @@ def condition(et: EntityType, path: str, op_name: str, raw: Any, where: str) -> 
         raise ParameterInvalid(f"{where}: between takes two values, low,high; got {raw!r}")
     if not parts or any(p is None for p in parts):
         raise ParameterInvalid(f"{where}: a value is needed; use filter-op null for nulls")
+    if limits is not None:
+        check_values(parts, where, limits)
     values = tuple(typed_value(target.field, p, where) for p in parts)
     if op in CASE_INSENSITIVE:
         values = tuple(ascii_lower(v) for v in values)
     return Condition(target, op, values)
 
 
+def check_values(parts: list[Any], where: str, limits: Limits) -> None:
+    """The values of one filter field within ``max_filter_values`` and, each,
+    ``max_filter_value_length``."""
+    if len(parts) > limits.max_filter_values:
+        raise ParameterInvalid(
+            f"{where}: {len(parts)} values; the limit is {limits.max_filter_values} "
+            "(max_filter_values)"
+        )
+    for p in parts:
+        if isinstance(p, str) and len(p) > limits.max_filter_value_length:
+            raise ParameterInvalid(
+                f"{where}: a value of {len(p)} characters; the limit is "
+                f"{limits.max_filter_value_length} (max_filter_value_length)"
+            )
+
+
 def conditions(
-    et: EntityType, values: Mapping[str, Any], ops: Mapping[str, str]
+    et: EntityType,
+    values: Mapping[str, Any],
+    ops: Mapping[str, str],
+    limits: Limits | None = None,
 ) -> tuple[Condition, ...]:
-    """Conditions from ``filter`` / ``filter-op`` maps (query parameters or webhook options)."""
+    """Conditions from ``filter`` / ``filter-op`` maps (query parameters or webhook options),
+    within ``limits`` when given."""
     for name in ops:
         if name not in values:
             raise ParameterInvalid(f"filter-op[{name}]: no filter[{name}] to apply it to")
+    if limits is not None and len(values) > limits.max_filter_fields:
+        raise ParameterInvalid(
+            f"filter: {len(values)} fields; the limit is {limits.max_filter_fields} "
+            "(max_filter_fields)"
+        )
     return tuple(
-        condition(et, path, ops.get(path, "eq"), raw, f"filter[{path}]")
+        condition(et, path, ops.get(path, "eq"), raw, f"filter[{path}]", limits)
         for path, raw in values.items()
     )
 
@@ -278,7 +308,7 @@ def _filter_maps(params: Mapping[str, str]) -> tuple[dict[str, str], dict[str, s
     return values, ops
 
 
-def shape_of(et: EntityType, params: Mapping[str, str]) -> Shape:
+def shape_of(et: EntityType, params: Mapping[str, str], limits: Limits | None = None) -> Shape:
     """``expand`` and ``load-only`` (or ``load_only``) of a read or write request."""
     if "load-only" in params and "load_only" in params:
         raise ParameterInvalid("load-only and load_only: give one of them")
@@ -290,6 +320,7 @@ def shape_of(et: EntityType, params: Mapping[str, str]) -> Shape:
         _split(load_only),
         "expand",
         "load-only" if "load-only" in params else "load_only",
+        limits,
     )
 
 
@@ -299,8 +330,11 @@ def _split(raw: str | None) -> list[str] | None:
     return [part.strip() for part in raw.split(",")]
 
 
-def parse_list(et: EntityType, params: Mapping[str, str]) -> ListQuery:
-    """Parse a list request's query parameters; unknown parameters are refused."""
+def parse_list(
+    et: EntityType, params: Mapping[str, str], limits: Limits | None = None
+) -> ListQuery:
+    """Parse a list request's query parameters; unknown parameters are refused, and with
+    ``limits`` so are filters and shapes beyond them."""
     for key in params:
         if key not in _LIST_PARAMS and key not in SHAPE_PARAMS and not _FILTER_RE.match(key):
             raise ParameterInvalid(f"unknown parameter {key!r}")
@@ -320,13 +354,13 @@ def parse_list(et: EntityType, params: Mapping[str, str]) -> ListQuery:
     )
     values, ops = _filter_maps(params)
     return ListQuery(
-        conditions=conditions(et, values, ops),
+        conditions=conditions(et, values, ops, limits),
         order=order,
         limit=last or first or DEFAULT_PAGE,
         backward=backward,
         cursor=cursor,
         include_deleted=parse_bool_param(params, "include-deleted"),
-        shape=shape_of(et, params),
+        shape=shape_of(et, params, limits),
     )
 
 

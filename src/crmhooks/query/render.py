@@ -2,6 +2,12 @@
 
 Everything a page needs is loaded with a fixed number of queries per relation in the ``expand``
 tree, never one per record.
+
+What one answer shows is bounded (docs/api.md, "Limits"): with ``max_records`` a renderer counts
+the records it shows as it goes, each expanded record once per place it appears (a record that
+many others point at is loaded once but shown, and serialized, in each), and refuses the answer
+past the limit; a webhook shape's ``list_cap`` keeps each expanded to-many list to its first
+records instead, so a payload's size is known when the webhook is registered.
 """
 
 from __future__ import annotations
@@ -9,9 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from crmhooks.errors import ParameterInvalid
 from crmhooks.query.shape import ExpandTree, Shape, prune, related_type
 from crmhooks.schema.registry import BUILTIN, GROUPS
 from crmhooks.schema.types import EntityType, ToMany
@@ -34,23 +41,67 @@ def record_uri(base: str, space_id: str, entity: str, record_id: str) -> str:
     return f"{base}{API_PREFIX}/{space_id}/entities/{entity}/{record_id}"
 
 
+def too_many(limit: int) -> ParameterInvalid:
+    return ParameterInvalid(
+        f"the answer would show more than {limit} records, expanded ones included, each "
+        f"time it appears (max_rendered_records is {limit}); ask for fewer with a smaller "
+        "first or a shorter expand"
+    )
+
+
 class Renderer:
-    """Shows records of one space; one per request (it caches custom entity types)."""
+    """Shows records of one space; one per request (it caches custom entity types).
+
+    ``max_records``: the most records the answer may show (a 400 past it); None: no count.
+    """
 
     def __init__(
-        self, conn: AsyncConnection, space_id: str, base: str, *, reveal: bool = False
+        self,
+        conn: AsyncConnection,
+        space_id: str,
+        base: str,
+        *,
+        reveal: bool = False,
+        max_records: int | None = None,
     ) -> None:
         self.conn = conn
         self.space_id = space_id
         self.base = base
         self.reveal = reveal  # show secret fields whole (only the response that set them)
+        self.max_records = max_records
+        self._loaded = 0  # records rendered so far (each once)
+        self._sizes: dict[int, int] = {}  # id() of a shown record -> records it shows
         self._custom: dict[str, EntityType | None] = {}
 
     async def shaped(
         self, et: EntityType, records: Sequence[Record], shape: Shape, *, fresh: bool = False
     ) -> list[Shown]:
-        shown = await self.render(et, records, shape.expand, fresh=fresh)
+        shown = await self.render(et, records, shape.expand, fresh=fresh, cap=shape.list_cap)
         return [prune(r, shape.load_only) for r in shown]
+
+    def _charge(self, count: int) -> None:
+        """Count records about to be rendered; past ``max_records`` the answer is refused."""
+        self._loaded += count
+        if self.max_records is not None and self._loaded > self.max_records:
+            raise too_many(self.max_records)
+
+    def _measure(self, shown: list[Shown]) -> None:
+        """Record how many records each shown record holds (itself and what it embeds, each
+        time it appears); past ``max_records`` for these alone the answer is refused."""
+        if self.max_records is None:
+            return
+        total = 0
+        for item in shown:
+            size = 1
+            for value in item.values():
+                if isinstance(value, dict):
+                    size += self._sizes.get(id(value), 0)
+                elif isinstance(value, list):
+                    size += sum(self._sizes.get(id(v), 0) for v in value if isinstance(v, dict))
+            self._sizes[id(item)] = size
+            total += size
+        if total > self.max_records:
+            raise too_many(self.max_records)
 
     async def render(
         self,
@@ -59,11 +110,14 @@ class Renderer:
         expand: ExpandTree | None = None,
         *,
         fresh: bool = False,
+        cap: int | None = None,
     ) -> list[Shown]:
         """``fresh``: the records were created by this very write, so nothing points at them
-        yet and their to-many lists are empty without a query."""
+        yet and their to-many lists are empty without a query. ``cap``: the most records of
+        one expanded to-many list (per record)."""
         if not records:
             return []
+        self._charge(len(records))
         expand = expand or {}
         routes = await self._group_routes(et, records)
         ids = [r["id"] for r in records]
@@ -72,12 +126,12 @@ class Renderer:
             if fresh:
                 many[tm.name] = {i: [] for i in ids}
             else:
-                many[tm.name] = await self._to_many(tm, ids, expand.get(tm.name))
+                many[tm.name] = await self._to_many(tm, ids, expand.get(tm.name), cap)
         ones: dict[str, dict[str, Shown]] = {}
         for f in et.relations:
             if f.relation_name in expand:
                 wanted = {r[f.name] for r in records if r.get(f.name)}
-                ones[f.name] = await self._to_one(et, f.relation_name, wanted, expand)
+                ones[f.name] = await self._to_one(et, f.relation_name, wanted, expand, cap)
         out = []
         for r in records:
             shown: Shown = {}
@@ -98,6 +152,7 @@ class Renderer:
             for name, by_target in many.items():
                 shown[name] = by_target[r["id"]]
             out.append(shown)
+        self._measure(out)
         return out
 
     async def _group_routes(self, et: EntityType, records: Sequence[Record]) -> dict[str, str]:
@@ -119,7 +174,7 @@ class Renderer:
         return out
 
     async def _to_many(
-        self, tm: ToMany, ids: list[str], expand: ExpandTree | None
+        self, tm: ToMany, ids: list[str], expand: ExpandTree | None, cap: int | None
     ) -> dict[str, list[Any]]:
         source = BUILTIN[tm.source]
         if expand is None:
@@ -128,23 +183,34 @@ class Renderer:
                 target: [record_uri(self.base, self.space_id, source.name, i) for i in found]
                 for target, found in by_target.items()
             }
-        t = table_of(source)
-        rows = (
-            await self.conn.execute(
-                select(t)
-                .where(t.c[tm.via].in_(ids), scope(source, self.space_id))
-                .order_by(t.c.created, t.c.id)
-            )
-        ).mappings()
+        query = self._listed(source, tm.via, ids, cap)
+        if self.max_records is not None:  # one past what is left: enough to know it is too many
+            query = query.limit(self.max_records - self._loaded + 1)
+        rows = (await self.conn.execute(query)).mappings()
         records = [row_to_record(source, row) for row in rows]
-        shown = await self.render(source, records, expand)
+        shown = await self.render(source, records, expand, cap=cap)
         out: dict[str, list[Any]] = {i: [] for i in ids}
         for rec, item in zip(records, shown, strict=True):
             out[rec[tm.via]].append(item)
         return out
 
+    def _listed(self, source: EntityType, via: str, ids: list[str], cap: int | None) -> Select[Any]:
+        """The records of a to-many list, oldest first; with ``cap``, the first ``cap`` of
+        each list (one query either way)."""
+        t = table_of(source)
+        where = (t.c[via].in_(ids), scope(source, self.space_id))
+        if cap is None:
+            return select(t).where(*where).order_by(t.c.created, t.c.id)
+        place = func.row_number().over(partition_by=t.c[via], order_by=(t.c.created, t.c.id))
+        ranked = select(t, place.label("place_in_list")).where(*where).subquery()
+        return (
+            select(*(ranked.c[c.name] for c in t.c))
+            .where(ranked.c.place_in_list <= cap)
+            .order_by(ranked.c.created, ranked.c.id)
+        )
+
     async def _to_one(
-        self, et: EntityType, name: str, ids: set[str], expand: ExpandTree
+        self, et: EntityType, name: str, ids: set[str], expand: ExpandTree, cap: int | None
     ) -> dict[str, Shown]:
         found = related_type(et, name)
         assert found is not None
@@ -168,7 +234,7 @@ class Renderer:
             by_type.setdefault(actual.name, (actual, []))[1].append(row_to_record(actual, row))
         out: dict[str, Shown] = {}
         for actual, records in by_type.values():
-            for item in await self.render(actual, records, expand[name]):
+            for item in await self.render(actual, records, expand[name], cap=cap):
                 out[item["id"]] = item
         return out
 
@@ -194,8 +260,9 @@ async def render(
     *,
     reveal: bool = False,
     fresh: bool = False,
+    max_records: int | None = None,
 ) -> list[Shown]:
     """The records of one entity type as the API returns them, shaped (``fresh``: see
-    :meth:`Renderer.render`)."""
-    renderer = Renderer(conn, space_id, base, reveal=reveal)
+    :meth:`Renderer.render`; ``max_records``: see :class:`Renderer`)."""
+    renderer = Renderer(conn, space_id, base, reveal=reveal, max_records=max_records)
     return await renderer.shaped(et, records, shape or Shape(), fresh=fresh)

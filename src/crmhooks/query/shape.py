@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crmhooks.errors import ParameterInvalid
+from crmhooks.limits import Limits
 from crmhooks.schema.registry import BUILTIN, GROUPS
 from crmhooks.schema.types import EntityType, Kind
 
@@ -24,6 +25,8 @@ LoadTree = dict[str, "LoadTree | None"]
 class Shape:
     expand: ExpandTree = field(default_factory=dict)
     load_only: LoadTree | None = None  # None: every field
+    # Records of one expanded to-many list per parent (webhook payloads); None: all of them.
+    list_cap: int | None = None
 
 
 def related_type(et: EntityType, name: str) -> tuple[EntityType, bool] | None:
@@ -37,11 +40,19 @@ def related_type(et: EntityType, name: str) -> tuple[EntityType, bool] | None:
     return None
 
 
-def _expand_tree(et: EntityType, paths: Sequence[str], where: str) -> ExpandTree:
+def _expand_tree(
+    et: EntityType, paths: Sequence[str], where: str, limits: Limits | None
+) -> ExpandTree:
     tree: ExpandTree = {}
     for path in paths:
         if not path:
             raise ParameterInvalid(f"{where}: empty relation name")
+        depth = path.count(".") + 1
+        if limits is not None and depth > limits.max_expand_depth:
+            raise ParameterInvalid(
+                f"{where}: {path[:200]!r} is {depth} relations deep; the limit is "
+                f"{limits.max_expand_depth} (max_expand_depth)"
+            )
         node, current = tree, et
         for name in path.split("."):
             found = related_type(current, name)
@@ -101,10 +112,31 @@ def parse_shape(
     load_only: Sequence[str] | None,
     expand_name: str = "expand",
     load_name: str = "load-only",
+    limits: Limits | None = None,
 ) -> Shape:
-    tree = _expand_tree(et, expand or [], expand_name)
+    """Both trees, checked against the entity types and, when given, ``limits``."""
+    if limits is not None:
+        for name, paths in ((expand_name, expand), (load_name, load_only)):
+            if paths is not None and len(paths) > limits.max_shape_entries:
+                raise ParameterInvalid(
+                    f"{name}: {len(paths)} entries; the limit is {limits.max_shape_entries} "
+                    "(max_shape_entries)"
+                )
+    tree = _expand_tree(et, expand or [], expand_name, limits)
     loads = None if load_only is None else _load_tree(et, load_only, tree, load_name)
     return Shape(tree, loads)
+
+
+def worst_records(et: EntityType, tree: ExpandTree, list_cap: int) -> int:
+    """The most records one record shown with ``tree`` can hold, itself included, when each
+    expanded to-many list holds at most ``list_cap`` records."""
+    total = 1
+    for name, sub in tree.items():
+        found = related_type(et, name)
+        assert found is not None  # the tree was checked against the types
+        target, to_many = found
+        total += (list_cap if to_many else 1) * worst_records(target, sub, list_cap)
+    return total
 
 
 def prune(record: Any, tree: LoadTree | None) -> Any:
