@@ -35,6 +35,9 @@ class Limits(BaseSettings):
     # Substring values (``contains``, ``icontains``) of one webhook, over all its filters: each
     # one is a scan of the record's text on every event, on the process's event loop.
     max_webhook_search_values: int = 20
+    # The same over all the webhooks of a space: what one event of the space can cost. A scan
+    # of a 100,000-character text takes up to ~1 ms when the text is made to be slow for it.
+    max_space_search_values: int = 50
     max_webhooks_per_space: int = 100
     # Items of one batch-modify, batch-delete or batch-restore request (one transaction).
     max_batch_items: int = 1000

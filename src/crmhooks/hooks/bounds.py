@@ -35,6 +35,22 @@ def search_values(conditions: tuple[Condition, ...]) -> int:
     return sum(len(c.values) for c in conditions if c.op in SEARCH_OPS)
 
 
+def stored_search_values(options: Any) -> int:
+    """Substring values of a webhook's ``options`` as stored (already checked when written)."""
+    entity = options.get("entity") if isinstance(options, dict) else None
+    total = 0
+    for opts in entity.values() if isinstance(entity, dict) else ():
+        filters = opts.get("filter") if isinstance(opts, dict) else None
+        ops = opts.get("filter-op") if isinstance(opts, dict) else None
+        if not isinstance(filters, dict) or not isinstance(ops, dict):
+            continue
+        for path, op in ops.items():
+            if op in SEARCH_OPS and path in filters:
+                value = filters[path]
+                total += len(value) if isinstance(value, list) else 1
+    return total
+
+
 def element_records(
     entity: Mapping[str, tuple[EntityType, Shape]], related: Mapping[str, Shape], cap: int
 ) -> int:

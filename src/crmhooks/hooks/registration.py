@@ -16,13 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crmhooks.changes.writer import Validator, WriteContext
 from crmhooks.errors import FIELD_VALUE, ValidationFailed, field_error
+from crmhooks.hooks.bounds import stored_search_values
 from crmhooks.hooks.subscription import compile_webhook
 from crmhooks.limits import Limits
 from crmhooks.netguard import Guard, literal_ip, resolve
 from crmhooks.schema.registry import WEBHOOKS
 from crmhooks.schema.values import format_datetime
 from crmhooks.store.catalog import custom_types
-from crmhooks.store.records import scope, table_of
+from crmhooks.store.records import row_to_record, scope, table_of
 
 ROTATION_GRACE = timedelta(hours=24)
 
@@ -71,6 +72,36 @@ async def check_room(conn: AsyncConnection, space_id: str, limits: Limits) -> No
         raise ValidationFailed([field_error("webhooks", FIELD_VALUE, message)], message)
 
 
+async def check_search_budget(
+    conn: AsyncConnection, space_id: str, webhook: dict[str, Any], limits: Limits
+) -> None:
+    """The space's substring filter values, this webhook's included, within the limit: every
+    one of them scans the text of every event of the space."""
+    own = stored_search_values(webhook.get("options"))
+    if own == 0:
+        return
+    t = table_of(WEBHOOKS)
+    query = select(t).where(scope(WEBHOOKS, space_id))
+    if webhook.get("id"):  # an update: its stored options are the ones being replaced
+        query = query.where(t.c.id != webhook["id"])
+    rows = await conn.execute(query)
+    others = sum(
+        stored_search_values(row_to_record(WEBHOOKS, r)["options"]) for r in rows.mappings()
+    )
+    if own + others > limits.max_space_search_values:
+        raise ValidationFailed(
+            [
+                field_error(
+                    "options.entity",
+                    FIELD_VALUE,
+                    f"the space's webhooks would have {own + others} contains / icontains "
+                    f"values; the limit is {limits.max_space_search_values} "
+                    "(max_space_search_values)",
+                )
+            ]
+        )
+
+
 def make_validator(guard: Guard, limits: Limits) -> Validator:
     async def validate(
         conn: AsyncConnection,
@@ -102,6 +133,7 @@ def make_validator(guard: Guard, limits: Limits) -> Validator:
         merged = {**(before or {}), **out, "created": format_datetime(now)}
         merged.pop("previous_signature_until", None)
         compile_webhook(merged, await custom_types(conn, ctx.space_id), limits)
+        await check_search_budget(conn, ctx.space_id, merged, limits)
         return out
 
     return validate

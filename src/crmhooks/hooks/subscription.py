@@ -23,7 +23,13 @@ from crmhooks.errors import (
     ValidationFailed,
     field_error,
 )
-from crmhooks.hooks.bounds import body_error, element_records, options_bytes, search_values
+from crmhooks.hooks.bounds import (
+    SEARCH_OPS,
+    body_error,
+    element_records,
+    options_bytes,
+    search_values,
+)
 from crmhooks.hooks.names import BY_SINGULAR, EVENT_NAMES
 from crmhooks.limits import Limits, current
 from crmhooks.query.params import Condition, conditions
@@ -126,6 +132,9 @@ def _entity_options(
     else:
         try:
             conds = conditions(et, filters, {k: str(v) for k, v in ops.items()}, limits)
+            # All must hold, so the cheap ones go first: a scan of a long text runs only when
+            # the rest of the filter passed.
+            conds = tuple(sorted(conds, key=lambda c: c.op in SEARCH_OPS))
         except ParameterInvalid as e:
             errors.add(f"{where}.filter", FIELD_VALUE, e.message)
     changed = _str_list(raw.get("on-field-change", []), f"{where}.on-field-change", errors)
