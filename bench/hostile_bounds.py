@@ -157,6 +157,13 @@ async def _filter_scan(
         async with http.post(path, json=hooks[start : start + 10], headers=attacker) as r:
             assert r.status == 200, (await r.text())[:500]
     await asyncio.sleep(1.5)  # the router reloads the webhooks
+    return await _health_during_writes(http, url, attacker), len(hooks), sum(counts), 5
+
+
+async def _health_during_writes(
+    http: aiohttp.ClientSession, url: str, attacker: dict[str, str]
+) -> list[float]:
+    """/health latencies while ``--writes`` Accounts with a 100,000-character comment are made."""
     comment = ("abcdefghij" * 10_000)[:100_000]
     done = asyncio.Event()
     latencies: list[float] = []
@@ -180,7 +187,14 @@ async def _filter_scan(
     await asyncio.sleep(1.0)
     done.set()
     await task
-    return latencies, len(hooks), sum(counts), 5
+    return latencies
+
+
+def _show(latencies: list[float]) -> str:
+    return (
+        f"/health max {max(latencies) * 1000:.0f} ms, "
+        f"p50 {statistics.median(latencies) * 1000:.1f} ms ({len(latencies)} polls)"
+    )
 
 
 async def main() -> None:
@@ -201,15 +215,14 @@ async def _measure(db_url: str, env: dict[str, str], limits: Limits) -> None:
             took, worst, n = await _batch_hold(http, url, attacker, victim)
             print(f"batch of {ARGS.batch}: {took:.2f} s; victim's slowest create during it")
             print(f"  {worst * 1000:.0f} ms ({n} creates)")
+            base = await _health_during_writes(http, url, attacker)
+            print(f"no webhooks, {ARGS.writes} writes: {_show(base)}")
             lat, hooks, values, length = await _filter_scan(http, url, attacker, limits)
             print(
                 f"filter scan: {hooks} webhooks, {values} contains values in all, x {length}"
                 f" chars vs 100,000-char comment, {ARGS.writes} writes:"
             )
-            print(
-                f"  /health max {max(lat) * 1000:.0f} ms, "
-                f"p50 {statistics.median(lat) * 1000:.1f} ms ({len(lat)} polls)"
-            )
+            print(f"  {_show(lat)}")
     finally:
         proc.terminate()
         proc.wait(10)

@@ -33,7 +33,7 @@ from crmhooks.hooks.bounds import (
 from crmhooks.hooks.names import BY_SINGULAR, EVENT_NAMES
 from crmhooks.limits import Limits, current
 from crmhooks.query.params import Condition, conditions
-from crmhooks.query.shape import Shape, parse_shape
+from crmhooks.query.shape import Shape, check_paths, parse_shape
 from crmhooks.schema.custom import API_NAME_RE
 from crmhooks.schema.registry import BUILTIN
 from crmhooks.schema.types import EntityType
@@ -169,8 +169,8 @@ def _related(raw: Any, errors: _Errors, limits: Limits | None) -> dict[str, Shap
     load_list = None if loads is None else _str_list(loads, f"{where}.{load_key}", errors)
     if limits is not None:
         try:  # the limits alone: each related type checks the paths that fit it below
-            _within(expand, f"{where}.expand", limits)
-            _within(load_list or [], f"{where}.{load_key}", limits)
+            check_paths(expand, f"{where}.expand", limits, expand=True)
+            check_paths(load_list or [], f"{where}.{load_key}", limits, expand=False)
         except ParameterInvalid as e:
             errors.add(where, FIELD_VALUE, e.message)
             return {}
@@ -187,21 +187,6 @@ def _related(raw: Any, errors: _Errors, limits: Limits | None) -> dict[str, Shap
         if p not in used:
             errors.add(where, FIELD_VALUE, f"{p!r} fits none of {', '.join(RELATED_TYPES)}")
     return out
-
-
-def _within(paths: list[str], where: str, limits: Limits) -> None:
-    """``paths`` within the count and depth limits (for any entity type)."""
-    if len(paths) > limits.max_shape_entries:
-        raise ParameterInvalid(
-            f"{where}: {len(paths)} entries; the limit is {limits.max_shape_entries} "
-            "(max_shape_entries)"
-        )
-    for p in paths:
-        if p.count(".") + 1 > limits.max_expand_depth:
-            raise ParameterInvalid(
-                f"{where}: {p[:200]!r} is {p.count('.') + 1} relations deep; the limit is "
-                f"{limits.max_expand_depth} (max_expand_depth)"
-            )
 
 
 def _fits(et: EntityType, expand: list[str], load: list[str] | None) -> bool:

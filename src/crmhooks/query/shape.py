@@ -40,19 +40,27 @@ def related_type(et: EntityType, name: str) -> tuple[EntityType, bool] | None:
     return None
 
 
-def _expand_tree(
-    et: EntityType, paths: Sequence[str], where: str, limits: Limits | None
-) -> ExpandTree:
-    tree: ExpandTree = {}
-    for path in paths:
-        if not path:
-            raise ParameterInvalid(f"{where}: empty relation name")
+def check_paths(paths: Sequence[str], where: str, limits: Limits, *, expand: bool) -> None:
+    """``paths`` within ``max_shape_entries`` and, for ``expand``, ``max_expand_depth``."""
+    if len(paths) > limits.max_shape_entries:
+        raise ParameterInvalid(
+            f"{where}: {len(paths)} entries; the limit is {limits.max_shape_entries} "
+            "(max_shape_entries)"
+        )
+    for path in paths if expand else ():
         depth = path.count(".") + 1
-        if limits is not None and depth > limits.max_expand_depth:
+        if depth > limits.max_expand_depth:
             raise ParameterInvalid(
                 f"{where}: {path[:200]!r} is {depth} relations deep; the limit is "
                 f"{limits.max_expand_depth} (max_expand_depth)"
             )
+
+
+def _expand_tree(et: EntityType, paths: Sequence[str], where: str) -> ExpandTree:
+    tree: ExpandTree = {}
+    for path in paths:
+        if not path:
+            raise ParameterInvalid(f"{where}: empty relation name")
         node, current = tree, et
         for name in path.split("."):
             found = related_type(current, name)
@@ -116,13 +124,9 @@ def parse_shape(
 ) -> Shape:
     """Both trees, checked against the entity types and, when given, ``limits``."""
     if limits is not None:
-        for name, paths in ((expand_name, expand), (load_name, load_only)):
-            if paths is not None and len(paths) > limits.max_shape_entries:
-                raise ParameterInvalid(
-                    f"{name}: {len(paths)} entries; the limit is {limits.max_shape_entries} "
-                    "(max_shape_entries)"
-                )
-    tree = _expand_tree(et, expand or [], expand_name, limits)
+        check_paths(expand or [], expand_name, limits, expand=True)
+        check_paths(load_only or [], load_name, limits, expand=False)
+    tree = _expand_tree(et, expand or [], expand_name)
     loads = None if load_only is None else _load_tree(et, load_only, tree, load_name)
     return Shape(tree, loads)
 
