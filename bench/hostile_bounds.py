@@ -59,6 +59,15 @@ def _serve(db_url: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], str
         text=True,
         env=full,
     )
+    try:
+        return _started(proc, port)
+    except BaseException:
+        proc.kill()  # a server left running would hold the router's lock on PostgreSQL
+        proc.wait(10)
+        raise
+
+
+def _started(proc: subprocess.Popen[str], port: int) -> tuple[subprocess.Popen[str], str, str, str]:
     assert proc.stdout is not None
     out = ""
     while "listening on" not in out:
