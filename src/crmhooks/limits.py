@@ -32,6 +32,8 @@ class Limits(BaseSettings):
     max_filter_fields: int = 10
     max_filter_values: int = 100
     max_filter_value_length: int = 1000
+    # Keys of one ``order-by``: a cursor over n keys compares in n * (n + 1) / 2 terms.
+    max_order_keys: int = 10
     # Substring values (``contains``, ``icontains``) of one webhook, over all its filters: each
     # one is a scan of the record's text on every event, on the process's event loop.
     max_webhook_search_values: int = 20

@@ -283,6 +283,7 @@ async def test_substring_values_of_a_whole_space_are_bounded(api: Api) -> None:
         ({f"filter[{f}]": "a" for f in ELEVEN_FIELDS}, "max_filter_fields"),
         ({"expand": ",".join(["owner"] * 21)}, "max_shape_entries"),
         ({"load-only": ",".join(["name"] * 21)}, "max_shape_entries"),
+        ({"order-by": ",".join(["name"] * 11)}, "max_order_keys"),
     ],
 )
 async def test_list_parameters_over_a_limit_are_a_400_naming_it(

@@ -264,9 +264,16 @@ def page_size(params: Mapping[str, str], name: str) -> int | None:
     return int(raw)
 
 
-def parse_order(et: EntityType, raw: str | None) -> tuple[OrderKey, ...]:
+def parse_order(
+    et: EntityType, raw: str | None, limits: Limits | None = None
+) -> tuple[OrderKey, ...]:
     keys: list[OrderKey] = []
-    for part in (raw or "created").split(","):
+    parts = (raw or "created").split(",")
+    if limits is not None and len(parts) > limits.max_order_keys:
+        raise ParameterInvalid(
+            f"order-by: {len(parts)} keys; the limit is {limits.max_order_keys} (max_order_keys)"
+        )
+    for part in parts:
         name = part.strip()
         desc = name.startswith("-")
         name = name.removeprefix("-")
@@ -344,7 +351,7 @@ def parse_list(
         raise ParameterInvalid("first and last: give one of them")
     if after is not None and before is not None:
         raise ParameterInvalid("after and before: give one of them")
-    order = parse_order(et, params.get("order-by"))
+    order = parse_order(et, params.get("order-by"), limits)
     backward = last is not None or before is not None
     raw_cursor = before if backward else after
     cursor = (
