@@ -324,6 +324,15 @@ async def test_webhooks_past_the_space_limit_are_a_422_naming_it(limited: Api) -
     await limited.create("Webhooks", hook)  # room again
 
 
+async def test_concurrent_creates_do_not_pass_the_space_limit(limited: Api) -> None:
+    hook = _hook(["Account.*"], {"chunk_size": 10})
+    results = await asyncio.gather(
+        *(limited.http.post(limited.path("Webhooks"), json=hook) for _ in range(8))
+    )
+    assert sorted(r.status_code for r in results) == [201] * 3 + [422] * 5
+    assert (await limited.get("Webhooks")).json()["total"] == 3
+
+
 async def test_the_default_space_limit_stops_a_batch_of_300_webhooks(api: Api) -> None:
     hooks = [_hook(["Account.*"])] * 300
     r = await api.http.post(api.path("Webhooks", "batch-modify"), json=hooks)

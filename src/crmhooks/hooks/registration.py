@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crmhooks.changes.writer import Validator, WriteContext
@@ -59,9 +59,18 @@ def new_standard_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+async def _one_writer(conn: AsyncConnection, space_id: str) -> None:
+    """Webhook writes of one space, one transaction at a time, so that two cannot both see
+    room for the last webhook (SQLite has one writer anyway)."""
+    if conn.dialect.name == "postgresql":
+        key = f"crmhooks webhooks of {space_id}"
+        await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+
+
 async def check_room(conn: AsyncConnection, space_id: str, limits: Limits) -> None:
     """One more webhook fits in the space (the earlier items of a batch count: they are
     written before the next one is checked)."""
+    await _one_writer(conn, space_id)
     t = table_of(WEBHOOKS)
     count = await conn.scalar(select(func.count()).select_from(t).where(scope(WEBHOOKS, space_id)))
     if (count or 0) >= limits.max_webhooks_per_space:
@@ -80,6 +89,7 @@ async def check_search_budget(
     own = stored_search_values(webhook.get("options"))
     if own == 0:
         return
+    await _one_writer(conn, space_id)
     t = table_of(WEBHOOKS)
     query = select(t).where(scope(WEBHOOKS, space_id))
     if webhook.get("id"):  # an update: its stored options are the ones being replaced
