@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from crmhooks.limits import Limits
 from crmhooks.store.engine import DEFAULT_URL
 
 
-class Settings(BaseSettings):
+class Settings(Limits):
+    """Every setting; the bounds of one request or webhook come from :class:`Limits`."""
+
     model_config = SettingsConfigDict(env_prefix="CRMHOOKS_", extra="ignore")
 
     database_url: str = DEFAULT_URL

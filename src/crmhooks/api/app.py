@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from crmhooks import __version__
+from crmhooks import __version__, limits
 from crmhooks.api import envelopes
 from crmhooks.api.auth import KeyCache
 from crmhooks.api.deliveries import delivery_routes
@@ -107,6 +107,7 @@ def create_app(
     ``lookup`` resolves the names in webhook URLs at registration (the system's by default).
     """
     settings = settings or Settings()
+    limits.use(settings)  # also the limits of the webhooks the in-process router compiles
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -120,7 +121,7 @@ def create_app(
             db,
             recorders=[record_events],
             after_commit=[dispatcher.notify] if dispatcher else [],
-            validators={"Webhooks": make_validator(guard)},
+            validators={"Webhooks": make_validator(guard, settings)},
             prechecks={"Webhooks": urls.refusals},
         )
         keys = KeyCache(db, ttl=settings.key_cache_seconds)

@@ -15,7 +15,7 @@ from crmhooks.api import envelopes
 from crmhooks.api.auth import KeyCache, authenticate
 from crmhooks.api.throttle import FailureThrottle
 from crmhooks.changes import links
-from crmhooks.changes.batch import MAX_ITEMS, run_batch
+from crmhooks.changes.batch import run_batch
 from crmhooks.changes.writer import WriteContext, WritePath, Writer, writable
 from crmhooks.errors import NotFound, ParameterInvalid, UnknownType, ValidationFailed
 from crmhooks.netguard import shown_url
@@ -116,12 +116,14 @@ async def json_object(request: Request) -> dict[str, Any]:
     return body
 
 
-async def json_array(request: Request) -> list[Any]:
+async def json_array(request: Request, max_items: int) -> list[Any]:
     body = await _json(request)
     if not isinstance(body, list):
         raise ParameterInvalid("request body must be a JSON array")
-    if len(body) > MAX_ITEMS:
-        raise ParameterInvalid(f"a batch holds at most {MAX_ITEMS} items, got {len(body)}")
+    if len(body) > max_items:
+        raise ParameterInvalid(
+            f"a batch holds at most {max_items} items (max_batch_items), got {len(body)}"
+        )
     return body
 
 
@@ -142,8 +144,10 @@ def only_params(request: Request, allowed: set[str] | frozenset[str]) -> dict[st
     return params
 
 
-def _shape(request: Request, et: EntityType, extra: frozenset[str] = frozenset()) -> Shape:
-    return shape_of(et, only_params(request, SHAPE_PARAMS | extra))
+def _shape(
+    request: Request, svc: Services, et: EntityType, extra: frozenset[str] = frozenset()
+) -> Shape:
+    return shape_of(et, only_params(request, SHAPE_PARAMS | extra), svc.settings)
 
 
 WRITE_PARAMS = frozenset({VALIDATION_LEVEL})
@@ -159,11 +163,20 @@ def checked_as_asked(request: Request, ctx: WriteContext) -> WriteContext:
 async def list_records(request: Request) -> Response:
     svc, ctx = await request_context(request)
     et = await _entity(svc, ctx.space_id, request.path_params["entity"])
-    q = parse_list(et, request.query_params, ctx.timezone)
+    q = parse_list(et, request.query_params, svc.settings, ctx.timezone)
     async with svc.db.read() as conn:
         records, total, info = await list_page(conn, et, ctx.space_id, q)
         base = base_url(request, svc.settings)
-        shown = await render(conn, et, ctx.space_id, records, base, q.shape, zone=ctx.timezone)
+        shown = await render(
+            conn,
+            et,
+            ctx.space_id,
+            records,
+            base,
+            q.shape,
+            zone=ctx.timezone,
+            max_records=svc.settings.max_rendered_records,
+        )
     return envelopes.many(without_credentials(et, shown), total, info)
 
 
@@ -171,14 +184,17 @@ async def read_record(request: Request) -> Response:
     svc, ctx = await request_context(request)
     et = await _entity(svc, ctx.space_id, request.path_params["entity"])
     record_id = _record_id(request)
-    shape = _shape(request, et, frozenset(INCLUDE_DELETED))
+    shape = _shape(request, svc, et, frozenset(INCLUDE_DELETED))
     deleted = include_deleted(request.query_params)
     async with svc.db.read() as conn:
         found = await fetch(conn, et, ctx.space_id, record_id, include_deleted=deleted)
         if found is None:
             raise NotFound(f"no {et.name} record with id {record_id}")
         base = base_url(request, svc.settings)
-        shown = await render(conn, et, ctx.space_id, [found[0]], base, shape, zone=ctx.timezone)
+        limit = svc.settings.max_rendered_records
+        shown = await render(
+            conn, et, ctx.space_id, [found[0]], base, shape, zone=ctx.timezone, max_records=limit
+        )
     return envelopes.one(without_credentials(et, shown)[0])
 
 
@@ -209,7 +225,7 @@ async def _write(
     params: frozenset[str] = frozenset(),
 ) -> Response:
     """Run one write and answer with the record as it is now, shaped as asked."""
-    shape = _shape(request, shown_as or et, params)
+    shape = _shape(request, svc, shown_as or et, params)
     async with svc.writes.begin(ctx) as writer:
         try:
             record = await step(writer, et)
@@ -226,6 +242,7 @@ async def _write(
             reveal=reveal,
             fresh=fresh,
             zone=ctx.timezone,
+            max_records=svc.settings.max_rendered_records,
         )
     return envelopes.one(without_credentials(shown_as or et, shown)[0], status)
 
@@ -305,7 +322,7 @@ async def _batch(
     params = only_params(request, {"rollback-method", VALIDATION_LEVEL})
     keep_going = rollback_method(params.get("rollback-method"))
     ctx = checked_as_asked(request, ctx)
-    items = await json_array(request)
+    items = await json_array(request, svc.settings.max_batch_items)
     ctx = await svc.writes.precheck(ctx, et, items)
     async with svc.writes.begin(ctx) as writer:
         results = await run_batch(writer, et, items, run, keep_going=keep_going)

@@ -15,8 +15,6 @@ from crmhooks.changes.writer import Writer
 from crmhooks.errors import ApiError, BatchFailed, batch_item_error
 from crmhooks.schema.types import EntityType
 
-MAX_ITEMS = 10_000
-
 Item = Callable[[Writer, EntityType, Any], Awaitable[str]]
 
 

@@ -13,14 +13,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crmhooks.changes.writer import Validator, WriteContext
 from crmhooks.errors import FIELD_VALUE, ValidationFailed, field_error
+from crmhooks.hooks.bounds import stored_search_values
 from crmhooks.hooks.subscription import compile_webhook
+from crmhooks.limits import Limits
 from crmhooks.netguard import Guard, Target, parse_target, resolve
+from crmhooks.schema.registry import WEBHOOKS
 from crmhooks.schema.values import format_datetime
 from crmhooks.store.catalog import custom_types
+from crmhooks.store.records import row_to_record, scope, table_of
 
 ROTATION_GRACE = timedelta(hours=24)
 # (host, port) -> its addresses. The system's lookups run on threads of their own, so names that
@@ -102,7 +107,60 @@ def new_standard_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def make_validator(guard: Guard) -> Validator:
+async def _one_writer(conn: AsyncConnection, space_id: str) -> None:
+    """Webhook writes of one space, one transaction at a time, so that two cannot both see
+    room for the last webhook (SQLite has one writer anyway)."""
+    if conn.dialect.name == "postgresql":
+        key = f"crmhooks webhooks of {space_id}"
+        await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+
+
+async def check_room(conn: AsyncConnection, space_id: str, limits: Limits) -> None:
+    """One more webhook fits in the space (the earlier items of a batch count: they are
+    written before the next one is checked)."""
+    await _one_writer(conn, space_id)
+    t = table_of(WEBHOOKS)
+    count = await conn.scalar(select(func.count()).select_from(t).where(scope(WEBHOOKS, space_id)))
+    if (count or 0) >= limits.max_webhooks_per_space:
+        message = (
+            f"the space has {count} webhooks; the limit is {limits.max_webhooks_per_space} "
+            "(max_webhooks_per_space)"
+        )
+        raise ValidationFailed([field_error("webhooks", FIELD_VALUE, message)], message)
+
+
+async def check_search_budget(
+    conn: AsyncConnection, space_id: str, webhook: dict[str, Any], limits: Limits
+) -> None:
+    """The space's substring filter values, this webhook's included, within the limit: every
+    one of them scans the text of every event of the space."""
+    own = stored_search_values(webhook.get("options"))
+    if own == 0:
+        return
+    await _one_writer(conn, space_id)
+    t = table_of(WEBHOOKS)
+    query = select(t).where(scope(WEBHOOKS, space_id))
+    if webhook.get("id"):  # an update: its stored options are the ones being replaced
+        query = query.where(t.c.id != webhook["id"])
+    rows = await conn.execute(query)
+    others = sum(
+        stored_search_values(row_to_record(WEBHOOKS, r)["options"]) for r in rows.mappings()
+    )
+    if own + others > limits.max_space_search_values:
+        raise ValidationFailed(
+            [
+                field_error(
+                    "options.entity",
+                    FIELD_VALUE,
+                    f"the space's webhooks would have {own + others} contains / icontains "
+                    f"values; the limit is {limits.max_space_search_values} "
+                    "(max_space_search_values)",
+                )
+            ]
+        )
+
+
+def make_validator(guard: Guard, limits: Limits) -> Validator:
     async def validate(
         conn: AsyncConnection,
         ctx: WriteContext,
@@ -112,6 +170,7 @@ def make_validator(guard: Guard) -> Validator:
     ) -> dict[str, Any]:
         out = dict(stored)
         if before is None:
+            await check_room(conn, ctx.space_id, limits)
             out["application_id"] = ctx.key_id
             out.setdefault("options", {})
             scheme = out.get("signature_scheme") or "pipeliner"
@@ -137,7 +196,8 @@ def make_validator(guard: Guard) -> Validator:
                 raise _refuse("url", refusal)
         merged = {**(before or {}), **out, "created": format_datetime(now)}
         merged.pop("previous_signature_until", None)
-        compile_webhook(merged, await custom_types(conn, ctx.space_id))
+        compile_webhook(merged, await custom_types(conn, ctx.space_id), limits)
+        await check_search_budget(conn, ctx.space_id, merged, limits)
         return out
 
     return validate

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -23,10 +23,18 @@ from crmhooks.errors import (
     ValidationFailed,
     field_error,
 )
+from crmhooks.hooks.bounds import (
+    SEARCH_OPS,
+    body_error,
+    element_records,
+    options_bytes,
+    search_values,
+)
 from crmhooks.hooks.names import BY_SINGULAR, EVENT_NAMES
+from crmhooks.limits import Limits, current
 from crmhooks.netguard import shown_url
 from crmhooks.query.params import Condition, conditions
-from crmhooks.query.shape import Shape, parse_shape
+from crmhooks.query.shape import Shape, check_paths, parse_shape
 from crmhooks.schema.custom import is_api_name
 from crmhooks.schema.registry import BUILTIN
 from crmhooks.schema.types import EntityType
@@ -94,43 +102,57 @@ def _str_list(value: Any, where: str, errors: _Errors) -> list[str]:
     return list(value)
 
 
-def _shape(et: EntityType, raw: Mapping[str, Any], where: str, errors: _Errors) -> Shape:
+def _shape(
+    et: EntityType, raw: Mapping[str, Any], where: str, errors: _Errors, limits: Limits | None
+) -> Shape:
     expand = _str_list(raw.get("expand", []), f"{where}.expand", errors)
     load_key = "load-only" if "load-only" in raw else "load_only"
     load = raw.get(load_key)
     loads = None if load is None else _str_list(load, f"{where}.{load_key}", errors)
     try:
-        return parse_shape(et, expand, loads, f"{where}.expand", f"{where}.{load_key}")
+        return parse_shape(et, expand, loads, f"{where}.expand", f"{where}.{load_key}", limits)
     except ParameterInvalid as e:
         errors.add(where, FIELD_VALUE, e.message)
         return Shape()
 
 
-def _entity_options(et: EntityType, raw: Any, where: str, errors: _Errors) -> EntityOptions:
+def _entity_options(
+    et: EntityType, raw: Any, where: str, errors: _Errors, limits: Limits | None
+) -> EntityOptions:
     if not isinstance(raw, dict):
         errors.add(where, FIELD_TYPE, "expected an object")
         return EntityOptions()
     for key in raw:
         if key not in ENTITY_KEYS:
             errors.add(f"{where}.{key}", FIELD_UNKNOWN, f"unknown option {key!r}")
-    shape = _shape(et, raw, where, errors)
+    shape = _shape(et, raw, where, errors, limits)
     filters, ops = raw.get("filter", {}), raw.get("filter-op", {})
     conds: tuple[Condition, ...] = ()
     if not isinstance(filters, dict) or not isinstance(ops, dict):
         errors.add(f"{where}.filter", FIELD_TYPE, "filter and filter-op are objects")
     else:
         try:
-            conds = conditions(et, filters, {k: str(v) for k, v in ops.items()})
+            conds = conditions(et, filters, {k: str(v) for k, v in ops.items()}, limits=limits)
+            # All must hold, so the cheap ones go first: a scan of a long text runs only when
+            # the rest of the filter passed.
+            conds = tuple(sorted(conds, key=lambda c: c.op in SEARCH_OPS))
         except ParameterInvalid as e:
             errors.add(f"{where}.filter", FIELD_VALUE, e.message)
     changed = _str_list(raw.get("on-field-change", []), f"{where}.on-field-change", errors)
+    if limits is not None and len(changed) > limits.max_shape_entries:
+        errors.add(
+            f"{where}.on-field-change",
+            FIELD_VALUE,
+            f"{len(changed)} entries; the limit is {limits.max_shape_entries} (max_shape_entries)",
+        )
+        changed = []
     for name in changed:
         if et.field(name) is None:
             errors.add(f"{where}.on-field-change", FIELD_VALUE, f"{et.name} has no field {name!r}")
     return EntityOptions(conds, frozenset(changed), shape)
 
 
-def _related(raw: Any, errors: _Errors) -> dict[str, Shape]:
+def _related(raw: Any, errors: _Errors, limits: Limits | None) -> dict[str, Shape]:
     if raw is None:
         return {}
     where = "options.related_entity"
@@ -146,6 +168,13 @@ def _related(raw: Any, errors: _Errors) -> dict[str, Shape]:
     load_key = "load-only" if "load-only" in raw else "load_only"
     loads = raw.get(load_key)
     load_list = None if loads is None else _str_list(loads, f"{where}.{load_key}", errors)
+    if limits is not None:
+        try:  # the limits alone: each related type checks the paths that fit it below
+            check_paths(expand, f"{where}.expand", limits, expand=True)
+            check_paths(load_list or [], f"{where}.{load_key}", limits, expand=False)
+        except ParameterInvalid as e:
+            errors.add(where, FIELD_VALUE, e.message)
+            return {}
     used: set[str] = set()
     for name in RELATED_TYPES:
         et = BUILTIN[name]
@@ -208,9 +237,15 @@ def check_signature(scheme: str, signature: str | None, errors: _Errors) -> None
 
 
 def compile_webhook(
-    record: Mapping[str, Any], custom_types: Mapping[str, EntityType]
+    record: Mapping[str, Any],
+    custom_types: Mapping[str, EntityType],
+    limits: Limits | None = None,
 ) -> Subscription:
-    """Check a webhook record and compile it; ValidationFailed names every bad value."""
+    """Check a webhook record and compile it; ValidationFailed names every bad value.
+
+    With ``limits`` (a webhook being written) its costs are checked too; without (a stored
+    webhook being loaded) they are not, and the process's limits cap its expanded lists.
+    """
     errors = _Errors()
     events = _events(record.get("events"), errors)
     options = record.get("options") or {}
@@ -221,6 +256,14 @@ def compile_webhook(
     if not isinstance(options, dict):
         errors.add("options", FIELD_TYPE, "expected an object")
         options = {}
+    if limits is not None and options_bytes(options) > limits.max_options_bytes:
+        errors.add(
+            "options",
+            FIELD_VALUE,
+            f"{options_bytes(options)} bytes of JSON; the limit is {limits.max_options_bytes} "
+            "(max_options_bytes)",
+        )
+        raise ValidationFailed(errors.items)  # checking more would cost what the limit saves
     for key in options:
         if key not in OPTION_KEYS:
             errors.add(f"options.{key}", FIELD_UNKNOWN, f"unknown option {key!r}")
@@ -236,13 +279,15 @@ def compile_webhook(
     if not isinstance(entity, dict):
         errors.add("options.entity", FIELD_TYPE, "expected an object keyed by entity name")
         entity = {}
+    types: dict[str, EntityType] = {}
     for key, raw in entity.items():
         et = BY_SINGULAR.get(key) or custom_types.get(key)
         if et is None:
             errors.add(f"options.entity.{key}", FIELD_VALUE, f"unknown entity {key!r}")
             continue
-        entity_opts[key] = _entity_options(et, raw, f"options.entity.{key}", errors)
-    related = _related(options.get("related_entity"), errors)
+        types[key] = et
+        entity_opts[key] = _entity_options(et, raw, f"options.entity.{key}", errors, limits)
+    related = _related(options.get("related_entity"), errors, limits)
     if "skip_keys" in options:
         skip_keys = _str_list(options["skip_keys"], "options.skip_keys", errors)
     if "chunk_size" in options:
@@ -254,6 +299,13 @@ def compile_webhook(
         chunk_delay = _number(options["chunk_delay"], "options.chunk_delay", 0, 86_400, errors)
     scheme = str(record.get("signature_scheme") or "pipeliner")
     check_signature(scheme, record.get("signature"), errors)
+    cap = (limits or current()).webhook_list_records
+    entity_opts = {
+        k: replace(o, shape=replace(o.shape, list_cap=cap)) for k, o in entity_opts.items()
+    }
+    related = {k: replace(s, list_cap=cap) for k, s in related.items()}
+    if limits is not None and not errors.items:
+        _check_costs(types, entity_opts, related, int(chunk_size), limits, errors)
     if errors.items:
         raise ValidationFailed(errors.items)
     until = record.get("previous_signature_until")
@@ -278,6 +330,29 @@ def compile_webhook(
         related=related,
         webhook=payload_webhook(record, options),
     )
+
+
+def _check_costs(
+    types: Mapping[str, EntityType],
+    entity: Mapping[str, EntityOptions],
+    related: Mapping[str, Shape],
+    chunk_size: int,
+    limits: Limits,
+    errors: _Errors,
+) -> None:
+    searches = sum(search_values(o.conditions) for o in entity.values())
+    if searches > limits.max_webhook_search_values:
+        errors.add(
+            "options.entity",
+            FIELD_VALUE,
+            f"{searches} contains / icontains values over all filters; the limit is "
+            f"{limits.max_webhook_search_values} (max_webhook_search_values)",
+        )
+    shaped = {k: (types[k], o.shape) for k, o in entity.items()}
+    per_element = element_records(shaped, related, limits.webhook_list_records)
+    problem = body_error(per_element, chunk_size, limits)
+    if problem is not None:
+        errors.add("options.entity", FIELD_VALUE, problem)
 
 
 def payload_webhook(record: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 
 from crmhooks.errors import ParameterInvalid
+from crmhooks.limits import Limits
 from crmhooks.query.shape import Shape, parse_shape
 from crmhooks.schema.types import EntityType, Field, Kind
 from crmhooks.schema.validate import Validation
@@ -227,7 +228,13 @@ def _int64(value: int) -> int:
 
 
 def condition(
-    et: EntityType, path: str, op_name: str, raw: Any, where: str, zone: tzinfo | None = None
+    et: EntityType,
+    path: str,
+    op_name: str,
+    raw: Any,
+    where: str,
+    zone: tzinfo | None = None,
+    limits: Limits | None = None,
 ) -> Condition:
     """One condition from a filter value: query text, or JSON (a scalar or a list: any of)."""
     target = resolve(et, path, where)
@@ -255,10 +262,28 @@ def condition(
         raise ParameterInvalid(f"{where}: between takes two values, low,high; got {raw!r}")
     if not parts or any(p is None for p in parts):
         raise ParameterInvalid(f"{where}: a value is needed; use filter-op null for nulls")
+    if limits is not None:
+        check_values(parts, where, limits)
     values = tuple(typed_value(target.field, p, where, zone) for p in parts)
     if op in CASE_INSENSITIVE:
         values = tuple(ascii_lower(v) for v in values)
     return Condition(target, op, values)
+
+
+def check_values(parts: list[Any], where: str, limits: Limits) -> None:
+    """The values of one filter field within ``max_filter_values`` and, each,
+    ``max_filter_value_length``."""
+    if len(parts) > limits.max_filter_values:
+        raise ParameterInvalid(
+            f"{where}: {len(parts)} values; the limit is {limits.max_filter_values} "
+            "(max_filter_values)"
+        )
+    for p in parts:
+        if isinstance(p, str) and len(p) > limits.max_filter_value_length:
+            raise ParameterInvalid(
+                f"{where}: a value of {len(p)} characters; the limit is "
+                f"{limits.max_filter_value_length} (max_filter_value_length)"
+            )
 
 
 def conditions(
@@ -266,14 +291,21 @@ def conditions(
     values: Mapping[str, Any],
     ops: Mapping[str, str],
     zone: tzinfo | None = None,
+    limits: Limits | None = None,
 ) -> tuple[Condition, ...]:
     """Conditions from ``filter`` / ``filter-op`` maps (query parameters or webhook options);
-    ``zone``: the request's ``Timezone`` (webhook options are UTC)."""
+    ``zone``: the request's ``Timezone`` (webhook options are UTC); within ``limits`` when
+    given."""
     for name in ops:
         if name not in values:
             raise ParameterInvalid(f"filter-op[{name}]: no filter[{name}] to apply it to")
+    if limits is not None and len(values) > limits.max_filter_fields:
+        raise ParameterInvalid(
+            f"filter: {len(values)} fields; the limit is {limits.max_filter_fields} "
+            "(max_filter_fields)"
+        )
     return tuple(
-        condition(et, path, ops.get(path, "eq"), raw, f"filter[{path}]", zone)
+        condition(et, path, ops.get(path, "eq"), raw, f"filter[{path}]", zone, limits)
         for path, raw in values.items()
     )
 
@@ -288,9 +320,16 @@ def page_size(params: Mapping[str, str], name: str) -> int | None:
     return int(raw)
 
 
-def parse_order(et: EntityType, raw: str | None) -> tuple[OrderKey, ...]:
+def parse_order(
+    et: EntityType, raw: str | None, limits: Limits | None = None
+) -> tuple[OrderKey, ...]:
     keys: list[OrderKey] = []
-    for part in (raw or "created").split(","):
+    parts = (raw or "created").split(",")
+    if limits is not None and len(parts) > limits.max_order_keys:
+        raise ParameterInvalid(
+            f"order-by: {len(parts)} keys; the limit is {limits.max_order_keys} (max_order_keys)"
+        )
+    for part in parts:
         name = part.strip()
         desc = name.startswith("-")
         name = name.removeprefix("-")
@@ -332,7 +371,7 @@ def _filter_maps(params: Mapping[str, str]) -> tuple[dict[str, str], dict[str, s
     return values, ops
 
 
-def shape_of(et: EntityType, params: Mapping[str, str]) -> Shape:
+def shape_of(et: EntityType, params: Mapping[str, str], limits: Limits | None = None) -> Shape:
     """``expand`` and ``load-only`` (or ``load_only``) of a read or write request."""
     if "load-only" in params and "load_only" in params:
         raise ParameterInvalid("load-only and load_only: give one of them")
@@ -344,6 +383,7 @@ def shape_of(et: EntityType, params: Mapping[str, str]) -> Shape:
         _split(load_only),
         "expand",
         "load-only" if "load-only" in params else "load_only",
+        limits,
     )
 
 
@@ -353,9 +393,15 @@ def _split(raw: str | None) -> list[str] | None:
     return [part.strip() for part in raw.split(",")]
 
 
-def parse_list(et: EntityType, params: Mapping[str, str], zone: tzinfo | None = None) -> ListQuery:
-    """Parse a list request's query parameters; unknown parameters are refused. Filter values
-    without an offset are read in ``zone`` (the ``Timezone`` header; None: UTC)."""
+def parse_list(
+    et: EntityType,
+    params: Mapping[str, str],
+    limits: Limits | None = None,
+    zone: tzinfo | None = None,
+) -> ListQuery:
+    """Parse a list request's query parameters; unknown parameters are refused, and with
+    ``limits`` so are filters and shapes beyond them. Filter values without an offset are read
+    in ``zone`` (the ``Timezone`` header; None: UTC)."""
     for key in params:
         if key not in _LIST_PARAMS and key not in SHAPE_PARAMS and not _FILTER_RE.match(key):
             raise ParameterInvalid(f"unknown parameter {key!r}")
@@ -365,7 +411,7 @@ def parse_list(et: EntityType, params: Mapping[str, str], zone: tzinfo | None = 
         params.get("after"),
         params.get("before"),
     )
-    order = parse_order(et, params.get("order-by"))
+    order = parse_order(et, params.get("order-by"), limits)
     cursor = (
         None
         if window.cursor is None
@@ -373,13 +419,13 @@ def parse_list(et: EntityType, params: Mapping[str, str], zone: tzinfo | None = 
     )
     values, ops = _filter_maps(params)
     return ListQuery(
-        conditions=conditions(et, values, ops, zone),
+        conditions=conditions(et, values, ops, zone, limits),
         order=order,
         limit=window.limit,
         backward=window.backward,
         cursor=cursor,
         include_deleted=include_deleted(params),
-        shape=shape_of(et, params),
+        shape=shape_of(et, params, limits),
         cursor_after=window.cursor_after,
         trim=window.trim,
     )

@@ -2,6 +2,12 @@
 
 Everything a page needs is loaded with a fixed number of queries per relation in the ``expand``
 tree, never one per record.
+
+What one answer shows is bounded (docs/api.md, "Limits"): with ``max_records`` a renderer counts
+the records it shows as it goes, each expanded record once per place it appears (a record that
+many others point at is loaded once but shown, and serialized, in each), and refuses the answer
+past the limit; a webhook shape's ``list_cap`` keeps each expanded to-many list to its first
+records instead, so a payload's size is known when the webhook is registered.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from sqlalchemy import (
     bindparam,
     case,
     false,
+    func,
     literal,
     null,
     select,
@@ -26,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import NullType
 
+from crmhooks.errors import ParameterInvalid
 from crmhooks.query.shape import ExpandTree, Shape, prune, related_type
 from crmhooks.schema.registry import BUILTIN, GROUPS
 from crmhooks.schema.types import EntityType, Field, Kind, KindLink, ToMany
@@ -47,6 +55,14 @@ def mask(secret: Any) -> Any:
 
 def record_uri(base: str, space_id: str, entity: str, record_id: str) -> str:
     return f"{base}{API_PREFIX}/{space_id}/entities/{entity}/{record_id}"
+
+
+def too_many(limit: int) -> ParameterInvalid:
+    return ParameterInvalid(
+        f"the answer would show more than {limit} records, expanded ones included, each "
+        f"time it appears (max_rendered_records is {limit}); ask for fewer with a smaller "
+        "first or a shorter expand"
+    )
 
 
 @functools.cache
@@ -100,6 +116,29 @@ def _list_rows(source_name: str, via: str, group: Sequence[ToMany]) -> Select[An
     return stmt
 
 
+def _listed(tm: ToMany, ids: list[str], space_id: str, cap: int | None) -> Select[Any]:
+    """The records of a to-many list, oldest first; with ``cap``, the first ``cap`` of each
+    list (one query either way)."""
+    source = BUILTIN[tm.source]
+    t = table_of(source)
+    where = [t.c[tm.via].in_(ids), scope(source, space_id)]
+    if tm.nonnull is not None:
+        where.append(t.c[tm.nonnull].is_not(None))
+    if tm.kind is not None:
+        lo = table_of(GROUPS["LeadOpptys"])
+        kind = select(lo.c.id).where(lo.c.id == t.c.lead_oppty_id, lo.c.kind == tm.kind)
+        where.append(kind.exists())
+    if cap is None:
+        return select(t).where(*where).order_by(t.c.created, t.c.id)
+    place = func.row_number().over(partition_by=t.c[tm.via], order_by=(t.c.created, t.c.id))
+    ranked = select(t, place.label("place_in_list")).where(*where).subquery()
+    return (
+        select(*(ranked.c[c.name] for c in t.c))
+        .where(ranked.c.place_in_list <= cap)
+        .order_by(ranked.c.created, ranked.c.id)
+    )
+
+
 def _shown_names(f: Field, route: str) -> tuple[str, ...]:
     """The names a relation to a record of ``route`` is shown under."""
     if not f.uri_by_kind:
@@ -108,7 +147,10 @@ def _shown_names(f: Field, route: str) -> tuple[str, ...]:
 
 
 class Renderer:
-    """Shows records of one space; one per request (it caches custom entity types)."""
+    """Shows records of one space; one per request (it caches custom entity types).
+
+    ``max_records``: the most records the answer may show (a 400 past it); None: no count.
+    """
 
     def __init__(
         self,
@@ -118,19 +160,47 @@ class Renderer:
         *,
         reveal: bool = False,
         zone: tzinfo | None = None,
+        max_records: int | None = None,
     ) -> None:
         self.conn = conn
         self.space_id = space_id
         self.base = base
         self.reveal = reveal  # show secret fields whole (only the response that set them)
         self.zone = zone  # the request's Timezone: date-times are written in it (None: UTC)
+        self.max_records = max_records
+        self._loaded = 0  # records rendered so far (each once)
+        self._sizes: dict[int, int] = {}  # id() of a shown record -> records it shows
         self._custom: dict[str, EntityType | None] = {}
 
     async def shaped(
         self, et: EntityType, records: Sequence[Record], shape: Shape, *, fresh: bool = False
     ) -> list[Shown]:
-        shown = await self.render(et, records, shape.expand, fresh=fresh)
+        shown = await self.render(et, records, shape.expand, fresh=fresh, cap=shape.list_cap)
         return [prune(r, shape.load_only) for r in shown]
+
+    def _charge(self, count: int) -> None:
+        """Count records about to be rendered; past ``max_records`` the answer is refused."""
+        self._loaded += count
+        if self.max_records is not None and self._loaded > self.max_records:
+            raise too_many(self.max_records)
+
+    def _measure(self, shown: list[Shown]) -> None:
+        """Record how many records each shown record holds (itself and what it embeds, each
+        time it appears); past ``max_records`` for these alone the answer is refused."""
+        if self.max_records is None:
+            return
+        total = 0
+        for item in shown:
+            size = 1
+            for value in item.values():
+                if isinstance(value, dict):
+                    size += self._sizes.get(id(value), 0)
+                elif isinstance(value, list):
+                    size += sum(self._sizes.get(id(v), 0) for v in value if isinstance(v, dict))
+            self._sizes[id(item)] = size
+            total += size
+        if total > self.max_records:
+            raise too_many(self.max_records)
 
     async def render(
         self,
@@ -139,11 +209,14 @@ class Renderer:
         expand: ExpandTree | None = None,
         *,
         fresh: bool = False,
+        cap: int | None = None,
     ) -> list[Shown]:
         """``fresh``: the records were created by this very write, so nothing points at them
-        yet and their to-many lists are empty without a query."""
+        yet and their to-many lists are empty without a query. ``cap``: the most records of
+        one expanded to-many list (per record)."""
         if not records:
             return []
+        self._charge(len(records))
         expand = expand or {}
         routes = await self._group_routes(et, records)
         ids = [r["id"] for r in records]
@@ -155,13 +228,13 @@ class Renderer:
             many.update(await self._uri_lists(plain, ids))
             for tm in et.to_many:
                 if tm.name in expand:
-                    many[tm.name] = await self._to_many(tm, ids, expand[tm.name])
+                    many[tm.name] = await self._to_many(tm, ids, expand[tm.name], cap)
         ones: dict[str, dict[str, Shown]] = {}
         for f in et.relations:
             for name in f.shown_names:
                 if name in expand:
                     wanted = {r[f.name] for r in records if r.get(f.name)}
-                    ones[name] = await self._to_one(et, name, wanted, expand)
+                    ones[name] = await self._to_one(et, name, wanted, expand, cap)
         out = []
         # Only a request with a Timezone header pays for this (records carry UTC wire values).
         zone = self.zone
@@ -196,6 +269,7 @@ class Renderer:
                 if zone is not None and isinstance(value := shown[name], str):
                     shown[name] = in_zone(value, zone)
             out.append(shown)
+        self._measure(out)
         return out
 
     async def _group_routes(self, et: EntityType, records: Sequence[Record]) -> dict[str, str]:
@@ -242,26 +316,22 @@ class Renderer:
         return out
 
     async def _to_many(
-        self, tm: ToMany, ids: list[str], expand: ExpandTree
+        self, tm: ToMany, ids: list[str], expand: ExpandTree, cap: int | None
     ) -> dict[str, list[Any]]:
         source = BUILTIN[tm.source]
-        t = table_of(source)
-        stmt = select(t).where(t.c[tm.via].in_(ids), scope(source, self.space_id))
-        if tm.kind is not None:
-            lo = table_of(GROUPS["LeadOpptys"])
-            stmt = stmt.join(lo, lo.c.id == t.c.lead_oppty_id).where(lo.c.kind == tm.kind)
-        elif tm.nonnull is not None:
-            stmt = stmt.where(t.c[tm.nonnull].is_not(None))
-        rows = (await self.conn.execute(stmt.order_by(t.c.created, t.c.id))).mappings()
+        query = _listed(tm, ids, self.space_id, cap)
+        if self.max_records is not None:  # one past what is left: enough to know it is too many
+            query = query.limit(self.max_records - self._loaded + 1)
+        rows = (await self.conn.execute(query)).mappings()
         records = [row_to_record(source, row) for row in rows]
-        shown = await self.render(source, records, expand)
+        shown = await self.render(source, records, expand, cap=cap)
         out: dict[str, list[Any]] = {i: [] for i in ids}
         for rec, item in zip(records, shown, strict=True):
             out[rec[tm.via]].append(item)
         return out
 
     async def _to_one(
-        self, et: EntityType, name: str, ids: set[str], expand: ExpandTree
+        self, et: EntityType, name: str, ids: set[str], expand: ExpandTree, cap: int | None
     ) -> dict[str, Shown]:
         found = related_type(et, name)
         assert found is not None
@@ -285,7 +355,7 @@ class Renderer:
             by_type.setdefault(actual.name, (actual, []))[1].append(row_to_record(actual, row))
         out: dict[str, Shown] = {}
         for actual, records in by_type.values():
-            for item in await self.render(actual, records, expand[name]):
+            for item in await self.render(actual, records, expand[name], cap=cap):
                 out[item["id"]] = item
         return out
 
@@ -312,8 +382,10 @@ async def render(
     reveal: bool = False,
     fresh: bool = False,
     zone: tzinfo | None = None,
+    max_records: int | None = None,
 ) -> list[Shown]:
     """The records of one entity type as the API returns them, shaped (``fresh``: see
-    :meth:`Renderer.render`), date-times in ``zone`` (None: UTC)."""
-    renderer = Renderer(conn, space_id, base, reveal=reveal, zone=zone)
+    :meth:`Renderer.render`; ``max_records``: see :class:`Renderer`), date-times in ``zone``
+    (None: UTC)."""
+    renderer = Renderer(conn, space_id, base, reveal=reveal, zone=zone, max_records=max_records)
     return await renderer.shaped(et, records, shape or Shape(), fresh=fresh)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crmhooks.errors import ParameterInvalid
+from crmhooks.limits import Limits
 from crmhooks.schema.registry import BUILTIN, GROUPS
 from crmhooks.schema.types import EntityType, Kind
 
@@ -24,6 +25,8 @@ LoadTree = dict[str, "LoadTree | None"]
 class Shape:
     expand: ExpandTree = field(default_factory=dict)
     load_only: LoadTree | None = None  # None: every field
+    # Records of one expanded to-many list per parent (webhook payloads); None: all of them.
+    list_cap: int | None = None
 
 
 def related_type(et: EntityType, name: str) -> tuple[EntityType, bool] | None:
@@ -38,6 +41,22 @@ def related_type(et: EntityType, name: str) -> tuple[EntityType, bool] | None:
         if tm.name == name:
             return BUILTIN[tm.source], True
     return None
+
+
+def check_paths(paths: Sequence[str], where: str, limits: Limits, *, expand: bool) -> None:
+    """``paths`` within ``max_shape_entries`` and, for ``expand``, ``max_expand_depth``."""
+    if len(paths) > limits.max_shape_entries:
+        raise ParameterInvalid(
+            f"{where}: {len(paths)} entries; the limit is {limits.max_shape_entries} "
+            "(max_shape_entries)"
+        )
+    for path in paths if expand else ():
+        depth = path.count(".") + 1
+        if depth > limits.max_expand_depth:
+            raise ParameterInvalid(
+                f"{where}: {path[:200]!r} is {depth} relations deep; the limit is "
+                f"{limits.max_expand_depth} (max_expand_depth)"
+            )
 
 
 def _expand_tree(et: EntityType, paths: Sequence[str], where: str) -> ExpandTree:
@@ -104,10 +123,27 @@ def parse_shape(
     load_only: Sequence[str] | None,
     expand_name: str = "expand",
     load_name: str = "load-only",
+    limits: Limits | None = None,
 ) -> Shape:
+    """Both trees, checked against the entity types and, when given, ``limits``."""
+    if limits is not None:
+        check_paths(expand or [], expand_name, limits, expand=True)
+        check_paths(load_only or [], load_name, limits, expand=False)
     tree = _expand_tree(et, expand or [], expand_name)
     loads = None if load_only is None else _load_tree(et, load_only, tree, load_name)
     return Shape(tree, loads)
+
+
+def worst_records(et: EntityType, tree: ExpandTree, list_cap: int) -> int:
+    """The most records one record shown with ``tree`` can hold, itself included, when each
+    expanded to-many list holds at most ``list_cap`` records."""
+    total = 1
+    for name, sub in tree.items():
+        found = related_type(et, name)
+        assert found is not None  # the tree was checked against the types
+        target, to_many = found
+        total += (list_cap if to_many else 1) * worst_records(target, sub, list_cap)
+    return total
 
 
 def prune(record: Any, tree: LoadTree | None) -> Any:
