@@ -222,9 +222,13 @@ async def test_lead_and_opportunity_relations_show_lead_or_oppty(api: Api) -> No
     await api.create("Steps", {"name": "First", "pipeline_id": pipeline["id"]})
     r = await api.http.post(api.path("Leads", lead["id"], "qualify"), json={})
     assert r.status_code == 200, r.text
-    row = await _data(api, "LeadOpptyAccountRelations", _uri_id(lead["account_relations"][0]))
+    row_id = _uri_id(lead["account_relations"][0])
+    row = await _data(api, "LeadOpptyAccountRelations", row_id)
     assert row["lead"] is None
     assert row["oppty"].endswith(f"/Opportunities/{lead['id']}")
+    assert "lead_oppty" not in row  # Pipeliner shows lead or oppty, no lead_oppty
+    row = await _data(api, "LeadOpptyAccountRelations", row_id, expand="oppty")
+    assert row["oppty"]["name"] == "Deal"
     oppty = await _data(api, "Opportunities", lead["id"], expand="contact_relations.contact")
     assert oppty["contact_relations"][0]["contact"]["last_name"] == "Ann"
 

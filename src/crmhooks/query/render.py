@@ -262,7 +262,7 @@ class Renderer:
                     else:
                         shown[name] = record_uri(self.base, self.space_id, route, value)
             for link in et.kind_links:
-                shown[link.name] = self._kind_link(link, r, routes)
+                shown[link.name] = self._kind_link(link, r)
             for name, by_target in many.items():
                 shown[name] = by_target[r["id"]]
             for name in zoned:
@@ -290,12 +290,9 @@ class Renderer:
             out.update({rid: _KIND_TO_ROUTE.get(kind, kind) for rid, kind in rows})
         return out
 
-    def _kind_link(self, link: KindLink, r: Record, routes: dict[str, str]) -> str | None:
+    def _kind_link(self, link: KindLink, r: Record) -> str | None:
         value = r.get(link.field)
-        if value is None:
-            return None
-        kind = r.get(link.by) if link.by is not None else routes.get(value)
-        if kind != link.route:
+        if value is None or r.get(link.by) != link.route:
             return None
         return record_uri(self.base, self.space_id, link.route, value)
 

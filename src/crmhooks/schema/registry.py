@@ -22,6 +22,19 @@ def rel(name: str, target: str, *, required: bool = False, fixed: bool = False) 
     return Field(name, Kind.UUID, required=required, target=target, fixed_after_create=fixed)
 
 
+def lead_or_oppty(*, required: bool = False, fixed: bool = False) -> Field:
+    """``lead_oppty_id``, shown as ``lead`` or ``oppty`` by what the record is now (the other
+    null), as Pipeliner shows a LeadOppty relation; each expands as itself."""
+    return Field(
+        "lead_oppty_id",
+        Kind.UUID,
+        required=required,
+        target="LeadOpptys",
+        fixed_after_create=fixed,
+        uri_by_kind=(("Leads", "lead"), ("Opportunities", "oppty")),
+    )
+
+
 def enum(name: str, choices: dict[str, int], default: int | None = None) -> Field:
     return Field(name, Kind.ENUM, choices=MappingProxyType(choices), default=default)
 
@@ -349,10 +362,6 @@ _TYPES: tuple[EntityType, ...] = (
 
 RELATION_EVENTS = ("Create", "Update", "Delete")
 RELATIONSHIP = {"NoRelationship": 0, "Weak": 1, "Moderate": 2, "Strong": 3}
-_LEAD_OPPTY_KINDS = (
-    KindLink("lead", "lead_oppty_id", "Leads"),
-    KindLink("oppty", "lead_oppty_id", "Opportunities"),
-)
 
 
 def _primary() -> Field:
@@ -385,20 +394,19 @@ _RELATION_TYPES: tuple[EntityType, ...] = (
         singular="LeadOpptyAccountRelation",
         table="lead_oppty_account_relations",
         fields=with_system(
-            rel("lead_oppty_id", "LeadOpptys", required=True, fixed=True),
+            lead_or_oppty(required=True, fixed=True),
             rel("account_id", "Accounts", required=True, fixed=True),
             _primary(),
         ),
         events=RELATION_EVENTS,
         event_prefix="LeadOpptyAccountRelation",
-        kind_links=_LEAD_OPPTY_KINDS,
     ),
     EntityType(
         name="LeadOpptyContactRelations",
         singular="LeadOpptyContactRelation",
         table="lead_oppty_contact_relations",
         fields=with_system(
-            rel("lead_oppty_id", "LeadOpptys", required=True, fixed=True),
+            lead_or_oppty(required=True, fixed=True),
             rel("contact_id", "Contacts", required=True, fixed=True),
             _primary(),
             long_text("comment"),
@@ -406,7 +414,6 @@ _RELATION_TYPES: tuple[EntityType, ...] = (
         ),
         events=RELATION_EVENTS,
         event_prefix="LeadOpptyContactRelation",
-        kind_links=_LEAD_OPPTY_KINDS,
     ),
     EntityType(
         name="ActivityRelations",
@@ -418,7 +425,7 @@ _RELATION_TYPES: tuple[EntityType, ...] = (
             Field("activity_type", Kind.TEXT, read_only=True, hidden=True, max_length=32),
             rel("account_id", "Accounts", fixed=True),
             rel("contact_id", "Contacts", fixed=True),
-            rel("lead_oppty_id", "LeadOpptys", fixed=True),
+            lead_or_oppty(fixed=True),
             rel("custom_entity_id", "CustomEntityRecords", fixed=True),
         ),
         events=RELATION_EVENTS,
@@ -426,7 +433,6 @@ _RELATION_TYPES: tuple[EntityType, ...] = (
         kind_links=(
             KindLink("task", "activity_id", "Tasks", by="activity_type"),
             KindLink("appointment", "activity_id", "Appointments", by="activity_type"),
-            *_LEAD_OPPTY_KINDS,
         ),
     ),
     # A document linked to one record; no events of its own: creating one raises
@@ -439,7 +445,7 @@ _RELATION_TYPES: tuple[EntityType, ...] = (
             rel("cloud_object_id", "CloudObjects", required=True, fixed=True),
             rel("account_id", "Accounts", fixed=True),
             rel("contact_id", "Contacts", fixed=True),
-            rel("lead_oppty_id", "LeadOpptys", fixed=True),
+            lead_or_oppty(fixed=True),
             Field("activity_id", Kind.UUID, fixed_after_create=True),
             Field("activity_type", Kind.TEXT, read_only=True, hidden=True, max_length=32),
             # Pipeliner: an Email or a Memo; here an Email.
@@ -451,7 +457,6 @@ _RELATION_TYPES: tuple[EntityType, ...] = (
             KindLink("task", "activity_id", "Tasks", by="activity_type"),
             KindLink("appointment", "activity_id", "Appointments", by="activity_type"),
             KindLink("email", "message_id", "Emails", by="message_type"),
-            *_LEAD_OPPTY_KINDS,
         ),
     ),
 )
@@ -488,12 +493,7 @@ SHARE_MODE = {"Standard": 0, "Private": 1, "AllView": 2, "AllEdit": 3}
 # project/quote/custom_entity"; projects and quotes are not implemented here).
 NOTE_LINKS = ("account_id", "contact_id", "lead_oppty_id", "custom_entity_id")
 
-_LEAD_OR_OPPTY = Field(
-    "lead_oppty_id",
-    Kind.UUID,
-    target="LeadOpptys",
-    uri_by_kind=(("Leads", "lead"), ("Opportunities", "oppty")),
-)
+_LEAD_OR_OPPTY = lead_or_oppty()
 
 
 def _activity_type(name: str, singular: str, table: str) -> EntityType:

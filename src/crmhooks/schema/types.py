@@ -92,17 +92,16 @@ class ToMany:
 
 @dataclass(frozen=True)
 class KindLink:
-    """A URI shown only when the record a relation names is of one kind (Pipeliner's ``lead``
-    and ``oppty`` beside ``lead_oppty_id``, ``task`` and ``appointment`` beside ``activity_id``).
-
-    ``route`` is the entity type that kind is; ``by`` is a stored column holding the kind
-    (``None``: the kind is read from the shared table the id points into).
-    """
+    """A URI shown when an id that may name records of several entity types (not a relation:
+    Tasks and Appointments have tables of their own) names one of ``route``: Pipeliner's
+    ``task`` and ``appointment`` beside ``activity_id``, ``email`` beside ``message_id``.
+    ``by`` is the stored column that says which entity type the id names. (A relation into a
+    shared table, ``lead_oppty_id``, says it with ``Field.uri_by_kind``.)"""
 
     name: str
     field: str
     route: str
-    by: str | None = None
+    by: str
 
 
 @dataclass(frozen=True)
