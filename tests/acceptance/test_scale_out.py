@@ -116,7 +116,8 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 
 def routers(c: Cluster) -> int:
-    """Sessions holding the routing lock (a key below 2**32: objid, classid 0)."""
+    """Sessions holding this schema's routing lock (two keys: classid, then objid the
+    schema's hash as an unsigned 32-bit number)."""
     engine = create_engine(sync_url(c.env["CRMHOOKS_DATABASE_URL"]))
     try:
         with engine.connect() as conn:
@@ -124,7 +125,8 @@ def routers(c: Cluster) -> int:
                 conn.execute(
                     text(
                         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-                        " AND classid = 0 AND objid = :k AND granted"
+                        " AND classid = :k AND objsubid = 2 AND granted AND objid::int8 ="
+                        " (hashtext(current_schema())::int8 & 4294967295)"
                     ),
                     {"k": ROUTER_LOCK},
                 ).scalar_one()

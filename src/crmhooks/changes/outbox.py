@@ -130,7 +130,11 @@ async def record_events(
         # The lock keeps seq in commit order; the notification reaches every listening worker
         # when (and only if) this transaction commits.
         await conn.execute(
-            text("SELECT pg_advisory_xact_lock(:k), pg_notify(:channel, '')"),
+            # Keyed by the schema too: one schema's writers never wait for another's.
+            text(
+                "SELECT pg_advisory_xact_lock(:k, hashtext(current_schema())),"
+                " pg_notify(:channel, '')"
+            ),
             {"k": OUTBOX_LOCK, "channel": EVENTS_CHANNEL},
         )
     await conn.execute(insert(events), rows)

@@ -62,7 +62,10 @@ from crmhooks.store.webhook_version import webhooks_version
 
 log = structlog.get_logger("crmhooks.router")
 
-ROUTER_LOCK = 0x6372_6D72  # "crmr": the session lock of the routing process (PostgreSQL)
+# "crmr": the session lock of the routing process (PostgreSQL). Advisory locks belong to the
+# database, so the second key is the schema's: deployments (and test runs) that share a
+# database in schemas of their own each have their routing process.
+ROUTER_LOCK = 0x6372_6D72
 ROUTER = "router"
 
 
@@ -195,7 +198,10 @@ class Router:
         self._lead_tried = time.monotonic()
         conn = await self.db.writer.connect()
         try:
-            got = await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": ROUTER_LOCK})
+            got = await conn.scalar(
+                text("SELECT pg_try_advisory_lock(:k, hashtext(current_schema()))"),
+                {"k": ROUTER_LOCK},
+            )
             await conn.commit()
         except BaseException:
             await conn.close()
@@ -213,7 +219,10 @@ class Router:
         if self._leader is not None:
             leader, self._leader = self._leader, None
             with contextlib.suppress(Exception):
-                await leader.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ROUTER_LOCK})
+                await leader.execute(
+                    text("SELECT pg_advisory_unlock(:k, hashtext(current_schema()))"),
+                    {"k": ROUTER_LOCK},
+                )
                 await leader.commit()
             with contextlib.suppress(Exception):
                 await leader.close()
