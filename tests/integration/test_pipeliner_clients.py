@@ -240,7 +240,9 @@ async def test_easyquote_registers_its_webhook_and_handles_what_arrives(
     try:
         await receiver.wait_for(expected, within=20.0)
     except AssertionError as missing:
-        # Say what the delivery log holds, so a failure tells planning from sending apart.
+        # Say what the delivery log holds, so a failure tells planning from sending apart. An
+        # empty log on PostgreSQL: the router's session lock is one per database, not per
+        # schema, so a router of another test session on the same database routes instead.
         log = (await live.get("Webhooks", hook["id"], "deliveries")).json()["data"]
         shown = [(d["status"], d["event_count"], d["last_status"], d["last_error"]) for d in log]
         raise AssertionError(f"{missing}; delivery log: {shown}") from None
