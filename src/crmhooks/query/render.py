@@ -184,15 +184,17 @@ class Renderer:
         if self.max_records is not None and self._loaded > self.max_records:
             raise too_many(self.max_records)
 
-    def _measure(self, shown: list[Shown]) -> None:
-        """Record how many records each shown record holds (itself and what it embeds, each
-        time it appears); past ``max_records`` for these alone the answer is refused."""
+    def _measure(self, shown: list[Shown], embedded: Sequence[str]) -> None:
+        """Record how many records each shown record holds (itself and what it embeds under
+        the ``embedded`` names, each time it appears); past ``max_records`` for these alone
+        the answer is refused."""
         if self.max_records is None:
             return
         total = 0
         for item in shown:
             size = 1
-            for value in item.values():
+            for name in embedded:
+                value = item.get(name)
                 if isinstance(value, dict):
                     size += self._sizes.get(id(value), 0)
                 elif isinstance(value, list):
@@ -253,7 +255,16 @@ class Renderer:
                 if f.target is None:
                     continue
                 route = routes.get(value, f.target) if value and f.target in GROUPS else f.target
-                kept = _shown_names(f, route)  # a Note's lead or its oppty, not both
+                if not f.uri_by_kind:  # one name: the common case, kept short
+                    name = f.relation_name
+                    if value is None:
+                        shown[name] = None
+                    elif name in ones:
+                        shown[name] = ones[name].get(value)
+                    else:
+                        shown[name] = record_uri(self.base, self.space_id, route, value)
+                    continue
+                kept = _shown_names(f, route)  # a lead_oppty_id's lead or its oppty, not both
                 for name in f.shown_names:
                     if value is None or name not in kept:
                         shown[name] = None
@@ -269,7 +280,7 @@ class Renderer:
                 if zone is not None and isinstance(value := shown[name], str):
                     shown[name] = in_zone(value, zone)
             out.append(shown)
-        self._measure(out)
+        self._measure(out, [*ones, *(tm.name for tm in et.to_many if tm.name in expand)])
         return out
 
     async def _group_routes(self, et: EntityType, records: Sequence[Record]) -> dict[str, str]:

@@ -61,12 +61,12 @@ class Field:
     def is_relation(self) -> bool:
         return self.target is not None
 
-    @property
+    @cached_property
     def relation_name(self) -> str:
         """``owner_id`` -> ``owner``: the name the related record's URI is shown under."""
         return self.name[:-3] if self.name.endswith("_id") else self.name
 
-    @property
+    @cached_property
     def shown_names(self) -> tuple[str, ...]:
         """Every name the related record's URI is shown under (one unless ``uri_by_kind``)."""
         if self.uri_by_kind:
