@@ -32,6 +32,9 @@ class Settings(Limits):
     retry_schedule: str = ""  # seconds between attempts, comma-separated; empty: the default
     max_in_flight: int = 256
     max_in_flight_per_webhook: int = 16
+    # What one space's webhooks may hold of max_in_flight, per process; unset: half of it
+    # (at least 16). See docs/webhooks.md, Isolation.
+    max_in_flight_per_space: int | None = None
     connect_timeout: float = 5.0
     request_timeout: float = 15.0
     disable_after_seconds: float = 5 * 86400  # failing continuously this long: disabled

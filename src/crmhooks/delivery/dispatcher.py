@@ -5,7 +5,7 @@ fallback for writes made by other processes. Four tasks run:
 
 - routing: events -> deliveries (``delivery.router``);
 - claiming: due deliveries of active webhooks get a lease and go to sending, limited in flight
-  in total and per webhook;
+  in total, per space and per webhook, the spaces with work taking turns;
 - recording: outcomes are written in batches (one transaction for many requests);
 - pruning: what is past the retention age (``delivery.retention``).
 """
@@ -42,6 +42,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from crmhooks.changes.outbox import REQUESTS_CHANNEL, WEBHOOK_INPUTS, notify
 from crmhooks.changes.writer import Change, WriteContext
+from crmhooks.delivery.fairness import space_share, take_turns
 from crmhooks.delivery.notifications import Listener
 from crmhooks.delivery.retention import prune
 from crmhooks.delivery.retry import Verdict, decide, parse_schedule, retry_after_seconds
@@ -69,6 +70,8 @@ class DispatchSettings:
     schedule: Sequence[float]
     max_in_flight: int = 256
     max_in_flight_per_webhook: int = 16
+    # Of max_in_flight, what one space's webhooks may hold together (``fairness.space_share``).
+    max_in_flight_per_space: int = space_share(256)
     lease_seconds: float = 60.0
     poll_seconds: float = 1.0
     claim_batch: int = 256
@@ -85,9 +88,15 @@ class DispatchSettings:
 # from the start hold 100 of the 256 in flight, not all of them.
 UNPROVEN_ALLOWANCE = 2
 
-# Claims of one webhook wait for each other across processes (PostgreSQL; held to the commit,
-# taken in webhook order). Two keys: a namespace of our own and the webhook's hash.
-CLAIM_LOCK = text("SELECT pg_advisory_xact_lock(1668443491, hashtext(:w))")  # "crmc"
+# Claims of one webhook take turns across processes (PostgreSQL; held to the commit). Tried,
+# not waited for: a claim asks webhooks in turns of spaces, not in one order every process
+# shares, and waiting in different orders could deadlock. A webhook another process is
+# claiming for right now is asked again a moment later. Two keys: a namespace of our own and
+# the webhook's hash.
+CLAIM_LOCK = text("SELECT pg_try_advisory_xact_lock(1668443491, hashtext(:w))")  # "crmc"
+
+# How soon a claim asks again for webhooks whose claim lock another process held.
+CLAIM_LOCK_RETRY = 0.01
 
 # The webhooks with a pending request, one index probe each (status, webhook_id, ...).
 WEBHOOKS_WITH_PENDING = """
@@ -152,6 +161,7 @@ class Dispatcher:
         self._work: set[str] = set()
         self._due_later: dict[str, datetime] = {}  # retries and later chunks, earliest first
         self._scanned = -math.inf
+        self._turn = 0  # claims so far: which space, and which of its webhooks, is asked first
 
     @property
     def alive(self) -> bool:
@@ -241,11 +251,14 @@ class Dispatcher:
         return made > 0 and self.router.backlog
 
     async def _claim_once(self) -> bool:
-        """Lease requests due now, each webhook asked for no more than its allowance.
+        """Lease requests due now, each webhook asked for no more than its allowance and its
+        space's share.
 
         One statement per webhook with work, reading only that webhook's queue in order: the
         cost follows what is claimed, not the backlog, and a webhook at its allowance (a
-        hanging receiver) is not even asked.
+        hanging receiver) or in a space at its share is not even asked. The spaces with work
+        take turns (``fairness.take_turns``): one space's hundred webhooks do not go before
+        another space's one.
         """
         room = self.cfg.max_in_flight - len(self._in_flight)
         if room <= 0:
@@ -265,20 +278,29 @@ class Dispatcher:
             postgresql = conn.dialect.name == "postgresql"
             claim = self._claim_statement(postgresql)
             lease = now + timedelta(seconds=self.cfg.lease_seconds)
-            for w in sorted(self._work):
+            index = self.router.index.by_id
+            gone = {w for w in self._work if w not in index or not index[w].is_active}
+            self._work -= gone
+            space_of = {w: index[w].space_id for w in self._work}
+            held = self._held_by_space()
+            self._turn += 1
+            contended = False
+            for w in take_turns(self._work, space_of, self._turn):
                 if len(rows) >= want:
                     break
-                sub = self.router.index.by_id.get(w)
-                if sub is None or not sub.is_active:
-                    self._work.discard(w)
+                space = space_of[w]
+                n = min(
+                    self._claimable(w) - self._busy[w],
+                    self.cfg.max_in_flight_per_space - held[space],
+                    want - len(rows),
+                )
+                if n <= 0:  # asked again when its webhook or its space has room
                     continue
-                n = min(self._claimable(w) - self._busy[w], want - len(rows))
-                if n <= 0:
+                # Claims of one webhook take turns across processes (PostgreSQL), so the live
+                # leases this claim counts include every other claim's (see _claim_statement).
+                if postgresql and not await conn.scalar(CLAIM_LOCK, {"w": w}):
+                    contended = True  # another process is claiming for it: a moment later
                     continue
-                if postgresql:
-                    # Claims of one webhook take turns across processes, so the live leases
-                    # this claim counts include every other claim's (see _claim_statement).
-                    await conn.execute(CLAIM_LOCK, {"w": w})
                 params = {
                     "c_now": now,
                     "c_lease": lease,
@@ -290,6 +312,7 @@ class Dispatcher:
                 }
                 got = (await conn.execute(claim, params)).all()
                 rows.extend(got)
+                held[space] += len(got)
                 if len(got) < n:  # nothing more due now: asked again when that changes
                     self._work.discard(w)
             firsts = [r for r in rows if r.chunk_index == 0 and r.attempts == 0]
@@ -303,7 +326,19 @@ class Dispatcher:
             task = asyncio.create_task(self._send(claimed))
             self._sends.add(task)
             task.add_done_callback(self._sends.discard)
+        if contended:
+            asyncio.get_running_loop().call_later(CLAIM_LOCK_RETRY, self._claim_wake.set)
         return len(rows) >= want and room > len(rows)
+
+    def _held_by_space(self) -> Counter[str]:
+        """Requests each space holds here, sending or claimed to send next (from the per-webhook
+        counts, so that there is one count to keep right)."""
+        held: Counter[str] = Counter()
+        for w, n in self._busy.items():
+            sub = self.router.index.by_id.get(w)
+            if sub is not None:
+                held[sub.space_id] += n
+        return held
 
     async def _bodies(self, conn: AsyncConnection, ids: list[str]) -> dict[str, str]:
         if not ids:
@@ -694,6 +729,9 @@ def build_dispatcher(db: Database, settings: Settings) -> Dispatcher:
         schedule=parse_schedule(settings.retry_schedule),
         max_in_flight=settings.max_in_flight,
         max_in_flight_per_webhook=settings.max_in_flight_per_webhook,
+        max_in_flight_per_space=space_share(
+            settings.max_in_flight, settings.max_in_flight_per_space
+        ),
         lease_seconds=settings.lease_seconds,
         disable_after=settings.disable_after_seconds,
         retention=settings.retention_seconds,
