@@ -60,6 +60,7 @@ from crmhooks.delivery.sender import Outcome, Sender
 from crmhooks.delivery.signing import USER_AGENT
 from crmhooks.hooks.names import EVENT_NAMES
 from crmhooks.hooks.subscription import Subscription
+from crmhooks.limits import Limits
 from crmhooks.netguard import Guard, parse_allowed
 from crmhooks.schema.registry import WEBHOOKS
 from crmhooks.store.engine import open_database, sync_url
@@ -284,7 +285,11 @@ async def register(serve: Serve, key: Key, target: str, options: dict[str, Any])
     return str(data["data"]["id"])
 
 
-async def write_accounts(serve: Serve, key: Key, count: int, batch: int = 2000) -> None:
+# The most items one batch request may carry (the server's default CRMHOOKS_MAX_BATCH_ITEMS).
+BATCH = Limits().max_batch_items
+
+
+async def write_accounts(serve: Serve, key: Key, count: int, batch: int = BATCH) -> None:
     """``count`` Account.Create events, through batch-modify (one burst per request)."""
     async with aiohttp.ClientSession(headers=key.headers()) as s:
         for first in range(0, count, batch):

@@ -45,6 +45,7 @@ from rich.table import Table
 from bench.api_speed import machine, process_cpu, stop_server, wait_for_quiet
 from bench.delivery_speed import (
     ACCOUNTS,
+    BATCH,
     HOST,
     WEBHOOKS_PATH,
     Key,
@@ -136,11 +137,13 @@ async def _register(serve_url: str, key: Key, url: str, events: list[str]) -> st
 
 async def _update_all(serve_url: str, key: Key, ids: list[str]) -> None:
     async with aiohttp.ClientSession(headers=key.headers()) as s:
-        items = [{"id": i, "city": "Bergen"} for i in ids]
-        async with s.post(serve_url + ACCOUNTS + "/batch-modify", data=orjson.dumps(items)) as resp:
-            data = await _json(resp, 200)
-        if any(not isinstance(v, str) for v in data["data"]):
-            raise RuntimeError(f"batch-modify failed: {data['data'][:3]}")
+        for first in range(0, len(ids), BATCH):
+            items = [{"id": i, "city": "Bergen"} for i in ids[first : first + BATCH]]
+            body = orjson.dumps(items)
+            async with s.post(serve_url + ACCOUNTS + "/batch-modify", data=body) as resp:
+                data = await _json(resp, 200)
+            if any(not isinstance(v, str) for v in data["data"]):
+                raise RuntimeError(f"batch-modify failed: {data['data'][:3]}")
 
 
 @dataclass
