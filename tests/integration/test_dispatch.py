@@ -22,6 +22,7 @@ from crmhooks.store.engine import open_database
 from crmhooks.store.keys import IssuedKey
 from crmhooks.store.tables import deliveries, dispatch_state
 from tests.conftest import Api, free_port, new_space
+from tests.support.live import live_client
 
 
 @dataclass
@@ -75,21 +76,7 @@ async def live(db_url: str, space: IssuedKey) -> AsyncIterator[Api]:
 @asynccontextmanager
 async def _live(db_url: str, space: IssuedKey, retry_schedule: str) -> AsyncIterator[Api]:
     """The app with delivery, allowed to reach loopback, behind a client signed in."""
-    settings = Settings(
-        database_url=db_url,
-        public_url="http://testserver",
-        allowed_targets="127.0.0.0/8",
-        retry_schedule=retry_schedule,
-    )
-    app = create_app(settings, migrate=False)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://testserver",
-            auth=httpx.BasicAuth(space.api_key, space.api_secret),
-        ) as client,
-    ):
+    async with live_client(db_url, space, retry_schedule) as client:
         yield Api(client, space)
 
 

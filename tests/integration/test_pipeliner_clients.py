@@ -23,15 +23,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 from aiohttp import web
 
-from crmhooks.api import create_app
-from crmhooks.settings import Settings
 from crmhooks.store.keys import IssuedKey
 from tests.conftest import Api, free_port
+from tests.support.live import live_client
 
 Body = dict[str, Any]
 
@@ -154,18 +152,7 @@ async def receiver() -> AsyncIterator[Receiver]:
 @pytest.fixture
 async def live(db_url: str, space: IssuedKey) -> AsyncIterator[Api]:
     """The API with its dispatcher delivering to loopback."""
-    settings = Settings(
-        database_url=db_url, public_url="http://testserver", allowed_targets="127.0.0.0/8"
-    )
-    app = create_app(settings, migrate=False)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://testserver",
-            auth=httpx.BasicAuth(space.api_key, space.api_secret),
-        ) as client,
-    ):
+    async with live_client(db_url, space) as client:
         yield Api(client, space)
 
 

@@ -22,12 +22,11 @@ import pytest
 from aiohttp import web
 from sqlalchemy import insert
 
-from crmhooks.api import create_app
-from crmhooks.settings import Settings
 from crmhooks.store.engine import open_database
 from crmhooks.store.keys import IssuedKey
 from crmhooks.store.tables import table_for
 from tests.conftest import Api, free_port, new_space
+from tests.support.live import live_client
 
 BASE = "http://testserver/api/v100/rest/spaces/acme/entities"
 
@@ -439,18 +438,7 @@ async def inbox() -> AsyncIterator[Inbox]:
 @pytest.fixture
 async def live(db_url: str, space: IssuedKey) -> AsyncIterator[Api]:
     """The API with its dispatcher delivering to loopback."""
-    settings = Settings(
-        database_url=db_url, public_url="http://testserver", allowed_targets="127.0.0.0/8"
-    )
-    app = create_app(settings, migrate=False)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://testserver",
-            auth=httpx.BasicAuth(space.api_key, space.api_secret),
-        ) as client,
-    ):
+    async with live_client(db_url, space) as client:
         yield Api(client, space)
 
 
