@@ -121,11 +121,13 @@ def nested_lists(et: EntityType) -> dict[str, ToMany]:
 
 
 def involved(et: EntityType, body: dict[str, Any]) -> bool:
-    """Whether a write of ``body`` touches relation rows (and so cannot be bulk-inserted)."""
+    """Whether a write of ``body`` touches relation rows (and so cannot be bulk-inserted):
+    a nested list given (even empty or null), or a shorthand given a value."""
     if et.name in RELATION_ENTITIES:
         return True
-    names = {s.field for s in SHORTHANDS.get(et.name, ())} | set(nested_lists(et))
-    return any(body.get(n) is not None for n in names) or any(n in body for n in nested_lists(et))
+    if any(name in body for name in nested_lists(et)):
+        return True
+    return any(body.get(s.field) is not None for s in SHORTHANDS.get(et.name, ()))
 
 
 def split_nested(
