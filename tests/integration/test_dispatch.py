@@ -22,7 +22,7 @@ from crmhooks.store.engine import open_database
 from crmhooks.store.keys import IssuedKey
 from crmhooks.store.tables import deliveries, dispatch_state
 from tests.conftest import Api, free_port, new_space
-from tests.support.live import live_client
+from tests.support.live import live_client, receiving
 
 
 @dataclass
@@ -58,13 +58,8 @@ async def inbox() -> AsyncIterator[Inbox]:
         box.answered.append(status)
         return web.Response(status=status)
 
-    app = web.Application()
-    app.router.add_post("/hook", receive)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield box
-    await runner.cleanup()
+    async with receiving(port, "/hook", receive):
+        yield box
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from aiohttp import web
 
 from crmhooks.store.keys import IssuedKey
 from tests.conftest import Api, free_port
-from tests.support.live import live_client
+from tests.support.live import live_client, receiving
 
 Body = dict[str, Any]
 
@@ -140,13 +140,8 @@ async def receiver() -> AsyncIterator[Receiver]:
         box.elements.extend(body)
         return web.Response(status=204)
 
-    app = web.Application()
-    app.router.add_post("/pipeliner/webhook", receive)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield box
-    await runner.cleanup()
+    async with receiving(port, "/pipeliner/webhook", receive):
+        yield box
 
 
 @pytest.fixture

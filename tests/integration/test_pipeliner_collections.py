@@ -26,7 +26,7 @@ from crmhooks.store.engine import open_database
 from crmhooks.store.keys import IssuedKey
 from crmhooks.store.tables import table_for
 from tests.conftest import Api, free_port, new_space
-from tests.support.live import live_client
+from tests.support.live import live_client, receiving
 
 BASE = "http://testserver/api/v100/rest/spaces/acme/entities"
 
@@ -426,13 +426,8 @@ async def inbox() -> AsyncIterator[Inbox]:
         box.events.extend(orjson.loads(await request.read()))
         return web.Response(status=200)
 
-    app = web.Application()
-    app.router.add_post("/hook", receive)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield box
-    await runner.cleanup()
+    async with receiving(port, "/hook", receive):
+        yield box
 
 
 @pytest.fixture

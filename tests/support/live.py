@@ -1,11 +1,13 @@
-"""The API with its dispatcher, delivering to loopback, behind an in-process client."""
+"""The API with its dispatcher, delivering to loopback, behind an in-process client; and a
+receiver on loopback for it to deliver to."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import httpx
+from aiohttp import web
 
 from crmhooks.api import create_app
 from crmhooks.settings import Settings
@@ -35,3 +37,19 @@ async def live_client(
         ) as client,
     ):
         yield client
+
+
+@asynccontextmanager
+async def receiving(
+    port: int, path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> AsyncIterator[None]:
+    """An aiohttp server on 127.0.0.1:``port`` answering POSTs to ``path`` with ``handler``."""
+    app = web.Application()
+    app.router.add_post(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
