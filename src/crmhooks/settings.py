@@ -5,7 +5,8 @@ from __future__ import annotations
 from pydantic_settings import SettingsConfigDict
 
 from crmhooks.limits import Limits
-from crmhooks.store.engine import DEFAULT_URL
+
+DEFAULT_URL = "sqlite:///crmhooks.db"
 
 
 class Settings(Limits):

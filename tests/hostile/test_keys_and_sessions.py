@@ -25,7 +25,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, delete, select
 
-from crmhooks.api import create_app
+from crmhooks.app import create_app
 from crmhooks.settings import Settings
 from crmhooks.store.engine import open_database, sync_url
 from crmhooks.store.keys import IssuedKey, revoke_key, rotate_key
