@@ -119,7 +119,7 @@ async def new_space(db_url: str, space_id: str) -> IssuedKey:
 
 @dataclass
 class Api:
-    """An HTTP client on the app, signed in to one space, with the contract's base path."""
+    """An HTTP client on the app, signed in to one space, with the API's base path."""
 
     http: httpx.AsyncClient
     space: IssuedKey

@@ -35,7 +35,7 @@ from tests.conftest import Server, new_space, start_server, stop_server
 from tests.integration.test_dashboard import NOWHERE, Visitor, assert_page, webhooks_in
 
 ACCOUNTS = "/api/v100/rest/spaces/{space}/entities/Accounts"
-REVOKED_WITHIN = 1.0  # seconds: contract section 10
+REVOKED_WITHIN = 1.0  # seconds: docs/api.md#command-line
 
 
 def crmhooks(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:

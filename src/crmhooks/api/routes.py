@@ -1,4 +1,4 @@
-"""The entity routes of contract section 5, one set of handlers for every entity type."""
+"""The entity routes (docs/api.md#routes), one set of handlers for every entity type."""
 
 from __future__ import annotations
 

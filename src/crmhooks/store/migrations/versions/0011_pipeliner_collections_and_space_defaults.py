@@ -4,7 +4,7 @@ Revision ID: 0011
 Revises: 0010
 Create Date: 2026-12-01 02:04:23.958447
 
-The collections real Pipeliner integrations read and write beside the contract's entities
+The collections real Pipeliner integrations read and write beside the core entities
 (Notes, SalesUnits, TaskTypes, AppointmentTypes, AccountTypes, ContactTypes, Currencies,
 ProductCategories, Profiles), the columns that point at them (``unit_id``,
 ``activity_type_id``, ``account_type_id``, ``contact_type_id``, ``product_category_id``), and
