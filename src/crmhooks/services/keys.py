@@ -1,8 +1,8 @@
 """The API keys both front-ends authenticate with, cached for a fraction of a second.
 
 The API checks HTTP Basic credentials against it (``api/auth.py``), the dashboard its sign-in
-form and every session cookie (``ui/signin.py``, ``ui/web.py``); see docs/api.md,
-Authentication.
+form and every session cookie (``ui/signin.py``, ``ui/web.py``); see
+docs/api.md#spaces-and-keys.
 """
 
 from __future__ import annotations
