@@ -23,7 +23,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from crmhooks.api import create_app
+from crmhooks.app import create_app
 from crmhooks.settings import Settings
 from crmhooks.store.engine import open_database
 from crmhooks.store.keys import IssuedKey, create_space
@@ -119,7 +119,7 @@ async def new_space(db_url: str, space_id: str) -> IssuedKey:
 
 @dataclass
 class Api:
-    """An HTTP client on the app, signed in to one space, with the contract's base path."""
+    """An HTTP client on the app, signed in to one space, with the API's base path."""
 
     http: httpx.AsyncClient
     space: IssuedKey

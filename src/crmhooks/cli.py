@@ -118,7 +118,7 @@ def serve(
     """Run the API (on an empty database, create space `default` and print its key once)."""
     import uvicorn
 
-    from crmhooks.api import create_app
+    from crmhooks.app import create_app
 
     settings = _settings(database)
     if not settings.public_url:
@@ -153,7 +153,7 @@ def serve(
 @app.command()
 def worker(database: DatabaseOption = None) -> None:
     """Deliver webhooks only (beside `serve`, typically `serve --no-delivery`)."""
-    from crmhooks.delivery.worker import run_worker
+    from crmhooks.app import run_worker
 
     settings = _settings(database)
     configure(settings.log_level, json=settings.log_json)

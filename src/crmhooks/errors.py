@@ -4,7 +4,7 @@
 
     CrmHooksError                    anything this package raises on purpose
     ├── ConfigError                  bad settings or command-line input
-    └── ApiError                     carries an HTTP status and the contract's error name/code
+    └── ApiError                     carries an HTTP status, an error name and code
         ├── ParameterInvalid         400 ERROR_PARAMETER_INVALID (query params, malformed JSON)
         ├── Unauthorized             401 ERROR_UNAUTHORIZED
         ├── Forbidden                403 ERROR_FORBIDDEN (a dashboard form without its CSRF token)
@@ -77,7 +77,7 @@ def field_id(entity_name: str | None, field_name: str) -> str | None:
 
 
 class ApiError(CrmHooksError):
-    """An error with a place in the contract's envelope."""
+    """An error with a place in the error envelope (docs/api.md#errors)."""
 
     http_status: ClassVar[int] = 500
     name: ClassVar[str] = "ERROR_INTERNAL"

@@ -1,4 +1,5 @@
-"""Which addresses webhooks may reach (contract section 9), and what a webhook URL's host is.
+"""Which addresses webhooks may reach (docs/webhooks.md#address-guard), and what a webhook
+URL's host is.
 
 Used by webhook registration and by the sender at connection time alike, so it sits below both.
 Loopback, private, link-local (``169.254.169.254`` included), multicast, reserved and

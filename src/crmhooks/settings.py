@@ -5,7 +5,8 @@ from __future__ import annotations
 from pydantic_settings import SettingsConfigDict
 
 from crmhooks.limits import Limits
-from crmhooks.store.engine import DEFAULT_URL
+
+DEFAULT_URL = "sqlite:///crmhooks.db"
 
 
 class Settings(Limits):
@@ -23,7 +24,7 @@ class Settings(Limits):
     base_currency: str = "USD"
     log_level: str = "info"
     log_json: bool = False
-    # Delivery (contract sections 8, 9).
+    # Delivery (docs/webhooks.md#settings).
     delivery: bool = True  # run the dispatcher in this process
     allowed_targets: str = ""  # CIDRs webhooks may reach although private, e.g. 127.0.0.0/8
     # Seconds a webhook URL's name may take to resolve at registration (before the write

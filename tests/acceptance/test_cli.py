@@ -1,4 +1,4 @@
-"""The command line of contract section 10, run as real processes on real databases."""
+"""The command line (docs/api.md#command-line), run as real processes on real databases."""
 
 from __future__ import annotations
 

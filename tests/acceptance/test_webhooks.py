@@ -1,5 +1,5 @@
-"""The webhook engine end to end (contract sections 4 and 6-9, and the product documentation's
-examples): a real ``crmhooks serve`` process, real receiver processes on loopback, real
+"""The webhook engine end to end (docs/webhooks.md, and the examples of Pipeliner's webhook
+documentation): a real ``crmhooks serve`` process, real receiver processes on loopback, real
 databases. What a test expects to have arrived is checked once the dispatcher has routed every
 event and has nothing pending for the test's webhooks (``Space.settle``), so an event that must
 *not* arrive is known not to have arrived."""
@@ -176,7 +176,7 @@ def test_doc_custom_entity_webhook_fires_for_listed_entities_and_filters_ce_bid_
     assert hook.elements()[0]["entity"]["amount"] == 5
 
 
-# --- which write raises which event (contract section 4) --------------------------------------
+# --- which write raises which event (docs/webhooks.md#events) -------------------------------------
 
 
 @dataclass
@@ -583,7 +583,7 @@ def test_every_event_is_raised_by_the_write_that_should_raise_it_and_by_no_other
             assert el["related_entity"] is None
 
 
-# --- the request sent (contract section 8) -----------------------------------------------------
+# --- the request sent (docs/webhooks.md#the-body) -------------------------------------------------
 
 ELEMENT_KEYS = {
     "id",
@@ -839,7 +839,7 @@ def test_the_contract_options_example_shapes_filters_and_skips_as_documented(
     assert related["contact"]["id"] == con
 
 
-# --- signatures (contract section 8) -----------------------------------------------------------
+# --- signatures (docs/webhooks.md#headers) --------------------------------------------------------
 
 
 def new_whsec() -> str:

@@ -10,7 +10,7 @@ import time
 import httpx
 from aiohttp import web
 
-from crmhooks.api import create_app
+from crmhooks.app import create_app
 from crmhooks.delivery.fairness import space_share, take_turns
 from crmhooks.settings import Settings
 from crmhooks.store.keys import IssuedKey

@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import create_engine, text, update
 from yarl import URL
 
-from crmhooks.api import create_app
+from crmhooks.app import create_app
 from crmhooks.delivery.sender import BlockedTarget, GuardedConnector
 from crmhooks.hooks.registration import Lookup
 from crmhooks.hooks.subscription import compile_webhook

@@ -25,7 +25,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, delete, select
 
-from crmhooks.api import create_app
+from crmhooks.app import create_app
 from crmhooks.settings import Settings
 from crmhooks.store.engine import open_database, sync_url
 from crmhooks.store.keys import IssuedKey, revoke_key, rotate_key
@@ -35,7 +35,7 @@ from tests.conftest import Server, new_space, start_server, stop_server
 from tests.integration.test_dashboard import NOWHERE, Visitor, assert_page, webhooks_in
 
 ACCOUNTS = "/api/v100/rest/spaces/{space}/entities/Accounts"
-REVOKED_WITHIN = 1.0  # seconds: contract section 10
+REVOKED_WITHIN = 1.0  # seconds: docs/api.md#command-line
 
 
 def crmhooks(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:

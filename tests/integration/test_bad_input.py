@@ -1,4 +1,4 @@
-"""Every kind of bad input gets the contract's error envelope (section 2), the right status, a
+"""Every kind of bad input gets the error envelope (docs/api.md#envelopes), the right status, a
 message or field error naming what is wrong, and changes nothing."""
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from sqlalchemy import select
 
-from crmhooks.api import create_app
+from crmhooks.app import create_app
 from crmhooks.delivery.router import ROUTER
 from crmhooks.settings import Settings
 from crmhooks.store.engine import open_database

@@ -1,4 +1,4 @@
-"""The plain routes of contract section 5 on every engine."""
+"""The plain routes (docs/api.md#routes) on every engine."""
 
 from __future__ import annotations
 

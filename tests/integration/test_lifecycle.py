@@ -1,4 +1,4 @@
-"""How records move through their lives (contract section 4): a Lead qualified into an
+"""How records move through their lives (docs/webhooks.md#events): a Lead qualified into an
 Opportunity and back, status dates, line item amounts, and custom entities."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Pipeliner's collections beyond the contract's table, as real integrations use them (issue 12).
+"""Pipeliner's collections beyond the core table (docs/api.md), as real integrations use them
+(issue 12).
 
 ByteChef's Pipeliner component lists TaskTypes, SalesUnits and Clients, then creates a Task
 with ``subject, activity_type_id, unit_id, owner_id``; amp-labs' connector writes and reads

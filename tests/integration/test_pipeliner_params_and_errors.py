@@ -16,7 +16,7 @@ import httpx
 import orjson
 from aiohttp import web
 
-from crmhooks.api import create_app
+from crmhooks.app import create_app
 from crmhooks.settings import Settings
 from crmhooks.store.keys import IssuedKey
 from tests.conftest import Api, free_port

@@ -1,4 +1,4 @@
-"""The query language of contract section 5 through the API: operators, order, cursors,
+"""The query language (docs/api.md#query-parameters) through the API: operators, order, cursors,
 expand, load-only and batch writes, on every engine."""
 
 from __future__ import annotations

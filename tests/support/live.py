@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import httpx
 from aiohttp import web
 
-from crmhooks.api import create_app
+from crmhooks.app import create_app
 from crmhooks.settings import Settings
 from crmhooks.store.keys import IssuedKey
 

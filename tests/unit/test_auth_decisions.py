@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from crmhooks.api.throttle import FailureThrottle
+from crmhooks.services.throttle import FailureThrottle
 from crmhooks.store.keys import key_usable
 
 T = datetime(2026, 12, 1, tzinfo=UTC)

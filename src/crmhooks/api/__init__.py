@@ -1,5 +1,2 @@
-"""The HTTP API: FastAPI application, routes, envelopes and authentication."""
-
-from crmhooks.api.app import create_app
-
-__all__ = ["create_app"]
+"""The HTTP API: routes, envelopes, authentication and the OpenAPI document (the application
+that serves them is built by ``crmhooks.app``)."""

@@ -1,10 +1,9 @@
-"""The FastAPI application: lifespan (database, migrations), limits, the error translator."""
+"""The API's part of the application: its routes in order, the request body limit, the error
+translator (every error of ``crmhooks.errors`` becomes an envelope here, and only here) and the
+OpenAPI document. ``crmhooks.app`` builds the application around them."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
@@ -13,19 +12,15 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from crmhooks import __version__, limits
+from crmhooks import __version__
 from crmhooks.api import envelopes
-from crmhooks.api.auth import KeyCache
 from crmhooks.api.deliveries import delivery_routes
 from crmhooks.api.openapi import build_openapi
 from crmhooks.api.ops import ops_routes
-from crmhooks.api.routes import Services, routes
-from crmhooks.api.throttle import FailureThrottle
-from crmhooks.changes.outbox import record_events
-from crmhooks.changes.writer import WritePath
-from crmhooks.delivery.dispatcher import build_dispatcher
+from crmhooks.api.routes import routes
 from crmhooks.errors import (
     ApiError,
     InternalError,
@@ -34,12 +29,7 @@ from crmhooks.errors import (
     ParameterInvalid,
     PayloadTooLarge,
 )
-from crmhooks.hooks.registration import Lookup, UrlCheck, make_validator, system_lookup
-from crmhooks.netguard import Guard, parse_allowed
 from crmhooks.settings import Settings
-from crmhooks.store.engine import open_database
-from crmhooks.store.migrate import upgrade
-from crmhooks.ui import dashboard_routes
 
 log = structlog.get_logger("crmhooks.api")
 
@@ -99,58 +89,15 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return envelopes.error(InternalError("internal error"))
 
 
-def create_app(
-    settings: Settings | None = None, *, migrate: bool = True, lookup: Lookup | None = None
-) -> FastAPI:
-    """The whole API; the database is opened (and migrated) when the app starts.
-
-    ``lookup`` resolves the names in webhook URLs at registration (the system's by default).
-    """
-    settings = settings or Settings()
-    limits.use(settings)  # also the limits of the webhooks the in-process router compiles
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if migrate:
-            await asyncio.to_thread(upgrade, settings.database_url)
-        db = open_database(settings.database_url, pool_size=settings.db_pool_size)
-        guard = Guard(parse_allowed(settings.allowed_targets))
-        urls = UrlCheck(guard, settings.resolve_timeout, lookup or system_lookup)
-        dispatcher = build_dispatcher(db, settings) if settings.delivery else None
-        writes = WritePath(
-            db,
-            recorders=[record_events],
-            after_commit=[dispatcher.notify] if dispatcher else [],
-            validators={"Webhooks": make_validator(guard, settings)},
-            prechecks={"Webhooks": urls.refusals},
-        )
-        keys = KeyCache(db, ttl=settings.key_cache_seconds)
-        throttle = FailureThrottle(
-            settings.auth_failure_limit, settings.auth_failure_window_seconds
-        )
-        app.state.services = Services(settings, db, writes, keys, throttle)
-        app.state.dispatcher = dispatcher
-        if dispatcher is not None:
-            await dispatcher.start()
-        try:
-            yield
-        finally:
-            if dispatcher is not None:
-                await dispatcher.stop()
-            await db.dispose()
-
-    app = FastAPI(
-        title="crmhooks",
-        version=__version__,
-        lifespan=lifespan,
-        docs_url="/docs",
-        redoc_url=None,
-    )
+def api_routes() -> list[BaseRoute]:
+    """Every route of the API and the operations routes, in the order they are matched."""
     # The delivery routes come first: /entities/Webhooks/{id}/deliveries would otherwise be
     # taken for a record route.
-    app.router.routes.extend([*delivery_routes(), *routes(), *ops_routes()])
-    # The web dashboard (its pages render their own errors as HTML; docs/dashboard.md).
-    app.router.routes.extend(dashboard_routes(settings))
+    return [*delivery_routes(), *routes(), *ops_routes()]
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    """The body limit, the error translator and the OpenAPI document, on the whole app."""
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
@@ -163,4 +110,3 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    return app

@@ -1,4 +1,4 @@
-"""The contract's success and error envelopes (section 2), serialised with orjson."""
+"""The success and error envelopes (docs/api.md#envelopes), serialised with orjson."""
 
 from __future__ import annotations
 

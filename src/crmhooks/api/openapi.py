@@ -96,7 +96,7 @@ JSON_FIELDS: dict[str, dict[str, Any]] = {
     "form_edit": {"type": "object"},  # activity and record types: a form layout, kept as given
     "pipelines": {"type": "array", "items": {"type": "string", "format": "uuid"}},  # Profiles
     "settings": {"type": "object"},  # Profiles: a screen's view settings
-    "options": {  # Webhooks: contract section 7
+    "options": {  # Webhooks: docs/webhooks.md#options
         "type": "object",
         "additionalProperties": False,
         "properties": {

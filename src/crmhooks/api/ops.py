@@ -12,8 +12,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from crmhooks.api.envelopes import JSONBody
-from crmhooks.api.routes import services
 from crmhooks.metrics import OLDEST_PENDING, QUEUE_DEPTH
+from crmhooks.services.context import services
 from crmhooks.store.tables import deliveries
 
 

@@ -1,9 +1,9 @@
-"""The entity routes of contract section 5, one set of handlers for every entity type."""
+"""The entity routes (docs/api.md#routes), one set of handlers for every entity type."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -12,11 +12,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from crmhooks.api import envelopes
-from crmhooks.api.auth import KeyCache, authenticate
-from crmhooks.api.throttle import FailureThrottle
+from crmhooks.api.auth import authenticate
 from crmhooks.changes import links
 from crmhooks.changes.batch import run_batch
-from crmhooks.changes.writer import WriteContext, WritePath, Writer, writable
+from crmhooks.changes.writer import WriteContext, Writer, writable
 from crmhooks.errors import NotFound, ParameterInvalid, UnknownType, ValidationFailed
 from crmhooks.netguard import shown_url
 from crmhooks.query.params import (
@@ -35,31 +34,18 @@ from crmhooks.query.sql import list_page
 from crmhooks.schema.registry import BUILTIN
 from crmhooks.schema.types import EntityType
 from crmhooks.schema.values import is_uuid
+
+# Services and services are also imported from here by the delivery routes (api/deliveries.py).
+from crmhooks.services.context import Services as Services
+from crmhooks.services.context import services as services
 from crmhooks.settings import Settings
 from crmhooks.store.catalog import entity_type
-from crmhooks.store.engine import Database
 from crmhooks.store.records import Record, fetch
 
 PREFIX = "/api/v100/rest/spaces/{space_id}"
 SKIP_KEY_HEADER = "webhook-skip-key"
 TIMEZONE_HEADER = "timezone"
 MAX_SKIP_KEY = 255
-
-
-@dataclass
-class Services:
-    """What the handlers use; built once in the application's lifespan."""
-
-    settings: Settings
-    db: Database
-    writes: WritePath
-    keys: KeyCache
-    throttle: FailureThrottle  # failed authentications, of the API and the dashboard sign-in
-
-
-def services(request: Request) -> Services:
-    svc: Services = request.app.state.services
-    return svc
 
 
 def base_url(request: Request, settings: Settings) -> str:

@@ -1,6 +1,6 @@
-"""Which events a change raises (contract section 4): a pure function of the change.
+"""Which events a change raises (docs/webhooks.md#events): a pure function of the change.
 
-``Update`` (or ``Create`` / ``Delete``) first, then the special events, in the contract's order.
+``Update`` (or ``Create`` / ``Delete``) first, then the special events, in the documented order.
 Documents and comments raise their event on the record they are linked to, which the recorder
 loads; that is the only part that needs the database.
 """

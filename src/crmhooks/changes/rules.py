@@ -30,7 +30,7 @@ def _merged(before: Record | None, updates: Stored, name: str) -> Any:
 
 
 def lead_oppty_status(before: Record | None, updates: Stored, now: datetime) -> Stored:
-    """Status dates follow status; archiving an open record loses it (contract section 4)."""
+    """Status dates follow status; archiving an open record loses it (docs/webhooks.md#events)."""
     out = dict(updates)
     if before is None:
         out["was_qualified"] = False  # only qualify sets it; a new record shows false, not null

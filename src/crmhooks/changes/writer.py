@@ -486,7 +486,7 @@ class Writer:
         return change.after
 
     async def qualify(self, record_id: str, body: dict[str, Any]) -> Record:
-        """A Lead becomes an Opportunity with the same id (contract section 4)."""
+        """A Lead becomes an Opportunity with the same id (docs/webhooks.md#events)."""
         leads, opptys = BUILTIN["Leads"], BUILTIN["Opportunities"]
         await self._load(leads, record_id)
         allowed = {"step_id", "value", "closing_date"}

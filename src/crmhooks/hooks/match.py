@@ -1,4 +1,4 @@
-"""Which webhooks an event goes to (contract section 7).
+"""Which webhooks an event goes to (docs/webhooks.md#matching, #options).
 
 :class:`WebhookIndex` files subscriptions by (space, subscribed name), so an event looks at the
 webhooks of its own space that listed its name, its ``Entity.*`` or ``*``, and at no other:

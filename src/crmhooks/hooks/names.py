@@ -1,4 +1,5 @@
-"""Event names and the entity types webhook options are keyed by (contract sections 4, 7)."""
+"""Event names and the entity types webhook options are keyed by (docs/api.md#entities,
+docs/webhooks.md#options)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The body of a webhook request (contract section 8): one element per event."""
+"""The body of a webhook request (docs/webhooks.md#the-body): one element per event."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""Checking a webhook write (contract section 6) beyond field types: URL, events, options,
-secrets. Names in URLs are looked up before the write transaction opens (:class:`UrlCheck`, the
-``Webhooks`` precheck); the rest runs inside the write path as the ``Webhooks`` validator."""
+"""Checking a webhook write (docs/webhooks.md#registration) beyond field types: URL, events,
+options, secrets. Names in URLs are looked up before the write transaction opens
+(:class:`UrlCheck`, the ``Webhooks`` precheck); the rest runs inside the write path as the
+``Webhooks`` validator."""
 
 from __future__ import annotations
 

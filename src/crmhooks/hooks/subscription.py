@@ -51,7 +51,7 @@ OPTION_KEYS = {
 }
 ENTITY_KEYS = {"expand", "load-only", "load_only", "filter", "filter-op", "on-field-change"}
 SHAPE_KEYS = {"expand", "load-only", "load_only"}
-# The records an event's ``related_entity`` can be (contract section 8).
+# The records an event's ``related_entity`` can be (docs/webhooks.md#the-body).
 RELATED_TYPES = ("CloudObjects", "TaskComments", "AppointmentComments", "Opportunities")
 
 
@@ -356,7 +356,7 @@ def _check_costs(
 
 
 def payload_webhook(record: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``webhook`` object of contract section 8."""
+    """The ``webhook`` object of a request's body (docs/webhooks.md#the-body)."""
     return {
         "id": record.get("id"),
         # A password stored before registration refused credentials is not sent out.

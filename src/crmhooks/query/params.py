@@ -58,7 +58,7 @@ TEXT_ONLY = frozenset(
     {Op.IEQ, Op.NOT_IEQ, Op.CONTAINS, Op.STARTS, Op.ENDS, Op.ICONTAINS, Op.ISTARTS, Op.IENDS}
 )
 CASE_INSENSITIVE = frozenset({Op.IEQ, Op.NOT_IEQ, Op.ICONTAINS, Op.ISTARTS, Op.IENDS})
-# In a query string a comma separates values for these (contract section 5).
+# In a query string a comma separates values for these (docs/api.md#query-parameters).
 COMMA_LISTS = frozenset({Op.EQ, Op.NOT_EQ, Op.BETWEEN})
 
 

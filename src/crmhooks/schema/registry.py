@@ -1,4 +1,4 @@
-"""Every built-in entity type of the contract (section 4), as one table of data."""
+"""Every built-in entity type (docs/api.md#entities), as one table of data."""
 
 from __future__ import annotations
 
@@ -462,10 +462,10 @@ _RELATION_TYPES: tuple[EntityType, ...] = (
 )
 
 # ---------------------------------------------------------------------------------------------
-# Pipeliner collections beyond the contract's table (issue 12): notes, sales units, activity,
-# account and contact types, currencies, product categories, profiles; and the fields that
-# point at them from the entities above. Fields, required flags and targets as published
-# (docs/api.md, "Compatibility", says what is left out).
+# Pipeliner collections beyond the core table (issue 12; docs/api.md, Pipeliner collections):
+# notes, sales units, activity, account and contact types, currencies, product categories,
+# profiles; and the fields that point at them from the entities above. Fields, required flags
+# and targets as published (docs/api.md, "Compatibility", says what is left out).
 
 _ICON_NAMES = (
     "GeneralIcon", "Task", "Appointment", "Call", "Mail", "Message", "TicketingIntegration",

@@ -1,8 +1,9 @@
 """Values of each field kind: checking what a client wrote, and writing what we store.
 
 Two shapes of a value exist: the *stored* one (``date``, ``datetime``, ``int``...) that goes to
-the database, and the *wire* one (strings for dates and times, in the contract's format) that
-records carry through the write path, events and responses. These pure functions convert.
+the database, and the *wire* one (strings for dates and times, in the format of
+docs/api.md#envelopes) that records carry through the write path, events and responses. These
+pure functions convert.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$")
 
 
 def format_datetime(value: datetime) -> str:
-    """The contract's date-time format: ``2019-02-01 07:41:49.529970+00:00`` (always UTC)."""
+    """The wire's date-time format, ``2019-02-01 07:41:49.529970+00:00``, always UTC
+    (docs/api.md#envelopes)."""
     if value.tzinfo is not UTC:
         value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     # isoformat (in C) writes exactly this format for an aware UTC value; strftime is slower.
@@ -33,7 +35,7 @@ def format_datetime(value: datetime) -> str:
 
 
 def in_zone(wire: str, zone: tzinfo) -> str:
-    """A date-time in the contract's format, written in ``zone``: the same instant, that zone's
+    """A date-time in the wire's format, written in ``zone``: the same instant, that zone's
     offset (``2019-02-01 01:41:49.529970-06:00``); what the ``Timezone`` header asks for."""
     try:
         shifted = datetime.fromisoformat(wire).astimezone(zone)

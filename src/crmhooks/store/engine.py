@@ -33,8 +33,6 @@ from crmhooks.store.group_commit import GroupWriter
 
 log = structlog.get_logger("crmhooks.store")
 
-DEFAULT_URL = "sqlite:///crmhooks.db"
-
 
 def parse_url(url: str) -> URL:
     """Accept ``sqlite:///file.db`` and ``postgresql://...`` (drivers are ours to pick)."""

@@ -13,8 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from crmhooks.api.auth import client_address
 from crmhooks.errors import ParameterInvalid
+from crmhooks.services.context import client_address
 from crmhooks.store.keys import end_sessions, secret_matches
 from crmhooks.ui import sessions
 from crmhooks.ui.forms import one, parse_form

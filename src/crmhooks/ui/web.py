@@ -23,10 +23,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from crmhooks.api.routes import Services, services
 from crmhooks.changes.writer import WriteContext
 from crmhooks.errors import ApiError, Forbidden, NotFound, Unauthorized
 from crmhooks.schema.values import format_datetime, is_uuid
+from crmhooks.services.context import Services, services
 from crmhooks.settings import Settings
 from crmhooks.store.keys import KeyRecord
 from crmhooks.ui import sessions

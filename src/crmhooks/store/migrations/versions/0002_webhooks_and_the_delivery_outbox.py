@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import crmhooks.store.tables
+from crmhooks.store.migrations.types import UTCDateTime
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -35,12 +35,10 @@ def upgrade() -> None:
         sa.Column("event_count", sa.Integer(), nullable=False),
         sa.Column("first_seq", sa.BigInteger(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column(
-            "next_attempt_at", crmhooks.store.tables.UTCDateTime(timezone=True), nullable=False
-        ),
-        sa.Column("lease_until", crmhooks.store.tables.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("created", crmhooks.store.tables.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("delivered_at", crmhooks.store.tables.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("next_attempt_at", UTCDateTime(timezone=True), nullable=False),
+        sa.Column("lease_until", UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created", UTCDateTime(timezone=True), nullable=False),
+        sa.Column("delivered_at", UTCDateTime(timezone=True), nullable=True),
         sa.Column("last_status", sa.Integer(), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("chunk_group", sa.String(length=36), nullable=True),
@@ -87,7 +85,7 @@ def upgrade() -> None:
         ),
         sa.Column("delivery_id", sa.String(length=36), nullable=False),
         sa.Column("attempt", sa.Integer(), nullable=False),
-        sa.Column("started", crmhooks.store.tables.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("started", UTCDateTime(timezone=True), nullable=False),
         sa.Column("status_code", sa.Integer(), nullable=True),
         sa.Column("latency_ms", sa.Double(), nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
@@ -103,7 +101,7 @@ def upgrade() -> None:
         "dispatch_state",
         sa.Column("name", sa.String(length=64), nullable=False),
         sa.Column("last_seq", sa.BigInteger(), nullable=False),
-        sa.Column("updated", crmhooks.store.tables.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated", UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_dispatch_state")),
     )
     op.create_table(
@@ -127,7 +125,7 @@ def upgrade() -> None:
         sa.Column("skip_key", sa.String(length=255), nullable=True),
         sa.Column("burst_id", sa.String(length=36), nullable=False),
         sa.Column("key_id", sa.String(length=36), nullable=True),
-        sa.Column("occurred", crmhooks.store.tables.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("occurred", UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_events")),
         sa.UniqueConstraint("id", name=op.f("uq_events_id")),
     )
@@ -138,8 +136,8 @@ def upgrade() -> None:
         "webhooks",
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("space_id", sa.String(length=64), nullable=False),
-        sa.Column("created", crmhooks.store.tables.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("modified", crmhooks.store.tables.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created", UTCDateTime(timezone=True), nullable=False),
+        sa.Column("modified", UTCDateTime(timezone=True), nullable=False),
         sa.Column("is_deleted", sa.Boolean(), nullable=False),
         sa.Column("revision", sa.BigInteger(), nullable=False),
         sa.Column("url", sa.String(length=2000), nullable=True),
@@ -163,10 +161,10 @@ def upgrade() -> None:
         sa.Column("previous_signature", sa.String(length=255), nullable=True),
         sa.Column(
             "previous_signature_until",
-            crmhooks.store.tables.UTCDateTime(timezone=True),
+            UTCDateTime(timezone=True),
             nullable=True,
         ),
-        sa.Column("failing_since", crmhooks.store.tables.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("failing_since", UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhooks")),
     )
     with op.batch_alter_table("webhooks", schema=None) as batch_op:

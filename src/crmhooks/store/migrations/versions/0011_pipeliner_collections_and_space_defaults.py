@@ -4,7 +4,7 @@ Revision ID: 0011
 Revises: 0010
 Create Date: 2026-12-01 02:04:23.958447
 
-The collections real Pipeliner integrations read and write beside the contract's entities
+The collections real Pipeliner integrations read and write beside the core entities
 (Notes, SalesUnits, TaskTypes, AppointmentTypes, AccountTypes, ContactTypes, Currencies,
 ProductCategories, Profiles), the columns that point at them (``unit_id``,
 ``activity_type_id``, ``account_type_id``, ``contact_type_id``, ``product_category_id``), and
@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import crmhooks.store.tables
+from crmhooks.store.migrations.types import UTCDateTime
 
 revision: str = "0011"
 down_revision: str | None = "0010"
@@ -95,8 +95,8 @@ def upgrade() -> None:
         "account_types",
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("space_id", sa.String(length=64), nullable=False),
-        sa.Column("created", crmhooks.store.tables.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("modified", crmhooks.store.tables.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created", UTCDateTime(timezone=True), nullable=False),
+        sa.Column("modified", UTCDateTime(timezone=True), nullable=False),
         sa.Column("is_deleted", sa.Boolean(), nullable=False),
         sa.Column("revision", sa.BigInteger(), nullable=False),
         sa.Column("name", sa.String(length=255), nullable=True),
@@ -132,8 +132,8 @@ def upgrade() -> None:
         "appointment_types",
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("space_id", sa.String(length=64), nullable=False),
-        sa.Column("created", crmhooks.store.tables.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("modified", crmhooks.store.tables.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created", UTCDateTime(timezone=True), nullable=False),
+        sa.Column("modified", UTCDateTime(timezone=True), nullable=False),
         sa.Column("is_deleted", sa.Boolean(), nullable=False),
         sa.Column("revision", sa.BigInteger(), nullable=False),
         sa.Column("name", sa.String(length=255), nullable=True),
@@ -169,8 +169,8 @@ def upgrade() -> None:
         "contact_types",
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("space_id", sa.String(length=64), nullable=False),
-        sa.Column("created", crmhooks.store.tables.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("modified", crmhooks.store.tables.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created", UTCDateTime(timezone=True), nullable=False),
+        sa.Column("modified", UTCDateTime(timezone=True), nullable=False),
         sa.Column("is_deleted", sa.Boolean(), nullable=False),
         sa.Column("revision", sa.BigInteger(), nullable=False),
         sa.Column("name", sa.String(length=255), nullable=True),
@@ -206,8 +206,8 @@ def upgrade() -> None:
         "currencies",
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("space_id", sa.String(length=64), nullable=False),
-        sa.Column("created", crmhooks.store.tables.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("modified", crmhooks.store.tables.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created", UTCDateTime(timezone=True), nullable=False),
+        sa.Column("modified", UTCDateTime(timezone=True), nullable=False),
         sa.Column("is_deleted", sa.Boolean(), nullable=False),
         sa.Column("revision", sa.BigInteger(), nullable=False),
         sa.Column("code", sa.String(length=16), nullable=True),
@@ -238,8 +238,8 @@ def upgrade() -> None:
         "notes",
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("space_id", sa.String(length=64), nullable=False),
-        sa.Column("created", crmhooks.store.tables.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("modified", crmhooks.store.tables.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created", UTCDateTime(timezone=True), nullable=False),
+        sa.Column("modified", UTCDateTime(timezone=True), nullable=False),
         sa.Column("is_deleted", sa.Boolean(), nullable=False),
         sa.Column("revision", sa.BigInteger(), nullable=False),
         sa.Column("note", sa.Text(), nullable=True),
@@ -296,8 +296,8 @@ def upgrade() -> None:
         "product_categories",
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("space_id", sa.String(length=64), nullable=False),
-        sa.Column("created", crmhooks.store.tables.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("modified", crmhooks.store.tables.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created", UTCDateTime(timezone=True), nullable=False),
+        sa.Column("modified", UTCDateTime(timezone=True), nullable=False),
         sa.Column("is_deleted", sa.Boolean(), nullable=False),
         sa.Column("revision", sa.BigInteger(), nullable=False),
         sa.Column("name", sa.String(length=255), nullable=True),
@@ -332,8 +332,8 @@ def upgrade() -> None:
         "profiles",
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("space_id", sa.String(length=64), nullable=False),
-        sa.Column("created", crmhooks.store.tables.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("modified", crmhooks.store.tables.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created", UTCDateTime(timezone=True), nullable=False),
+        sa.Column("modified", UTCDateTime(timezone=True), nullable=False),
         sa.Column("is_deleted", sa.Boolean(), nullable=False),
         sa.Column("revision", sa.BigInteger(), nullable=False),
         sa.Column("entity", sa.SmallInteger(), nullable=True),
@@ -385,8 +385,8 @@ def upgrade() -> None:
         "sales_units",
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("space_id", sa.String(length=64), nullable=False),
-        sa.Column("created", crmhooks.store.tables.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("modified", crmhooks.store.tables.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created", UTCDateTime(timezone=True), nullable=False),
+        sa.Column("modified", UTCDateTime(timezone=True), nullable=False),
         sa.Column("is_deleted", sa.Boolean(), nullable=False),
         sa.Column("revision", sa.BigInteger(), nullable=False),
         sa.Column("name", sa.String(length=255), nullable=True),
@@ -421,8 +421,8 @@ def upgrade() -> None:
         "task_types",
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("space_id", sa.String(length=64), nullable=False),
-        sa.Column("created", crmhooks.store.tables.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("modified", crmhooks.store.tables.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created", UTCDateTime(timezone=True), nullable=False),
+        sa.Column("modified", UTCDateTime(timezone=True), nullable=False),
         sa.Column("is_deleted", sa.Boolean(), nullable=False),
         sa.Column("revision", sa.BigInteger(), nullable=False),
         sa.Column("name", sa.String(length=255), nullable=True),

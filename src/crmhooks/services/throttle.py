@@ -5,7 +5,7 @@ under the client's address and under the API key it named. Once either has ``lim
 within ``window`` seconds, further failures are answered 429 with the seconds until the oldest
 of them leaves the window, instead of 401. Valid credentials are checked first and always pass:
 one tenant's failures, against its own key or another's, never lock a key holder out (see
-docs/api.md, Authentication). The state is per process and in memory: several processes each
+docs/api.md#spaces-and-keys). The state is per process and in memory: several processes each
 allow ``limit``; a restart forgets.
 """
 

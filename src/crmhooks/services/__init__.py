@@ -1,0 +1,1 @@
+"""What the API and the dashboard both call: shared services and operations."""

@@ -1,0 +1,41 @@
+"""What the API and the dashboard share: the :class:`Services` one application is built with
+(by ``crmhooks.app``), and reading it, and the client's address, from a request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from crmhooks.changes.writer import WritePath
+from crmhooks.delivery.dispatcher import Dispatcher
+from crmhooks.delivery.sender import Sender
+from crmhooks.netguard import Guard
+from crmhooks.services.keys import KeyCache
+from crmhooks.services.throttle import FailureThrottle
+from crmhooks.settings import Settings
+from crmhooks.store.engine import Database
+
+
+@dataclass
+class Services:
+    """What the handlers and pages use; built once, when the application starts."""
+
+    settings: Settings
+    db: Database
+    writes: WritePath
+    keys: KeyCache
+    throttle: FailureThrottle  # failed authentications, of the API and the dashboard sign-in
+    guard: Guard  # the addresses webhooks may reach: registration and sending alike
+    sender: Sender  # the one connection pool webhook requests go out on
+    dispatcher: Dispatcher | None  # None when this process does not deliver (--no-delivery)
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+def client_address(request: Request) -> str:
+    """The client's address (the proxy's, unless the server trusts its forwarded headers)."""
+    return request.client.host if request.client else ""
