@@ -79,6 +79,18 @@ class Server:
     log: Path
 
 
+async def api_user(
+    session: aiohttp.ClientSession, base: str = API, headers: dict[str, str] | None = None
+) -> str:
+    """The id of the space's API user (its one Client): the owner every create names, as
+    Pipeliner requires of Accounts. ``base`` is any entity route of the space."""
+    clients = base.rsplit("/", 1)[0] + "/Clients?first=1"
+    async with session.get(clients, headers=headers) as resp:
+        resp.raise_for_status()
+        body = orjson.loads(await resp.read())
+    return str(body["data"][0]["id"])
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
@@ -389,11 +401,17 @@ async def _body(resp: aiohttp.ClientResponse, status: int) -> bytes:
 class Creates:
     """``POST /entities/Accounts`` with a small realistic body; keeps the ids it got."""
 
+    owner: str
     ids: list[str] = field(default_factory=list)
 
     async def __call__(self, session: aiohttp.ClientSession, i: int) -> None:
         body = orjson.dumps(
-            {"name": f"Bench account {i}", "email1": f"a{i}@example.com", "city": "Oslo"}
+            {
+                "name": f"Bench account {i}",
+                "owner_id": self.owner,
+                "email1": f"a{i}@example.com",
+                "city": "Oslo",
+            }
         )
         async with session.post(
             API, data=body, headers={"Content-Type": "application/json"}
@@ -490,7 +508,7 @@ async def measure(
                 console.print(f"  {sample.errors} errors, first: {sample.first_error}", style="red")
             run.phases[name] = sample
 
-        creates = Creates()
+        creates = Creates(await api_user(session))
         if only_create is not None:
             await phase(only_create, creates, opts.concurrency, opts.creates)
             return

@@ -52,7 +52,14 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import create_engine, delete, insert, select
 
-from bench.api_speed import machine, machine_cpu, process_cpu, stop_server, wait_for_quiet
+from bench.api_speed import (
+    api_user,
+    machine,
+    machine_cpu,
+    process_cpu,
+    stop_server,
+    wait_for_quiet,
+)
 from crmhooks.delivery.dispatcher import Dispatcher, DispatchSettings
 from crmhooks.delivery.retry import DEFAULT_SCHEDULE
 from crmhooks.delivery.router import ROUTER, Router
@@ -292,9 +299,15 @@ BATCH = Limits().max_batch_items
 async def write_accounts(serve: Serve, key: Key, count: int, batch: int = BATCH) -> None:
     """``count`` Account.Create events, through batch-modify (one burst per request)."""
     async with aiohttp.ClientSession(headers=key.headers()) as s:
+        owner = await api_user(s, serve.url + ACCOUNTS)
         for first in range(0, count, batch):
             items = [
-                {"name": f"Delivered account {i}", "email1": f"d{i}@example.com", "city": "Oslo"}
+                {
+                    "name": f"Delivered account {i}",
+                    "owner_id": owner,
+                    "email1": f"d{i}@example.com",
+                    "city": "Oslo",
+                }
                 for i in range(first, min(first + batch, count))
             ]
             async with s.post(
@@ -551,12 +564,13 @@ async def _paced_writes(serve: Serve, key: Key, result: Latency) -> dict[str, fl
     count = int(result.rate * result.seconds)
     interval = 1.0 / result.rate
     async with aiohttp.ClientSession(headers=key.headers()) as s:
+        owner = await api_user(s, serve.url + ACCOUNTS)
         start = time.perf_counter()
         for i in range(count):
             delay = start + i * interval - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            body = orjson.dumps({"name": f"Paced account {i}", "city": "Oslo"})
+            body = orjson.dumps({"name": f"Paced account {i}", "owner_id": owner, "city": "Oslo"})
             t0 = time.perf_counter()
             async with s.post(serve.url + ACCOUNTS, data=body) as resp:
                 data = await _json(resp, 201)

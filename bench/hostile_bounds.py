@@ -35,7 +35,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.api_speed import postgres_database, sqlite_database
+from bench.api_speed import api_user, postgres_database, sqlite_database
 from crmhooks.limits import Limits
 from crmhooks.store.engine import open_database
 from crmhooks.store.keys import create_space
@@ -109,15 +109,18 @@ async def _batch_hold(
     http: aiohttp.ClientSession, url: str, attacker: dict[str, str], victim: dict[str, str]
 ) -> tuple[float, float, int]:
     """(batch seconds, victim's slowest create during it, victim creates during it)."""
-    items = [{"name": f"a{i}", "comments": "x" * 200} for i in range(ARGS.batch)]
+    path = url + BASE.format(space="default", entity="Accounts")
+    owner = await api_user(http, path, attacker)
+    items = [{"name": f"a{i}", "owner_id": owner, "comments": "x" * 200} for i in range(ARGS.batch)]
     done = asyncio.Event()
     latencies: list[float] = []
 
     async def victim_loop() -> None:
         path = url + BASE.format(space="victim", entity="Accounts")
+        mine = await api_user(http, path, victim)
         while not done.is_set():
             started = time.perf_counter()
-            async with http.post(path, json={"name": "v"}, headers=victim) as r:
+            async with http.post(path, json={"name": "v", "owner_id": mine}, headers=victim) as r:
                 assert r.status == 201, await r.text()
             latencies.append(time.perf_counter() - started)
             await asyncio.sleep(0.02)
@@ -187,9 +190,10 @@ async def _health_during_writes(
 
     task = asyncio.create_task(poll())
     path = url + BASE.format(space="default", entity="Accounts")
+    owner = await api_user(http, path, attacker)
     for _ in range(ARGS.writes):
         async with http.post(
-            path, json={"name": "big", "comments": comment}, headers=attacker
+            path, json={"name": "big", "owner_id": owner, "comments": comment}, headers=attacker
         ) as r:
             assert r.status == 201, (await r.text())[:500]
         await asyncio.sleep(0.3)

@@ -36,6 +36,7 @@ from tests.conftest import (
     start_server,
     stop_server,
 )
+from tests.support.required import with_required
 
 ROOT = Path(__file__).resolve().parents[2]
 ALLOW_LOOPBACK = "127.0.0.0/8,::1/128"
@@ -274,6 +275,7 @@ class Space:
     space_id: str
     key_id: str
     http: httpx.Client
+    client_id: str | None = None  # the space's API user
     hooks: list[Hook] = field(default_factory=list)
 
     def path(self, entity: str, *rest: str) -> str:
@@ -285,6 +287,9 @@ class Space:
         return r.json()["data"] if r.status_code < 400 else r.json()
 
     def create(self, entity: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        """POST a record; what Pipeliner requires and ``body`` leaves out is filled in
+        (tests/support/required.py)."""
+        body = with_required(entity, body, self.client_id)
         data: dict[str, Any] = self.request("POST", entity, json=body, expect=201, **kw)
         return data
 
@@ -343,7 +348,7 @@ class Stack:
             auth=httpx.BasicAuth(issued.api_key, issued.api_secret),
             timeout=30,
         )
-        return Space(self, space_id, issued.key_id, http)
+        return Space(self, space_id, issued.key_id, http, issued.client_id)
 
     def settle(self, webhook_ids: Sequence[str], timeout: float = WAIT) -> None:
         def quiet() -> bool:

@@ -146,7 +146,8 @@ def test_key_from_spaces_create_works_against_a_server_on_the_same_file(
         mine = httpx.BasicAuth(issued["api_key"], issued["api_secret"])
         default = httpx.BasicAuth(server.api_key, server.api_secret)
         with httpx.Client(timeout=10) as client:
-            r = client.post(accounts(server.url, "acme"), json={"name": "Acme"}, auth=mine)
+            body = {"name": "Acme", "owner_id": issued["client_id"]}
+            r = client.post(accounts(server.url, "acme"), json=body, auth=mine)
             assert r.status_code == 201, r.text
             r = client.get(accounts(server.url, "acme"), auth=mine)
             assert r.status_code == 200, r.text

@@ -66,7 +66,7 @@ def test_every_acknowledged_write_is_delivered_across_sigkills(tmp_path: Path) -
             r = httpx.post(
                 current[0].url + base + "/Accounts/batch-modify",
                 auth=auth,
-                json=[{"name": n} for n in names],
+                json=[{"name": n, "owner_id": first.client_id} for n in names],
                 timeout=10,
             )
         except httpx.TransportError:

@@ -98,7 +98,8 @@ def test_doc_on_field_change_fires_for_closing_date_or_value_and_not_for_name(
 ) -> None:
     step = tenant.pipeline_step()
     hook = tenant.register(DOC_FIELD_CHANGE)
-    opp = tenant.create("Opportunities", {"name": "Deal", "step_id": step})
+    opened = {"closing_date": "2026-06-30", "value": {"base_value": 500.0}}
+    opp = tenant.create("Opportunities", {"name": "Deal", "step_id": step, **opened})
     value = {"base_value": 1000.0, "currency_id": "EUR", "value_foreign": 1000.0}
     tenant.patch("Opportunities", opp["id"], {"closing_date": "2026-12-31"})
     tenant.patch("Opportunities", opp["id"], {"value": value})
@@ -112,7 +113,7 @@ def test_doc_on_field_change_fires_for_closing_date_or_value_and_not_for_name(
         ["value"],
         ["closing_date", "name"],
     ]
-    assert els[0]["changes"]["closing_date"] == {"old": None, "new": "2026-12-31"}
+    assert els[0]["changes"]["closing_date"] == {"old": "2026-06-30", "new": "2026-12-31"}
     assert els[1]["changes"]["value"]["new"] == value
     assert els[2]["entity"]["name"] == "Biggest deal"
 
@@ -275,7 +276,10 @@ def test_every_event_is_raised_by_the_write_that_should_raise_it_and_by_no_other
         "batch-modify Accounts",
         ["Account.Update", "Account.Create"],
         lambda: s.request(
-            "POST", "Accounts", "batch-modify", json=[{"id": acc, "name": "A2"}, {"name": "B"}]
+            "POST",
+            "Accounts",
+            "batch-modify",
+            json=[{"id": acc, "name": "A2"}, {"name": "B", "owner_id": s.client_id}],
         ),
     )
     acc_b = batch[1]
@@ -284,7 +288,11 @@ def test_every_event_is_raised_by_the_write_that_should_raise_it_and_by_no_other
         "batch-modify failing all or nothing",
         [],
         lambda: s.request(
-            "POST", "Accounts", "batch-modify", json=[{"name": "C"}, bad_item], expect=422
+            "POST",
+            "Accounts",
+            "batch-modify",
+            json=[{"name": "C", "owner_id": s.client_id}, bad_item],
+            expect=422,
         ),
     )
     r(
@@ -295,7 +303,7 @@ def test_every_event_is_raised_by_the_write_that_should_raise_it_and_by_no_other
             "Accounts",
             "batch-modify",
             params={"rollback-method": "1"},
-            json=[bad_item, {"name": "D"}],
+            json=[bad_item, {"name": "D", "owner_id": s.client_id}],
         ),
     )
     r("delete Account", ["Account.Delete"], lambda: s.delete("Accounts", acc_b))
@@ -766,7 +774,10 @@ def test_a_batch_of_250_is_sent_in_chunks_of_100_100_50_spaced_by_chunk_delay(
         }
     )
     ids = s.request(
-        "POST", "Accounts", "batch-modify", json=[{"name": f"A{i}"} for i in range(250)]
+        "POST",
+        "Accounts",
+        "batch-modify",
+        json=[{"name": f"A{i}", "owner_id": s.client_id} for i in range(250)],
     )
     s.settle(hook)
     requests = sorted(hook.requests(), key=lambda r: r.time)
@@ -805,7 +816,13 @@ def test_the_contract_options_example_shapes_filters_and_skips_as_documented(
     acc = s.create("Accounts", {"name": "Buyer"})["id"]
     opp = s.create(
         "Opportunities",
-        {"name": "D", "step_id": step, "owner_id": mine, "primary_account_id": acc},
+        {
+            "name": "D",
+            "step_id": step,
+            "owner_id": mine,
+            "primary_account_id": acc,
+            "value": {"base_value": 250.0},
+        },
     )["id"]
     s.create("Opportunities", {"name": "E", "step_id": step, "owner_id": nobody})
     s.patch("Opportunities", opp, {"closing_date": "2026-01-01"})
@@ -829,7 +846,7 @@ def test_the_contract_options_example_shapes_filters_and_skips_as_documented(
     assert els[0]["entity"] == {
         "id": opp,
         "name": "D",
-        "value": None,
+        "value": {"base_value": 250.0, "currency_id": None, "value_foreign": None},
         "primary_account": {"name": "Buyer"},
     }
     assert els[2]["entity"]["first_name"] == "Con"  # no options for Contact: the whole record

@@ -97,7 +97,7 @@ async def test_hanging_receivers_of_one_space_do_not_delay_another(
                 hostile.path("Webhooks", "batch-modify"), json=dead, auth=hostile_auth
             )
             assert r.status_code == 200, r.text
-            accounts = [{"name": f"a{i}"} for i in range(5)]
+            accounts = [{"name": f"a{i}", "owner_id": space.client_id} for i in range(5)]
             r = await client.post(
                 hostile.path("Accounts", "batch-modify"), json=accounts, auth=hostile_auth
             )

@@ -264,7 +264,8 @@ async def test_a_slow_lookup_in_one_space_does_not_hold_another_spaces_writes(
 
     async def other_write() -> float:
         t0 = time.perf_counter()
-        r = await hooks_api.http.post(other_path, json={"name": "Acme"}, auth=auth)
+        body = {"name": "Acme", "owner_id": other.client_id}
+        r = await hooks_api.http.post(other_path, json=body, auth=auth)
         assert r.status_code == 201, r.text
         return time.perf_counter() - t0
 

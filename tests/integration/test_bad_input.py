@@ -171,6 +171,14 @@ MISSING_REQUIRED = [
     ("Tasks", {}, "subject"),
     ("Products", {"sku": "X-1"}, "name"),
     ("Opportunities", {"name": "Deal"}, "step_id"),
+    ("Opportunities", {"name": "Deal"}, "owner_id"),
+    ("Opportunities", {"name": "Deal"}, "closing_date"),
+    ("Opportunities", {"name": "Deal"}, "value"),
+    ("Accounts", {"name": "Acme"}, "owner_id"),
+    ("Appointments", {"subject": "Meet"}, "owner_id"),
+    ("Appointments", {"subject": "Meet"}, "end_date"),
+    ("Emails", {"subject": "Hi"}, "direction"),
+    ("Emails", {"subject": "Hi"}, "uid"),
     ("Steps", {"name": "New"}, "pipeline_id"),
     ("OpptyProductRelations", {"quantity": 2}, "oppty_id"),
     ("OpptyProductRelations", {"quantity": 2}, "product_id"),
@@ -190,28 +198,20 @@ async def test_missing_required_field_is_refused_and_nothing_changes(
             assert await everything(api, entity) == before
 
 
-async def test_contact_without_first_or_last_name_is_refused(
-    api: Api, subtests: pytest.Subtests
-) -> None:
-    for body in [{"title": "CEO"}, {"first_name": "", "last_name": None}, {}]:
-        with subtests.test(body=body):
-            before = await everything(api, "Contacts")
-            r = await api.http.post(api.path("Contacts"), json=body)
-            assert_invalid(r, "first_name", "ERROR_PARAMETER_MISSING", "last_name")
-            assert await everything(api, "Contacts") == before
-
-
-async def test_contact_with_only_a_last_name_is_accepted_but_cannot_lose_it(api: Api) -> None:
-    contact = await api.create("Contacts", {"last_name": "Smith"})
-    await api.create("Contacts", {"first_name": "Ann"})
-    before = await one(api, "Contacts", contact["id"])
+async def test_contact_needs_an_owner_and_nothing_else(api: Api) -> None:
+    """As published: a Contact's one required field is ``owner_id``; no name is needed."""
+    before = await everything(api, "Contacts")
+    r = await api.http.post(api.path("Contacts"), json={"first_name": "Ann"})
+    assert_invalid(r, "owner_id", "ERROR_PARAMETER_MISSING")
+    assert await everything(api, "Contacts") == before
+    owner = api.space.client_id
+    r = await api.http.post(api.path("Contacts"), json={"email1": "a@x.test", "owner_id": owner})
+    assert r.status_code == 201, r.text
+    contact = r.json()["data"]
     r = await api.http.patch(api.path("Contacts", contact["id"]), json={"last_name": None})
-    assert_invalid(r, "first_name", "ERROR_PARAMETER_MISSING", "last_name")
-    assert await one(api, "Contacts", contact["id"]) == before
-    r = await api.http.patch(
-        api.path("Contacts", contact["id"]), json={"first_name": "Jo", "last_name": None}
-    )
     assert r.status_code == 200, r.text
+    r = await api.http.patch(api.path("Contacts", contact["id"]), json={"owner_id": None})
+    assert_invalid(r, "owner_id", "ERROR_PARAMETER_MISSING")
 
 
 async def test_required_field_cannot_be_patched_to_null(api: Api) -> None:
@@ -337,7 +337,12 @@ async def test_relation_to_a_deleted_record_is_refused(api: Api) -> None:
     assert (await api.http.delete(api.path("Accounts", gone["id"]))).status_code == 200
     before = await everything(api, "Contacts")
     r = await api.http.post(
-        api.path("Contacts"), json={"last_name": "Smith", "primary_account_id": gone["id"]}
+        api.path("Contacts"),
+        json={
+            "last_name": "Smith",
+            "owner_id": api.space.client_id,
+            "primary_account_id": gone["id"],
+        },
     )
     assert_no_such_relation(r, "primary_account_id", gone["id"])
     assert await everything(api, "Contacts") == before
@@ -347,20 +352,25 @@ async def test_relation_to_a_record_of_another_space_is_refused(api: Api, db_url
     other = await new_space(db_url, "other")
     theirs = await api.http.post(
         api.path("Accounts"),
-        json={"name": "Theirs"},
+        json={"name": "Theirs", "owner_id": other.client_id},
         auth=httpx.BasicAuth(other.api_key, other.api_secret),
     )
     assert theirs.status_code == 401  # the path is this space's; their key does not open it
     r = await api.http.post(
         f"/api/v100/rest/spaces/{other.space_id}/entities/Accounts",
-        json={"name": "Theirs"},
+        json={"name": "Theirs", "owner_id": other.client_id},
         auth=httpx.BasicAuth(other.api_key, other.api_secret),
     )
     assert r.status_code == 201, r.text
     their_id = r.json()["data"]["id"]
     before = await everything(api, "Contacts")
     r = await api.http.post(
-        api.path("Contacts"), json={"last_name": "Smith", "primary_account_id": their_id}
+        api.path("Contacts"),
+        json={
+            "last_name": "Smith",
+            "owner_id": api.space.client_id,
+            "primary_account_id": their_id,
+        },
     )
     assert_no_such_relation(r, "primary_account_id", their_id)
     assert await everything(api, "Contacts") == before
@@ -455,7 +465,7 @@ async def test_chunked_body_over_1_mib_is_a_413_and_nothing_changes(api: Api) ->
 
 async def test_body_just_under_1_mib_is_accepted(api: Api) -> None:
     # A long text field is the largest a write can be; padding with spaces keeps it valid JSON.
-    body = b'{"subject": "big", "body": "' + b"x" * 100_000 + b'"}'
+    body = b'{"subject": "big", "direction": 1, "uid": "1", "body": "' + b"x" * 100_000 + b'"}'
     body = body[:-1] + b" " * (MiB - len(body)) + b"}"
     assert len(body) == MiB
     r = await api.http.post(api.path("Emails"), content=body)
@@ -481,7 +491,8 @@ def test_real_server_refuses_bodies_over_1_mib_declared_or_chunked(server: Serve
         listed = client.get(url)
         assert listed.status_code == 200
         assert listed.json()["total"] == 0
-        assert client.post(url, json={"name": "small"}).status_code == 201
+        small = {"name": "small", "owner_id": server.client_id}
+        assert client.post(url, json=small).status_code == 201
 
 
 # --- ids, entity names and paths -------------------------------------------------------------

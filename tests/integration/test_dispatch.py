@@ -161,7 +161,9 @@ async def test_other_spaces_do_not_see_each_others_events(
     other = await new_space(db_url, "other")
     auth = httpx.BasicAuth(other.api_key, other.api_secret)
     r = await live.http.post(
-        "/api/v100/rest/spaces/other/entities/Accounts", json={"name": "x"}, auth=auth
+        "/api/v100/rest/spaces/other/entities/Accounts",
+        json={"name": "x", "owner_id": other.client_id},
+        auth=auth,
     )
     assert r.status_code == 201
     await live.create("Accounts", {"name": "mine"})
@@ -449,7 +451,8 @@ async def test_a_hanging_receiver_does_not_starve_a_healthy_one(
             await _hook(api, dead, ["Account.Create"], options)
             await _hook(api, inbox, ["Account.Create"], options)
             started = time.monotonic()
-            batch = [{"name": f"a{i}"} for i in range(20)]
+            owner = space.client_id
+            batch = [{"name": f"a{i}", "owner_id": owner} for i in range(20)]
             r = await client.post(api.path("Accounts", "batch-modify"), json=batch)
             assert r.status_code == 200
             await inbox.wait_for(20, within=10)

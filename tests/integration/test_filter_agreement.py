@@ -22,6 +22,7 @@ from crmhooks.query.sql import where_clause
 from crmhooks.schema.custom import record_type
 from crmhooks.schema.registry import BUILTIN
 from crmhooks.schema.types import EntityType
+from crmhooks.schema.validate import Validation
 from crmhooks.store.engine import open_database
 from crmhooks.store.keys import create_space
 from crmhooks.store.records import row_to_record, table_of
@@ -65,6 +66,9 @@ OPPTY_FIELDS: dict[str, Any] = {
     "is_archived": st.booleans(),
     "value.base_value": FLOATS,
 }
+
+
+OWNED = {"Accounts", "Contacts", "Opportunities"}  # the owner is required of these
 
 
 def _query_text(value: Any) -> str:
@@ -113,9 +117,12 @@ async def _check(
     space = f"p{uuid.uuid4().hex[:12]}"
     try:
         async with db.write() as conn:
-            await create_space(conn, space)
+            owner = (await create_space(conn, space)).client_id
         writes = WritePath(db)
-        async with writes.begin(WriteContext(space)) as w:
+        # Without Pipeliner's plain required rules (validation-level 4), so that the drawn
+        # bodies may leave out an Opportunity's closing date and value: null is a case to agree on.
+        context = WriteContext(space, validation=Validation.SYSTEM_ONLY)
+        async with writes.begin(context) as w:
             if et is BUILTIN["Opportunities"]:
                 pipeline = await w.create(BUILTIN["Pipelines"], {"name": "P"})
                 step = await w.create(
@@ -123,7 +130,7 @@ async def _check(
                 )
                 bodies = [{**b, "step_id": step["id"]} for b in bodies]
             for body in bodies:
-                await w.create(et, body)
+                await w.create(et, {"owner_id": owner, **body} if et.name in OWNED else body)
         t = table_of(et)
         async with db.read() as conn:
             everything = (

@@ -28,6 +28,7 @@ from crmhooks.store.keys import IssuedKey
 from crmhooks.store.tables import table_for
 from tests.conftest import Api, free_port, new_space
 from tests.support.live import live_client, receiving
+from tests.support.required import with_required
 
 BASE = "http://testserver/api/v100/rest/spaces/acme/entities"
 
@@ -138,6 +139,7 @@ async def test_bytechef_lists_the_types_units_and_clients_then_creates_a_task(ap
 
 
 async def test_the_new_relations_are_checked_shown_and_expanded(api: Api) -> None:
+    owner = api.space.client_id
     unit = await api.create("SalesUnits", {"name": "EMEA"})
     account_type = await api.create("AccountTypes", {"name": "Partner", "is_readonly": False})
     account = await api.create(
@@ -165,7 +167,7 @@ async def test_the_new_relations_are_checked_shown_and_expanded(api: Api) -> Non
         ("Products", {"name": "P", "product_category_id": missing}, "product_category_id"),
     ]
     for entity, body, name in cases:
-        r = await api.http.post(api.path(entity), json=body)
+        r = await api.http.post(api.path(entity), json=with_required(entity, body, owner))
         assert await _field_errors(r) == [(name, "ERROR_RELATIONS_DOESNT_EXIST")], entity
         assert r.json()["field_errors"][0]["errors"][0]["code"] == 120
     r = await api.http.patch(api.path("Accounts", account["id"]), json={"unit_id": missing})

@@ -20,6 +20,7 @@ from crmhooks.app import create_app
 from crmhooks.settings import Settings
 from crmhooks.store.keys import IssuedKey
 from tests.conftest import Api, free_port
+from tests.support.required import with_required
 
 # The keys of the service's 422 answer, top level, per field, and per inner error.
 VALIDATION_KEYS = {
@@ -128,7 +129,12 @@ async def test_unknown_collection_is_unknown_type(api: Api) -> None:
 
 async def test_batch_item_errors_carry_entity_index(api: Api) -> None:
     account = await api.create("Accounts", {"name": "Acme"})
-    items = [{"name": "ok"}, {"city": "no name"}, {"id": account["id"], "name": 5}]
+    owner = api.space.client_id
+    items = [
+        {"name": "ok", "owner_id": owner},
+        {"city": "no name", "owner_id": owner},
+        {"id": account["id"], "name": 5},
+    ]
     r = await api.http.post(
         api.path("Accounts", "batch-modify"), json=items, params={"rollback-method": "1"}
     )
@@ -307,14 +313,23 @@ async def test_validation_level_must_be_a_known_bit_mask_on_every_write(api: Api
 
 
 async def test_level_4_leaves_out_required_rules_of_plain_fields_only(api: Api) -> None:
-    r = await api.http.post(api.path("Accounts"), json={"city": "Rome"}, params=level(4))
+    owner = api.space.client_id
+    r = await api.http.post(
+        api.path("Accounts"), json={"city": "Rome", "owner_id": owner}, params=level(4)
+    )
     assert r.status_code == 201, r.text
     assert r.json()["data"]["name"] is None
-    r = await api.http.post(api.path("Contacts"), json={"title": "Dr"}, params=level(4))
-    assert r.status_code == 201, r.text
+    deal = {"name": "Deal", "owner_id": owner, "step_id": await step_id(api)}
+    r = await api.http.post(api.path("Opportunities"), json=deal, params=level(4))
+    assert r.status_code == 201, r.text  # no closing_date, no value
+    assert r.json()["data"]["closing_date"] is None
     # A relation the server links records by stays required; so does every webhook field.
     r = await api.http.post(api.path("Opportunities"), json={"name": "Deal"}, params=level(4))
-    assert by_field(validation_body(r))["step_id"]["errors"][0]["code"] == 119
+    errors = by_field(validation_body(r))
+    assert errors["step_id"]["errors"][0]["code"] == 119
+    assert errors["owner_id"]["errors"][0]["code"] == 119
+    assert "closing_date" not in errors
+    assert "value" not in errors
     r = await api.http.post(api.path("Webhooks"), json={"events": ["*"]}, params=level(4))
     assert "url" in by_field(validation_body(r))
     # Types are checked at every level.
@@ -323,25 +338,35 @@ async def test_level_4_leaves_out_required_rules_of_plain_fields_only(api: Api) 
 
 
 async def test_level_2_checks_only_the_fields_a_patch_changes(api: Api) -> None:
-    # A contact without a name (made with level 4) fails a full check of an unrelated change.
-    r = await api.http.post(api.path("Contacts"), json={"title": "Dr"}, params=level(4))
-    contact = r.json()["data"]
-    one = api.path("Contacts", contact["id"])
-    r = await api.http.patch(one, json={"position": "CEO"})
+    # A client without a name or email (made with level 4) fails a full check of its
+    # one-of rule on any change; level 2 checks the rule only when a change touches it.
+    r = await api.http.post(api.path("Clients"), json={}, params=level(4))
+    client = api.path("Clients", r.json()["data"]["id"])
+    r = await api.http.patch(client, json={"first_name": ""})
     assert "first_name" in by_field(validation_body(r))
-    r = await api.http.patch(one, json={"position": "CEO"}, params=level(2))
+    r = await api.http.patch(client, json={}, params=level(2))
     assert r.status_code == 200, r.text
-    assert r.json()["data"]["position"] == "CEO"
-    # ...but a change of the rule's own fields is checked.
-    r = await api.http.patch(one, json={"first_name": ""}, params=level(2))
+    r = await api.http.patch(client, json={"first_name": ""}, params=level(2))
     assert "first_name" in by_field(validation_body(r))
+    # An account without a name (made with level 4): a patch checks the required fields it
+    # names, at level 2 too.
+    body = {"city": "Rome", "owner_id": api.space.client_id}
+    r = await api.http.post(api.path("Accounts"), json=body, params=level(4))
+    account = r.json()["data"]
+    one = api.path("Accounts", account["id"])
+    r = await api.http.patch(one, json={"country": "Italy"}, params=level(2))
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["country"] == "Italy"
+    named = api.path("Accounts", (await api.create("Accounts", {"name": "Acme"}))["id"])
+    r = await api.http.patch(named, json={"name": None}, params=level(2))
+    assert "name" in by_field(validation_body(r))
     # A record echoed back: its unchanged server fields are no change, so not refused.
-    now = (await api.get("Contacts", contact["id"])).json()["data"]
+    now = (await api.get("Accounts", account["id"])).json()["data"]
     echo = {k: v for k, v in now.items() if k in ("id", "created", "revision")}
-    r = await api.http.patch(one, json={**echo, "title": "Prof"}, params=level(2))
+    r = await api.http.patch(one, json={**echo, "city": "Milan", "name": "Acme"}, params=level(2))
     assert r.status_code == 200, r.text
-    assert r.json()["data"]["title"] == "Prof"
-    r = await api.http.patch(one, json={**echo, "title": "Sir"})
+    assert r.json()["data"]["city"] == "Milan"
+    r = await api.http.patch(one, json={**echo, "city": "Turin"})
     assert set(by_field(validation_body(r))) >= {"id", "created", "revision"}
     # A changed server field is still refused.
     r = await api.http.patch(one, json={"revision": 99}, params=level(2))
@@ -350,17 +375,17 @@ async def test_level_2_checks_only_the_fields_a_patch_changes(api: Api) -> None:
 
 async def test_level_8_overrides_history_fields_never_computed_ones(api: Api) -> None:
     then = "2019-02-01 07:41:49.529970+00:00"
-    r = await api.http.post(api.path("Accounts"), json={"name": "Old", "created": then})
+    old = {"name": "Old", "owner_id": api.space.client_id, "created": then}
+    r = await api.http.post(api.path("Accounts"), json=old)
     assert by_field(validation_body(r))["created"]["errors"][0]["name"] == "ERROR_FIELD_READ_ONLY"
-    r = await api.http.post(
-        api.path("Accounts"), json={"name": "Old", "created": then}, params=level(8)
-    )
+    r = await api.http.post(api.path("Accounts"), json=old, params=level(8))
     assert r.status_code == 201, r.text
     account = r.json()["data"]
     assert account["created"] == then
     assert (await api.get("Accounts", account["id"])).json()["data"]["created"] == then
     won = "2020-05-05 10:00:00.000000+00:00"
     body = {"name": "Deal", "step_id": await step_id(api), "status": 3, "won_date": won}
+    body = with_required("Opportunities", body, api.space.client_id)
     r = await api.http.post(api.path("Opportunities"), json=body, params=level(8))
     assert r.status_code == 201, r.text
     assert (r.json()["data"]["status"], r.json()["data"]["won_date"]) == (3, won)
@@ -504,6 +529,7 @@ async def test_webhook_bodies_stay_in_utc(db_url: str, space: IssuedKey) -> None
             hook = {"url": f"http://127.0.0.1:{port}/hook", "events": ["*"], "insecure_ssl": False}
             await api.create("Webhooks", hook)
             body = {"subject": "A", "start_date": "2026-03-01 09:00:00"}
+            body = with_required("Appointments", body, space.client_id)
             r = await api.http.post(api.path("Appointments"), json=body, headers=CHICAGO)
             assert r.json()["data"]["start_date"].endswith("-06:00")
             for _ in range(1500):  # up to 15 s: a loaded machine delivers late, not never

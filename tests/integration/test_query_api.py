@@ -235,7 +235,9 @@ async def test_expansion_takes_a_fixed_number_of_queries(api: Api) -> None:
 async def test_batch_modify_creates_and_updates_all_or_nothing(api: Api) -> None:
     existing = await api.create("Accounts", {"name": "old"})
     # As many items as a batch may hold (docs/api.md, "Limits").
-    items = [{"name": f"n{i}"} for i in range(999)] + [{"id": existing["id"], "city": "Rome"}]
+    owner = api.space.client_id
+    items = [{"name": f"n{i}", "owner_id": owner} for i in range(999)]
+    items.append({"id": existing["id"], "city": "Rome"})
     r = await api.http.post(api.path("Accounts", "batch-modify"), json=items)
     assert r.status_code == 200, r.text
     data = r.json()["data"]
@@ -244,7 +246,7 @@ async def test_batch_modify_creates_and_updates_all_or_nothing(api: Api) -> None
     assert (await api.get("Accounts", existing["id"])).json()["data"]["city"] == "Rome"
     assert (await api.get("Accounts")).json()["total"] == 1000
 
-    bad = [{"name": "ok"}, {"name": 5}, {"nope": 1}]
+    bad = [{"name": "ok", "owner_id": owner}, {"name": 5, "owner_id": owner}, {"nope": 1}]
     r = await api.http.post(api.path("Accounts", "batch-modify"), json=bad)
     assert r.status_code == 422
     body = r.json()
@@ -258,7 +260,7 @@ async def test_batch_modify_creates_and_updates_all_or_nothing(api: Api) -> None
 async def test_batch_keep_going_keeps_the_items_that_succeeded(api: Api) -> None:
     r = await api.http.post(
         api.path("Accounts", "batch-modify"),
-        json=[{"name": "a"}, {"name": None}, {"name": "c"}],
+        json=[{"name": n, "owner_id": api.space.client_id} for n in ("a", None, "c")],
         params={"rollback-method": "1"},
     )
     assert r.status_code == 200, r.text

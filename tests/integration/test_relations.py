@@ -155,9 +155,14 @@ async def test_a_nested_item_that_fails_leaves_nothing_behind(api: Api, db_url: 
         json=[
             {
                 "last_name": "Ok",
+                "owner_id": api.space.client_id,
                 "account_relations": [{"account_id": acme["id"], "is_primary": True}],
             },
-            {"last_name": "No", "account_relations": [{"account_id": missing, "is_primary": True}]},
+            {
+                "last_name": "No",
+                "owner_id": api.space.client_id,
+                "account_relations": [{"account_id": missing, "is_primary": True}],
+            },
         ],
     )
     assert r.status_code == 200, r.text

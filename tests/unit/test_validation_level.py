@@ -12,14 +12,15 @@ from crmhooks.query.params import validation_level
 from crmhooks.schema.registry import BUILTIN
 from crmhooks.schema.validate import Validation, check_write
 
-ACCOUNTS, CONTACTS = BUILTIN["Accounts"], BUILTIN["Contacts"]
-STORED: dict[str, Any] = {
+ACCOUNTS = BUILTIN["Accounts"]
+OWNER = "7a0c2b55-3f1e-4d2a-8b6c-1e9f0a2d3c44"
+STORED: dict[str, Any] = {  # an Account without a name, as validation-level 4 lets one be made
     "id": "5d1c5a40-0d3f-4b8e-9d55-8f2a1f0e4c11",
     "created": "2026-01-01 00:00:00.000000+00:00",
     "revision": 3,
-    "first_name": None,
-    "last_name": None,
-    "title": "Dr",
+    "name": None,
+    "owner_id": OWNER,
+    "city": "Rome",
 }
 
 
@@ -41,32 +42,35 @@ def test_other_levels_are_refused(raw: str) -> None:
 
 
 def test_changed_only_skips_unchanged_fields_and_untouched_rules() -> None:
-    echo = {"id": STORED["id"], "created": "2026-01-01T00:00:00Z", "title": "Prof"}
-    assert refused(CONTACTS, echo, before=STORED) == {"id", "created", "first_name"}
-    out = check_write(CONTACTS, echo, before=STORED, level=Validation.CHANGED_ONLY)
-    assert out == {"title": "Prof"}
-    assert refused(CONTACTS, {"last_name": ""}, before=STORED, level=Validation.CHANGED_ONLY) == {
-        "first_name"
+    echo = {"id": STORED["id"], "created": "2026-01-01T00:00:00Z", "city": "Milan"}
+    assert refused(ACCOUNTS, echo, before=STORED) == {"id", "created"}
+    out = check_write(ACCOUNTS, echo, before=STORED, level=Validation.CHANGED_ONLY)
+    assert out == {"city": "Milan"}
+    named = {**STORED, "name": "Acme"}
+    assert refused(ACCOUNTS, {"name": None}, before=named, level=Validation.CHANGED_ONLY) == {
+        "name"
     }
 
 
 def test_system_only_drops_plain_required_rules_not_relations() -> None:
-    assert check_write(ACCOUNTS, {}, before=None, level=Validation.SYSTEM_ONLY) == {}
-    assert "step_id" in refused(
+    owned = {"owner_id": OWNER}
+    assert check_write(ACCOUNTS, owned, before=None, level=Validation.SYSTEM_ONLY) == owned
+    assert refused(ACCOUNTS, {}, before=None, level=Validation.SYSTEM_ONLY) == {"owner_id"}
+    assert refused(
         BUILTIN["Opportunities"], {"name": "x"}, before=None, level=Validation.SYSTEM_ONLY
-    )
+    ) == {"step_id", "owner_id"}  # not closing_date or value: plain fields
 
 
 def test_override_read_only_sets_history_fields_only() -> None:
     out = check_write(
         ACCOUNTS,
-        {"name": "a", "created": "2019-02-01 07:41:49+00:00"},
+        {"name": "a", "owner_id": OWNER, "created": "2019-02-01 07:41:49+00:00"},
         before=None,
         level=Validation.OVERRIDE_READ_ONLY,
     )
     assert out["created"] == datetime(2019, 2, 1, 7, 41, 49, tzinfo=UTC)
     for field, value in (("modified", "2019-02-01"), ("revision", 2), ("id", STORED["id"])):
-        body = {"name": "a", field: value}
+        body = {"name": "a", "owner_id": OWNER, field: value}
         assert refused(ACCOUNTS, body, before=None, level=Validation(30)) == {field}
     body = {"url": "https://example.org", "created": "2019-02-01"}
     assert "created" in refused(BUILTIN["Webhooks"], body, before=None, level=Validation(8))

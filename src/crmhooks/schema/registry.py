@@ -35,8 +35,12 @@ def lead_or_oppty(*, required: bool = False, fixed: bool = False) -> Field:
     )
 
 
-def enum(name: str, choices: dict[str, int], default: int | None = None) -> Field:
-    return Field(name, Kind.ENUM, choices=MappingProxyType(choices), default=default)
+def enum(
+    name: str, choices: dict[str, int], default: int | None = None, *, required: bool = False
+) -> Field:
+    return Field(
+        name, Kind.ENUM, choices=MappingProxyType(choices), default=default, required=required
+    )
 
 
 def numbered(name: str, count: int) -> Field:
@@ -61,6 +65,8 @@ def _documents(via: str) -> ToMany:
 
 
 OWNER = rel("owner_id", "Clients")
+# Pipeliner requires an owner on create for these (Account, Contact, Opportunity, Appointment).
+OWNER_REQUIRED = rel("owner_id", "Clients", required=True)
 LEAD_STATUS = {"Open": 1, "Lost": 2}
 OPPTY_STATUS = {"Open": 1, "Lost": 2, "Won": 3}
 
@@ -69,7 +75,6 @@ OPPTY_STATUS = {"Open": 1, "Lost": 2, "Won": 3}
 # it is a Lead, so a record qualified again gets them back.
 _LEAD_OPPTY_COMMON = (
     text("name", required=True),
-    OWNER,
     rel("primary_account_id", "Accounts"),
     rel("primary_contact_id", "Contacts"),
     flag("is_archived"),
@@ -117,7 +122,7 @@ _TYPES: tuple[EntityType, ...] = (
         table="accounts",
         fields=with_system(
             text("name", required=True),
-            OWNER,
+            OWNER_REQUIRED,
             *_many("email", 5),
             *_many("phone", 5),
             text("address", max_length=1000),
@@ -141,7 +146,7 @@ _TYPES: tuple[EntityType, ...] = (
         fields=with_system(
             text("first_name"),
             text("last_name"),
-            OWNER,
+            OWNER_REQUIRED,
             text("title"),
             text("position"),
             *_many("email", 5),
@@ -155,7 +160,6 @@ _TYPES: tuple[EntityType, ...] = (
             ToMany("account_relations", "ContactAccountRelations", "contact_id"),
             _documents("contact_id"),
         ),
-        one_of_required=(("first_name", "last_name"),),
     ),
     EntityType(
         name="Leads",
@@ -163,6 +167,7 @@ _TYPES: tuple[EntityType, ...] = (
         table="lead_opptys",
         fields=with_system(
             *_LEAD_OPPTY_COMMON,
+            OWNER,
             rel("step_id", "Steps"),
             enum("status", LEAD_STATUS, default=1),
         ),
@@ -177,10 +182,11 @@ _TYPES: tuple[EntityType, ...] = (
         table="lead_opptys",
         fields=with_system(
             *_LEAD_OPPTY_COMMON,
+            OWNER_REQUIRED,
             rel("step_id", "Steps", required=True),
             enum("status", OPPTY_STATUS, default=1),
-            Field("closing_date", Kind.DATE),
-            _VALUE,
+            Field("closing_date", Kind.DATE, required=True),
+            replace(_VALUE, required=True),
             read_only("won_date", Kind.DATETIME),
         ),
         events=(*STANDARD_EVENTS, "Move", "Lost", "Won", "Qualify"),
@@ -225,13 +231,14 @@ _TYPES: tuple[EntityType, ...] = (
         singular="Email",
         table="emails",
         fields=with_system(
-            text("subject", required=True, max_length=1000),
+            text("subject", max_length=1000),
             long_text("body"),
             text("sender", max_length=1000),
             text("to", max_length=10_000),
             text("cc", max_length=10_000),
             Field("date_sent", Kind.DATETIME),
-            enum("direction", {"Out": 1, "In": 2}, default=1),
+            enum("direction", {"Out": 1, "In": 2}, required=True),
+            text("uid", required=True),
             OWNER,
             rel("account_id", "Accounts"),
             rel("contact_id", "Contacts"),
@@ -247,9 +254,9 @@ _TYPES: tuple[EntityType, ...] = (
         table="appointments",
         fields=with_system(
             text("subject", required=True),
-            OWNER,
+            OWNER_REQUIRED,
             Field("start_date", Kind.DATETIME),
-            Field("end_date", Kind.DATETIME),
+            Field("end_date", Kind.DATETIME, required=True),
             text("location", max_length=1000),
             long_text("description"),
             numbered("status", 6),
