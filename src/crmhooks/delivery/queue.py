@@ -250,6 +250,11 @@ class SqlQueue:
         self._claims[postgresql] = claim
         return claim
 
+    async def pending_webhooks(self) -> set[str]:
+        """Every webhook with a pending request (in a read transaction of its own)."""
+        async with self.db.read() as conn:
+            return await _pending_webhooks(conn)
+
     # --- record ----------------------------------------------------------------------------
 
     async def record(
@@ -456,8 +461,7 @@ class _SqlClaim:
     async def pending_webhooks(self) -> set[str]:
         """Every webhook with a pending request: one index probe per webhook, not per request
         (a loose index scan, written as a recursive query)."""
-        found = await self.conn.execute(text(WEBHOOKS_WITH_PENDING))
-        return {row[0] for row in found}
+        return await _pending_webhooks(self.conn)
 
     async def claim(self, webhook_id: str, limit: int, hold: int) -> int | None:
         # Claims of one webhook take turns across processes (PostgreSQL), so the live leases
@@ -514,6 +518,11 @@ class _SqlClaim:
             bodies = {row[0]: row[1] for row in found_bodies}
         claimed = [Claimed(r.id, r.webhook_id, bodies[r.id], r.attempts) for r in rows]
         return Claims(claimed, later)
+
+
+async def _pending_webhooks(conn: AsyncConnection) -> set[str]:
+    found = await conn.execute(text(WEBHOOKS_WITH_PENDING))
+    return {row[0] for row in found}
 
 
 async def enqueue_in(
