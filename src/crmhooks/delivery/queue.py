@@ -658,6 +658,84 @@ async def attempts_of(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, li
     return by_delivery
 
 
+# --- the dashboard's and the metrics' reads ------------------------------------------------------
+
+
+async def pending_depth(conn: AsyncConnection) -> tuple[int, datetime | None]:
+    """Pending requests, and when the oldest of them was made."""
+    count, oldest = (
+        await conn.execute(
+            select(func.count(), func.min(deliveries.c.created)).where(
+                deliveries.c.status == PENDING
+            )
+        )
+    ).one()
+    return int(count), oldest
+
+
+async def status_counts(
+    conn: AsyncConnection, space_id: str, webhook_ids: Sequence[str], since: datetime
+) -> dict[str, dict[str, int]]:
+    """Per webhook, its requests made since ``since`` by their status now."""
+    d = deliveries.c
+    counts: dict[str, dict[str, int]] = {w: {} for w in webhook_ids}
+    if webhook_ids:
+        rows = await conn.execute(
+            select(d.webhook_id, d.status, func.count())
+            .where(d.space_id == space_id, d.webhook_id.in_(list(webhook_ids)), d.created >= since)
+            .group_by(d.webhook_id, d.status)
+        )
+        for webhook_id, status, n in rows:
+            counts[webhook_id][status] = int(n)
+    return counts
+
+
+async def latest_request(conn: AsyncConnection, space_id: str, webhook_id: str) -> Any | None:
+    """(created, status, last_status, last_error, id) of the webhook's most recent request."""
+    d = deliveries.c
+    return (
+        await conn.execute(
+            select(d.created, d.status, d.last_status, d.last_error, d.id)
+            .where(d.space_id == space_id, d.webhook_id == webhook_id)
+            .order_by(d.created.desc(), d.id.desc())
+            .limit(1)
+        )
+    ).first()
+
+
+def _minute(conn: AsyncConnection, col: Any) -> Any:
+    """``YYYY-MM-DD HH:MM`` of a UTC time, in SQL (SQLite keeps naive UTC text)."""
+    if conn.dialect.name == "postgresql":
+        return func.to_char(func.timezone("UTC", col), "YYYY-MM-DD HH24:MI")
+    return func.strftime("%Y-%m-%d %H:%M", col)
+
+
+async def minute_counts(
+    conn: AsyncConnection, space_id: str, webhook_ids: Sequence[str], since: datetime
+) -> list[tuple[str, str, int]]:
+    """Requests created since ``since`` by minute and by their status now."""
+    if not webhook_ids:
+        return []
+    d = deliveries.c
+    minute = _minute(conn, d.created).label("minute")
+    rows = await conn.execute(
+        select(minute, d.status, func.count())
+        .where(d.space_id == space_id, d.webhook_id.in_(list(webhook_ids)), d.created >= since)
+        .group_by(minute, d.status)
+    )
+    return [(str(m), str(s), int(n)) for m, s, n in rows]
+
+
+async def request_body(conn: AsyncConnection, delivery_id: str) -> str | None:
+    """The body sent (or to be sent) for a request; the caller has checked whose it is."""
+    row = (
+        await conn.execute(
+            select(delivery_bodies.c.body).where(delivery_bodies.c.delivery_id == delivery_id)
+        )
+    ).first()
+    return None if row is None else str(row[0])
+
+
 # --- webhook health ----------------------------------------------------------------------------
 
 

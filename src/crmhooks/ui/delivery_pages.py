@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from crmhooks.delivery.dispatcher import Dispatcher
 from crmhooks.delivery.log import get_delivery, list_deliveries, parse_log_query, parse_time
+from crmhooks.delivery.queue import minute_counts, request_body
 from crmhooks.delivery.signing import headers
 from crmhooks.errors import NotFound, ParameterInvalid
 from crmhooks.hooks.subscription import Subscription
@@ -30,7 +31,6 @@ from crmhooks.services.deliveries import (
 )
 from crmhooks.ui import chart
 from crmhooks.ui.forms import log_params, one
-from crmhooks.ui.queries import minute_counts, request_body
 from crmhooks.ui.web import Dashboard, Page, route
 from crmhooks.ui.webhook_pages import NOTICES, load_record, shown_webhook
 
