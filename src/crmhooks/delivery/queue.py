@@ -65,13 +65,13 @@ PENDING, DELIVERED, FAILED = DeliveryStatus.PENDING, DeliveryStatus.DELIVERED, D
 CLAIM_LOCK = text("SELECT pg_try_advisory_xact_lock(1668443491, hashtext(:w))")  # "crmc"
 
 # The webhooks with a pending request, one index probe each (status, webhook_id, ...).
-WEBHOOKS_WITH_PENDING = """
+WEBHOOKS_WITH_PENDING = f"""
 WITH RECURSIVE w(id) AS (
-    SELECT (SELECT webhook_id FROM deliveries WHERE status = 'pending'
+    SELECT (SELECT webhook_id FROM deliveries WHERE status = '{PENDING.value}'
             ORDER BY webhook_id LIMIT 1)
     UNION ALL
-    SELECT (SELECT webhook_id FROM deliveries WHERE status = 'pending' AND webhook_id > w.id
-            ORDER BY webhook_id LIMIT 1)
+    SELECT (SELECT webhook_id FROM deliveries WHERE status = '{PENDING.value}'
+            AND webhook_id > w.id ORDER BY webhook_id LIMIT 1)
     FROM w WHERE w.id IS NOT NULL
 )
 SELECT id FROM w WHERE id IS NOT NULL
