@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, ItemsView
-from contextlib import asynccontextmanager
+from collections.abc import ItemsView
 
 from crmhooks.delivery import health
 
@@ -41,14 +40,12 @@ class PerWebhook:
     def claimed(self, webhook_id: str) -> None:
         self._held[webhook_id] += 1
 
-    @asynccontextmanager
-    async def sending(self, webhook_id: str) -> AsyncIterator[None]:
-        """Send one of its requests, once fewer than the limit are being sent."""
+    def sending(self, webhook_id: str) -> asyncio.Semaphore:
+        """Held while one of its requests is sent: no more than the limit at once."""
         slot = self._sending.get(webhook_id)
         if slot is None:
             slot = self._sending[webhook_id] = asyncio.Semaphore(self.limit)
-        async with slot:
-            yield
+        return slot
 
     def finished(self, webhook_id: str, ok: bool) -> bool:
         """One of its requests is done (``ok``: answered well); whether to claim for it now:

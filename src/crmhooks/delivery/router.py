@@ -114,7 +114,7 @@ class Router:
     _stored_at: datetime = field(default_factory=lambda: datetime.min.replace(tzinfo=UTC))
     backlog: bool = False  # the last step may have left events to route now
     _touched: set[str] = field(default_factory=set)  # webhooks given requests since last asked
-    _leader: LeaderLock | None = None
+    _leader: LeaderLock = field(init=False)  # which process routes (PostgreSQL)
 
     def __post_init__(self) -> None:
         self._leader = LeaderLock(self.db)
@@ -123,15 +123,13 @@ class Router:
         """Whether this process routes (``delivery.leader``): always on SQLite."""
         if self.db.dialect != "postgresql":
             return True
-        assert self._leader is not None
         if await self._leader.acquire():
             self._loaded = False  # another router may have moved the cursor: read it again
         return self._leader.held
 
     async def close(self) -> None:
         """Let go of the routing lock (PostgreSQL)."""
-        if self._leader is not None:
-            await self._leader.release()
+        await self._leader.release()
 
     def take_touched(self) -> set[str]:
         """The webhooks this router has stored new requests for since the last call."""
