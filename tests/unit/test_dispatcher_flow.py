@@ -316,3 +316,21 @@ async def test_a_shared_queue_leaves_other_processes_leases_within_the_allowance
     assert held == (UNPROVEN_ALLOWANCE - 1 if shared else UNPROVEN_ALLOWANCE)
     rig.sender.gate.set()
     await rig.d.sent()
+
+
+def test_health_decisions() -> None:
+    assert [health.succeeded(s) for s in (None, 199, 200, 204, 299, 300, 410)] == [
+        False,
+        False,
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert [health.allowance(ok, 16) for ok in (None, False, True)] == [2, 1, 16]
+    assert [health.claimable(ok, 16) for ok in (None, False, True)] == [2, 1, 32]
+    assert health.allowance(None, 1) == 1  # never more than the configured limit
+    assert health.failing_too_long(T0, T0 + timedelta(seconds=61), 60)
+    assert not health.failing_too_long(T0, T0 + timedelta(seconds=60), 60)
+    assert not health.failing_too_long(None, T0, 60)
