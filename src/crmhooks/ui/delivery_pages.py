@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from crmhooks.delivery.dispatcher import Dispatcher
 from crmhooks.delivery.log import get_delivery, list_deliveries, parse_log_query, parse_time
+from crmhooks.delivery.model import DeliveryStatus
 from crmhooks.delivery.queue import minute_counts, request_body
 from crmhooks.delivery.signing import headers
 from crmhooks.errors import NotFound, ParameterInvalid
@@ -51,7 +52,12 @@ async def _log(page: Page, sub: Subscription) -> dict[str, Any]:
     query = page.request.query_params
     now = datetime.now(UTC)
     filters = {k: query.get(k, "") for k in ("status", "since", "until")}
-    context: dict[str, Any] = {"filters": filters, "filter_error": None, "polling": True}
+    context: dict[str, Any] = {
+        "filters": filters,
+        "filter_error": None,
+        "polling": True,
+        "statuses": [s.value for s in DeliveryStatus],
+    }
     try:
         params = log_params(query)
         q = parse_log_query(params)
