@@ -15,7 +15,7 @@ keeps arrival times; this module's ``receive`` command). Loopback only.
 3. many webhooks: in this process, ``Router.step`` over the same stored events with 10 and with
    10,000 registered webhooks (one matches; the others listen to other events or live in other
    spaces): all stored events in one step, then one event per step followed by the claim of
-   what it made (``Dispatcher._claim_once``, sending stubbed out), as live traffic is handled.
+   what it made (``Dispatcher.claim_once``, sending stubbed out), as live traffic is handled.
 
 Run ``python -m bench.delivery_speed``; the figures are printed and written to the "Webhook
 delivery" section of ``docs/benchmarks.md`` (``--no-docs`` to skip).
@@ -61,9 +61,11 @@ from bench.api_speed import (
     wait_for_quiet,
 )
 from crmhooks.delivery.dispatcher import Dispatcher, DispatchSettings
+from crmhooks.delivery.model import SendResult
+from crmhooks.delivery.queue import SqlQueue
 from crmhooks.delivery.retry import DEFAULT_SCHEDULE
 from crmhooks.delivery.router import ROUTER, Router
-from crmhooks.delivery.sender import Outcome, Sender
+from crmhooks.delivery.sender import HttpSender
 from crmhooks.delivery.signing import USER_AGENT
 from crmhooks.hooks.names import EVENT_NAMES
 from crmhooks.hooks.subscription import Subscription
@@ -608,7 +610,7 @@ def measure_latency(result: Latency, receiver: Receiver, workdir: Path, quiet_wa
 @dataclass
 class Routing:
     """CPU seconds per event of routing (``Router.step``) and of claiming what it made
-    (``Dispatcher._claim_once``), per number of webhooks, one list entry per round."""
+    (``Dispatcher.claim_once``), per number of webhooks, one list entry per round."""
 
     webhooks: tuple[int, int]
     events: int = 0
@@ -654,11 +656,11 @@ def add_webhooks(db_file: Path, total: int) -> None:
         engine.dispose()
 
 
-class _NoSend(Sender):
+class _NoSend(HttpSender):
     """Answers every request with 200 at once: claiming is measured, not sending."""
 
-    async def send(self, sub: Subscription, msg_id: str, body: bytes) -> Outcome:
-        return Outcome(200, 0.0, None, "", None, datetime.now(UTC))
+    async def send(self, sub: Subscription, msg_id: str, body: bytes) -> SendResult:
+        return SendResult(200, 0.0, None, "", None, datetime.now(UTC))
 
 
 @dataclass
@@ -677,9 +679,9 @@ async def _dispatch_all(db_file: Path, batch: int) -> Pass:
             await conn.execute(delete(deliveries))
             await conn.execute(delete(dispatch_state).where(dispatch_state.c.name == ROUTER))
         router = Router(db, "http://127.0.0.1:8000", batch=batch)
-        dispatcher = Dispatcher(
-            db, router, _NoSend(Guard(parse_allowed(""))), DispatchSettings(DEFAULT_SCHEDULE)
-        )
+        no_send = _NoSend(Guard(parse_allowed("")))
+        cfg = DispatchSettings(DEFAULT_SCHEDULE)
+        dispatcher = Dispatcher(SqlQueue(db), router, router.webhooks, no_send, cfg)
         t0 = time.perf_counter()
         async with db.read() as conn:
             await router.load(conn)
@@ -693,10 +695,10 @@ async def _dispatch_all(db_file: Path, batch: int) -> Pass:
             route += cpu1 - cpu0
             if not made:
                 break
-            while await dispatcher._claim_once():
+            while await dispatcher.claim_once():
                 pass
             claim += time.process_time() - cpu1
-            await asyncio.gather(*dispatcher._sends)
+            await dispatcher.sent()
         return Pass(loaded, route, claim, count)
     finally:
         await db.dispose()
@@ -904,7 +906,7 @@ def markdown(r: Results, command: str) -> str:
         "matching (the others: half in the same space on other event names, half on "
         "`Account.Create` in other spaces), the index already loaded; process CPU (all "
         "threads) per event, best of the rounds. First all events in one step (the stored "
-        "events), then one event per step followed by `Dispatcher._claim_once` (sending "
+        "events), then one event per step followed by `Dispatcher.claim_once` (sending "
         "stubbed out), as live traffic at a low rate is dispatched.",
         *details(r),
         "",

@@ -10,7 +10,7 @@
    to the last event at the healthy receiver, on a copy of that database with the dead webhooks
    and on one without them (deleted from the copy); runs alternate, the best of each is kept.
 2. Backlog. ``--backlog`` pending requests (due now, each with one record, a realistic body)
-   stored in SQL for one webhook. In this process the claim (``Dispatcher._claim_once``, one
+   stored in SQL for one webhook. In this process the claim (``Dispatcher.claim_once``, one
    statement for the webhook, sending stubbed out) and the scan for webhooks with work are
    timed as the backlog grows. Then ``serve`` runs on the largest backlog, delivering to the
    healthy receiver, and its resident memory is sampled from ``/proc`` for ``--seconds``.
@@ -66,6 +66,7 @@ from bench.delivery_speed import (
 )
 from crmhooks import logs
 from crmhooks.delivery.dispatcher import Dispatcher, DispatchSettings
+from crmhooks.delivery.queue import SqlQueue
 from crmhooks.delivery.retry import DEFAULT_SCHEDULE
 from crmhooks.delivery.router import Router
 from crmhooks.netguard import Guard, parse_allowed
@@ -267,7 +268,7 @@ def measure_isolation(
 class Backlog:
     sizes: list[int]
     seconds: float
-    claim_ms: dict[int, list[float]] = field(default_factory=dict)  # one _claim_once each
+    claim_ms: dict[int, list[float]] = field(default_factory=dict)  # one claim_once each
     scan_ms: dict[int, list[float]] = field(default_factory=dict)
     fill_seconds: float = 0.0
     db_mb: float = 0.0
@@ -353,26 +354,26 @@ async def _time_claims(db_file: Path, rounds: int) -> tuple[list[float], list[fl
     db = open_database(f"sqlite:///{db_file}")
     try:
         router = Router(db, "http://127.0.0.1:8000")
-        dispatcher = Dispatcher(
-            db, router, _NoSend(Guard(parse_allowed(""))), DispatchSettings(DEFAULT_SCHEDULE)
-        )
+        queue = SqlQueue(db)
+        no_send = _NoSend(Guard(parse_allowed("")))
+        cfg = DispatchSettings(DEFAULT_SCHEDULE)
+        dispatcher = Dispatcher(queue, router, router.webhooks, no_send, cfg)
         async with db.read() as conn:
             await router.load(conn)
         claims: list[float] = []
         scans: list[float] = []
         for _ in range(rounds):
             t0 = time.perf_counter()
-            async with db.read() as conn:
-                found = await dispatcher._webhooks_with_requests(conn)
+            found = await queue.pending_webhooks()
             scans.append(1000 * (time.perf_counter() - t0))
             assert found, "no webhook with work"
             dispatcher._scanned = time.monotonic()  # the claim is timed without the scan
             dispatcher._work.update(found)
             t0 = time.perf_counter()
-            await dispatcher._claim_once()
+            await dispatcher.claim_once()
             claims.append(1000 * (time.perf_counter() - t0))
-            await asyncio.gather(*dispatcher._sends)
-            await dispatcher._flush()
+            await dispatcher.sent()
+            await dispatcher.flush()
         return claims, scans
     finally:
         await db.dispose()
@@ -451,7 +452,7 @@ def table_rows(iso: Isolation, back: Backlog) -> list[tuple[str, str, str, bool 
     claims = ", ".join(f"{n:,}: {_p50(back.claim_ms[n]):.2f} ms" for n in sorted(back.sizes))
     rows.append(
         (
-            "claim (one `_claim_once`, up to 32 requests) p50 by backlog",
+            "claim (one `claim_once`, up to 32 requests) p50 by backlog",
             f"not with the backlog: < 2x for {largest // smallest:,}x",
             f"{claims} ({growth:.2f}x)",
             growth < 2,

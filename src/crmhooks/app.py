@@ -23,9 +23,10 @@ from crmhooks.changes.outbox import record_events
 from crmhooks.changes.writer import WritePath
 from crmhooks.delivery.dispatcher import Dispatcher, DispatchSettings
 from crmhooks.delivery.fairness import space_share
+from crmhooks.delivery.queue import SqlQueue
 from crmhooks.delivery.retry import parse_schedule
 from crmhooks.delivery.router import Router
-from crmhooks.delivery.sender import Sender
+from crmhooks.delivery.sender import HttpSender
 from crmhooks.hooks.registration import Lookup, UrlCheck, make_validator, system_lookup
 from crmhooks.netguard import Guard, parse_allowed
 from crmhooks.services.context import Services
@@ -43,9 +44,9 @@ def build_guard(settings: Settings) -> Guard:
     return Guard(parse_allowed(settings.allowed_targets))
 
 
-def build_sender(settings: Settings, guard: Guard) -> Sender:
+def build_sender(settings: Settings, guard: Guard) -> HttpSender:
     """The one pool webhook requests go out on, deliveries and test events alike."""
-    return Sender(
+    return HttpSender(
         guard,
         connect_timeout=settings.connect_timeout,
         total_timeout=settings.request_timeout,
@@ -69,10 +70,20 @@ def dispatch_settings(settings: Settings) -> DispatchSettings:
     )
 
 
-def build_dispatcher(db: Database, settings: Settings, sender: Sender) -> Dispatcher:
-    """The dispatcher with its router, sending through ``sender``."""
+def build_dispatcher(db: Database, settings: Settings, sender: HttpSender) -> Dispatcher:
+    """The dispatcher with its queue, router and webhook cache, sending through ``sender``;
+    on PostgreSQL it also listens for other processes' wake-ups."""
     base = (settings.public_url or "http://127.0.0.1:8000").rstrip("/")
-    return Dispatcher(db, Router(db, base), sender, dispatch_settings(settings))
+    router = Router(db, base)
+    listen = db.url if db.dialect == "postgresql" else None
+    return Dispatcher(
+        SqlQueue(db),
+        router,
+        router.webhooks,
+        sender,
+        dispatch_settings(settings),
+        listen_url=listen,
+    )
 
 
 def create_app(

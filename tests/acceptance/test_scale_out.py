@@ -26,7 +26,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from crmhooks.delivery.router import ROUTER_LOCK
+from crmhooks.delivery.leader import ROUTER_LOCK
 from crmhooks.store.engine import sync_url
 from tests.acceptance.conftest import (
     ROOT,

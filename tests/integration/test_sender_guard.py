@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from crmhooks.delivery.sender import Sender
+from crmhooks.delivery.sender import HttpSender as Sender
 from crmhooks.hooks.subscription import Subscription
 from crmhooks.netguard import Guard, parse_allowed
 from tests.conftest import free_port

@@ -5,28 +5,21 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from crmhooks.api.envelopes import JSONBody
+from crmhooks.delivery.queue import pending_depth
 from crmhooks.metrics import OLDEST_PENDING, QUEUE_DEPTH
 from crmhooks.services.context import services
-from crmhooks.store.tables import deliveries
 
 
 async def _queue(request: Request) -> tuple[int, float]:
     """Pending requests and the age in seconds of the oldest one."""
     async with services(request).db.read() as conn:
-        count, oldest = (
-            await conn.execute(
-                select(func.count(), func.min(deliveries.c.created)).where(
-                    deliveries.c.status == "pending"
-                )
-            )
-        ).one()
+        count, oldest = await pending_depth(conn)
     if oldest is not None and oldest.tzinfo is None:
         oldest = oldest.replace(tzinfo=UTC)
     age = 0.0 if oldest is None else (datetime.now(UTC) - oldest).total_seconds()

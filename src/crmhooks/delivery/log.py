@@ -1,7 +1,5 @@
-"""The delivery log: what was sent to a webhook, how each attempt went, and sending again.
-
-Resending puts a request back in the queue as it was (same ``webhook-id``, same body) with a
-fresh retry budget; the dispatcher sends it at once.
+"""The delivery log: what was sent to a webhook and how each attempt went, as the API and the
+dashboard show it (the query parameters, the JSON of a delivery; the reads are the queue's).
 """
 
 from __future__ import annotations
@@ -9,30 +7,21 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from crmhooks.delivery.model import DeliveryStatus
+from crmhooks.delivery.queue import LogQuery, attempts_of, log_entry, log_page
 from crmhooks.errors import ParameterInvalid
 from crmhooks.query.params import DEFAULT_PAGE, encode_cursor, page_size
 from crmhooks.schema.values import ValueRejected, format_datetime, parse_datetime
-from crmhooks.store.tables import deliveries, delivery_attempts
 
-STATUSES = ("pending", "delivered", "failed")
+PENDING = DeliveryStatus.PENDING
+STATUSES = tuple(DeliveryStatus)
 LOG_PARAMS = {"status", "since", "until", "first", "after"}
-
-
-@dataclass(frozen=True)
-class LogQuery:
-    statuses: tuple[str, ...]
-    since: datetime | None
-    until: datetime | None
-    limit: int
-    after: tuple[datetime, str] | None
 
 
 def parse_time(raw: str | None, name: str) -> datetime | None:
@@ -90,7 +79,7 @@ def _delivery(row: Any, attempts: Sequence[Any]) -> dict[str, Any]:
         "event_ids": row.event_ids,
         "event_count": row.event_count,
         "attempts": row.attempts,
-        "next_attempt_at": when(row.next_attempt_at) if row.status == "pending" else None,
+        "next_attempt_at": when(row.next_attempt_at) if row.status == PENDING else None,
         "created": when(row.created),
         "delivered_at": when(row.delivered_at),
         "last_status": row.last_status,
@@ -110,17 +99,7 @@ def _delivery(row: Any, attempts: Sequence[Any]) -> dict[str, Any]:
 
 
 async def _with_attempts(conn: AsyncConnection, rows: Sequence[Any]) -> list[dict[str, Any]]:
-    ids = [r.id for r in rows]
-    by_delivery: dict[str, list[Any]] = {i: [] for i in ids}
-    if ids:
-        found = await conn.execute(
-            select(delivery_attempts)
-            .where(delivery_attempts.c.delivery_id.in_(ids))
-            # In the order made: a resend numbers its attempts from 1 again.
-            .order_by(delivery_attempts.c.delivery_id, delivery_attempts.c.id)
-        )
-        for a in found:
-            by_delivery[a.delivery_id].append(a)
+    by_delivery = await attempts_of(conn, [r.id for r in rows])
     return [_delivery(r, by_delivery[r.id]) for r in rows]
 
 
@@ -128,23 +107,7 @@ async def list_deliveries(
     conn: AsyncConnection, space_id: str, webhook_id: str, q: LogQuery
 ) -> tuple[list[dict[str, Any]], int, dict[str, Any]]:
     """A page of a webhook's deliveries, newest first, with the total and page info."""
-    d = deliveries.c
-    where = [d.space_id == space_id, d.webhook_id == webhook_id]
-    if q.statuses:
-        where.append(d.status.in_(q.statuses))
-    if q.since is not None:
-        where.append(d.created >= q.since)
-    if q.until is not None:
-        where.append(d.created <= q.until)
-    page = select(deliveries).where(*where)
-    if q.after is not None:
-        page = page.where(tuple_(d.created, d.id) < tuple_(*q.after))
-    rows = list(await conn.execute(page.order_by(d.created.desc(), d.id.desc()).limit(q.limit + 1)))
-    total = (
-        await conn.execute(select(func.count()).select_from(deliveries).where(*where))
-    ).scalar_one()
-    more = len(rows) > q.limit
-    rows = rows[: q.limit]
+    rows, total, more = await log_page(conn, space_id, webhook_id, q)
     items = await _with_attempts(conn, rows)
 
     def cursor(row: Any) -> str:
@@ -156,46 +119,11 @@ async def list_deliveries(
         "has_previous_page": q.after is not None,
         "has_next_page": more,
     }
-    return items, int(total), info
+    return items, total, info
 
 
 async def get_delivery(
     conn: AsyncConnection, space_id: str, webhook_id: str, delivery_id: str
 ) -> dict[str, Any] | None:
-    row = (
-        await conn.execute(
-            select(deliveries).where(
-                deliveries.c.id == delivery_id,
-                deliveries.c.webhook_id == webhook_id,
-                deliveries.c.space_id == space_id,
-            )
-        )
-    ).first()
+    row = await log_entry(conn, space_id, webhook_id, delivery_id)
     return None if row is None else (await _with_attempts(conn, [row]))[0]
-
-
-async def resend(conn: AsyncConnection, ids: Sequence[str]) -> None:
-    """Queue these deliveries again, now, with a fresh retry budget."""
-    if not ids:
-        return
-    await conn.execute(
-        update(deliveries)
-        .where(deliveries.c.id.in_(list(ids)))
-        .values(status="pending", attempts=0, next_attempt_at=datetime.now(UTC), lease_until=None)
-    )
-
-
-async def failed_between(
-    conn: AsyncConnection,
-    space_id: str,
-    webhook_id: str,
-    since: datetime,
-    until: datetime | None,
-) -> list[str]:
-    d = deliveries.c
-    clauses = [d.space_id == space_id, d.webhook_id == webhook_id, d.status == "failed"]
-    clauses.append(d.created >= since)
-    if until is not None:
-        clauses.append(d.created <= until)
-    rows = await conn.execute(select(d.id).where(and_(*clauses)).order_by(d.created, d.id))
-    return [r[0] for r in rows]

@@ -12,6 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from crmhooks.delivery.health import succeeded
+from crmhooks.delivery.model import DeliveryStatus
+
 DEFAULT_SCHEDULE: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
 JITTER = 0.2
 
@@ -58,7 +61,7 @@ def decide(
 
     ``status`` is None for a timeout, reset or refused connection.
     """
-    if status is not None and 200 <= status < 300:
+    if succeeded(status):
         return Decision(Verdict.DELIVERED)
     if status == 410:
         return Decision(Verdict.DISABLE)
@@ -70,3 +73,12 @@ def decide(
     if status in (429, 503) and retry_after is not None:
         delay = min(max(retry_after, base), 2 * base)
     return Decision(Verdict.RETRY, delay)
+
+
+def status_after(verdict: Verdict) -> DeliveryStatus:
+    """The request's state in the queue after an attempt with this verdict."""
+    if verdict is Verdict.DELIVERED:
+        return DeliveryStatus.DELIVERED
+    if verdict is Verdict.RETRY:
+        return DeliveryStatus.PENDING
+    return DeliveryStatus.FAILED  # given up, or its webhook disabled

@@ -14,7 +14,6 @@ import asyncio
 import socket
 import ssl
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +25,7 @@ from aiohttp.client_proto import ResponseHandler
 from aiohttp.client_reqrep import ClientRequest
 from aiohttp.helpers import ceil_timeout
 
+from crmhooks.delivery.model import SendResult
 from crmhooks.delivery.signing import headers
 from crmhooks.hooks.subscription import Subscription
 from crmhooks.netguard import Guard, literal_ip, parse_target
@@ -122,18 +122,9 @@ class GuardedConnector(aiohttp.TCPConnector):
         )
 
 
-@dataclass(frozen=True)
-class Outcome:
-    status: int | None
-    latency_ms: float
-    error: str | None
-    body: str | None
-    retry_after: str | None
-    started: datetime
-
-
-class Sender:
-    """One aiohttp session (one connection pool) for every webhook request."""
+class HttpSender:
+    """The :class:`~crmhooks.delivery.model.Sender` of production: one aiohttp session (one
+    connection pool) for every webhook request."""
 
     def __init__(
         self,
@@ -173,7 +164,7 @@ class Sender:
             await self._session.close()
             self._session = None
 
-    async def send(self, sub: Subscription, msg_id: str, body: bytes) -> Outcome:
+    async def send(self, sub: Subscription, msg_id: str, body: bytes) -> SendResult:
         started = datetime.now(UTC)
         t0 = time.perf_counter()
 
@@ -182,9 +173,9 @@ class Sender:
             error: str | None,
             text: str | None = None,
             retry_after: str | None = None,
-        ) -> Outcome:
+        ) -> SendResult:
             ms = (time.perf_counter() - t0) * 1000
-            return Outcome(status, ms, error, text, retry_after, started)
+            return SendResult(status, ms, error, text, retry_after, started)
 
         try:
             target = parse_target(sub.url)

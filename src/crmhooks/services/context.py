@@ -9,7 +9,7 @@ from starlette.requests import Request
 
 from crmhooks.changes.writer import WritePath
 from crmhooks.delivery.dispatcher import Dispatcher
-from crmhooks.delivery.sender import Sender
+from crmhooks.delivery.sender import HttpSender
 from crmhooks.netguard import Guard
 from crmhooks.services.keys import KeyCache
 from crmhooks.services.throttle import FailureThrottle
@@ -27,7 +27,7 @@ class Services:
     keys: KeyCache
     throttle: FailureThrottle  # failed authentications, of the API and the dashboard sign-in
     guard: Guard  # the addresses webhooks may reach: registration and sending alike
-    sender: Sender  # the one connection pool webhook requests go out on
+    sender: HttpSender  # the one connection pool webhook requests go out on
     dispatcher: Dispatcher | None  # None when this process does not deliver (--no-delivery)
 
 

@@ -10,8 +10,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from crmhooks.delivery.model import DeliveryStatus
+
 MINUTES = 60
-OUTCOMES = ("delivered", "failed", "pending")
+OUTCOMES: tuple[str, ...] = (
+    DeliveryStatus.DELIVERED,
+    DeliveryStatus.FAILED,
+    DeliveryStatus.PENDING,
+)
 WIDTH, HEIGHT = 720, 130
 AXIS = 16  # room under the bars for the time labels
 

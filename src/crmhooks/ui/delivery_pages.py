@@ -2,8 +2,8 @@
 resend, recover and send-test buttons: the API's delivery routes, shown as pages.
 
 The log and the actions are the same functions the API's routes call (``crmhooks.delivery.log``
-and ``crmhooks.api.deliveries``); a webhook or delivery of another space is "not found" exactly
-like one that never existed.
+and ``crmhooks.services.deliveries``); a webhook or delivery of another space is "not found"
+exactly like one that never existed.
 """
 
 from __future__ import annotations
@@ -15,22 +15,23 @@ import orjson
 from starlette.responses import Response
 from starlette.routing import Route
 
-from crmhooks.api.deliveries import (
-    load_webhook,
-    recover_failed,
-    resend_delivery,
-    send_sample_event,
-)
 from crmhooks.delivery.dispatcher import Dispatcher
 from crmhooks.delivery.log import get_delivery, list_deliveries, parse_log_query, parse_time
+from crmhooks.delivery.model import DeliveryStatus
+from crmhooks.delivery.queue import minute_counts, request_body
 from crmhooks.delivery.signing import headers
 from crmhooks.errors import NotFound, ParameterInvalid
 from crmhooks.hooks.subscription import Subscription
 from crmhooks.netguard import shown_url
 from crmhooks.schema.values import parse_datetime
+from crmhooks.services.deliveries import (
+    load_webhook,
+    recover_failed,
+    resend_delivery,
+    send_sample_event,
+)
 from crmhooks.ui import chart
 from crmhooks.ui.forms import log_params, one
-from crmhooks.ui.queries import minute_counts, request_body
 from crmhooks.ui.web import Dashboard, Page, route
 from crmhooks.ui.webhook_pages import NOTICES, load_record, shown_webhook
 
@@ -51,7 +52,12 @@ async def _log(page: Page, sub: Subscription) -> dict[str, Any]:
     query = page.request.query_params
     now = datetime.now(UTC)
     filters = {k: query.get(k, "") for k in ("status", "since", "until")}
-    context: dict[str, Any] = {"filters": filters, "filter_error": None, "polling": True}
+    context: dict[str, Any] = {
+        "filters": filters,
+        "filter_error": None,
+        "polling": True,
+        "statuses": [s.value for s in DeliveryStatus],
+    }
     try:
         params = log_params(query)
         q = parse_log_query(params)
@@ -157,7 +163,7 @@ async def recover(page: Page) -> Response:
 
 async def send_test(page: Page) -> Response:
     sub = await _webhook(page)
-    result = await send_sample_event(page.svc, _dispatcher(page), sub)
+    result = await send_sample_event(page.svc.db, page.svc.sender, sub)
     return await deliveries_page(page, {**result, "kind": "test"})
 
 

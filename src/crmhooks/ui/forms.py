@@ -14,6 +14,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from crmhooks.delivery.model import DeliveryStatus
 from crmhooks.errors import FIELD_TYPE, ParameterInvalid, ValidationFailed, field_error
 from crmhooks.hooks.names import EVENT_NAMES
 
@@ -21,7 +22,7 @@ Form = dict[str, list[str]]
 FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_FIELDS = 500
 SCHEMES = ("pipeliner", "standard-webhooks")
-STATUSES = ("pending", "delivered", "failed")
+STATUSES = tuple(DeliveryStatus)  # pending, delivered, failed
 
 
 def parse_form(body: bytes, content_type: str | None) -> Form:

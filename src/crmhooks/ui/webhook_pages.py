@@ -13,6 +13,7 @@ from typing import Any
 from starlette.responses import Response
 from starlette.routing import Route
 
+from crmhooks.delivery.queue import minute_counts
 from crmhooks.errors import NotFound, ValidationFailed
 from crmhooks.netguard import shown_url
 from crmhooks.query.render import mask
@@ -27,7 +28,7 @@ from crmhooks.ui.forms import (
     read_webhook_form,
     webhook_body,
 )
-from crmhooks.ui.queries import minute_counts, webhook_stats, webhooks_page
+from crmhooks.ui.queries import webhook_stats, webhooks_page
 from crmhooks.ui.web import Dashboard, Page, route
 
 NOTICES = {

@@ -1,0 +1,70 @@
+"""Planning: from routed events to the requests to store, pure (no SQL, no clock of its own).
+
+:func:`match` finds the webhooks each event fires, grouped by webhook; once their elements are
+rendered (``hooks.rendering``), :func:`plan_requests` groups one webhook's elements into
+requests by chunk (``chunking.plan_chunks``) as :class:`~crmhooks.delivery.model.PlannedRequest`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from crmhooks.delivery.chunking import plan_chunks
+from crmhooks.delivery.model import PlannedRequest
+from crmhooks.hooks.match import Event
+from crmhooks.hooks.subscription import Subscription
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def match(
+    events: Iterable[Event], route: Callable[[Event], list[Subscription]]
+) -> list[tuple[Subscription, list[Event]]]:
+    """Each webhook some of the events fire, with those events in order; webhooks in the order
+    of their first event."""
+    matched: dict[str, tuple[Subscription, list[Event]]] = {}
+    for event in events:
+        for sub in route(event):
+            matched.setdefault(sub.id, (sub, []))[1].append(event)
+    return list(matched.values())
+
+
+def plan_requests(
+    sub: Subscription,
+    events: Sequence[Event],
+    elements: Sequence[dict[str, Any]],
+    now: datetime,
+    make_id: Callable[[], str] = new_id,
+) -> list[PlannedRequest]:
+    """One webhook's requests for these events (``elements``: their payload elements)."""
+    items = [(e.burst_id, (e, el)) for e, el in zip(events, elements, strict=True)]
+    groups: dict[str, str] = {}
+    planned: list[PlannedRequest] = []
+    for chunk in plan_chunks(items, sub.chunk_size, sub.chunk_delay):
+        body = orjson.dumps([el for _, el in chunk.items])
+        group = None
+        if chunk.burst is not None:
+            group = groups.setdefault(chunk.burst, make_id())
+        planned.append(
+            PlannedRequest(
+                id=make_id(),
+                webhook_id=sub.id,
+                space_id=sub.space_id,
+                body=body.decode(),
+                event_ids=[e.id for e, _ in chunk.items],
+                first_seq=chunk.items[0][0].seq,
+                created=now,
+                delay=chunk.delay,
+                chunk_group=group,
+                chunk_index=chunk.index if group else None,
+                record_ids=sorted({e.record_id for e, _ in chunk.items}),
+            )
+        )
+    return planned
