@@ -1,5 +1,5 @@
-"""The composition root hands the dispatcher the settings' values, and they agree with the
-defaults ``DispatchSettings`` still carries for the benchmarks that build it directly."""
+"""The composition root hands the dispatcher the settings' values, and the defaults of
+``DispatchSettings`` (which the benchmarks build directly) are the settings' own."""
 
 from __future__ import annotations
 

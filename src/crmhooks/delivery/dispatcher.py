@@ -41,23 +41,31 @@ from crmhooks.delivery.retry import (
 )
 from crmhooks.delivery.webhooks import Webhooks
 from crmhooks.metrics import DELIVERY_LATENCY, REQUESTS_SENT
+from crmhooks.settings import Settings
 
 log = structlog.get_logger("crmhooks.dispatcher")
 
 
+def _default(name: str) -> Any:
+    return Settings.model_fields[name].default
+
+
 @dataclass(frozen=True)
 class DispatchSettings:
+    """What the dispatcher is told; ``app.dispatch_settings`` maps :class:`Settings` onto it.
+    The defaults are the settings' own (read from there, never written twice)."""
+
     schedule: Sequence[float]
-    max_in_flight: int = 256
-    max_in_flight_per_webhook: int = 16
+    max_in_flight: int = _default("max_in_flight")
+    max_in_flight_per_webhook: int = _default("max_in_flight_per_webhook")
     # Of max_in_flight, what one space's webhooks may hold together (``fairness.space_share``).
-    max_in_flight_per_space: int = space_share(256)
-    lease_seconds: float = 60.0
+    max_in_flight_per_space: int = space_share(_default("max_in_flight"))
+    lease_seconds: float = _default("lease_seconds")
     poll_seconds: float = 1.0
     claim_batch: int = 256
-    disable_after: float = 5 * 86400  # failing continuously this long disables a webhook
-    retention: float = 30 * 86400
-    prune_every: float = 600.0
+    disable_after: float = _default("disable_after_seconds")  # failing this long: disabled
+    retention: float = _default("retention_seconds")
+    prune_every: float = _default("prune_every_seconds")
     # While other requests are in flight, outcomes are gathered this long (or up to
     # record_batch of them) before they are written: one transaction for many.
     record_wait: float = 0.02
