@@ -1,4 +1,5 @@
-"""Signatures of webhook requests (contract section 8): pure functions of secret and bytes."""
+"""Signatures of webhook requests (docs/webhooks.md#signatures-and-secrets): pure functions of
+secret and bytes."""
 
 from __future__ import annotations
 
