@@ -8,6 +8,7 @@ import asyncio
 import time
 
 import httpx
+import pytest
 from aiohttp import web
 
 from crmhooks.api import create_app
@@ -42,6 +43,7 @@ def test_spaces_take_turns_in_a_claim() -> None:
     assert take_turns([], {}, 3) == []
 
 
+@pytest.mark.slow
 async def test_hanging_receivers_of_one_space_do_not_delay_another(
     db_url: str,
     space: IssuedKey,

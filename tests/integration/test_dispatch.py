@@ -64,6 +64,7 @@ async def test_events_before_the_webhook_existed_are_not_sent(live: Api, inbox: 
     assert len(inbox.requests) == 1
 
 
+@pytest.mark.slow
 async def test_a_failing_receiver_is_retried_with_the_same_ids(live: Api, inbox: Inbox) -> None:
     inbox.status = 500
     await _hook(live, inbox, ["Account.Create"])
@@ -142,6 +143,7 @@ async def _delivered(api: Api, hook_id: str, n: int) -> list[dict[str, Any]]:
     raise AssertionError(body)
 
 
+@pytest.mark.slow
 async def test_the_delivery_log_shows_each_attempt(live: Api, inbox: Inbox) -> None:
     inbox.status = 503
     hook = await _hook(live, inbox, ["Account.Create"])
@@ -157,6 +159,7 @@ async def test_the_delivery_log_shows_each_attempt(live: Api, inbox: Inbox) -> N
     assert failed.json()["total"] == 0
 
 
+@pytest.mark.slow
 async def test_resend_and_recover_send_again(live: Api, inbox: Inbox) -> None:
     inbox.status = 400
     hook = await _hook(live, inbox, ["Account.Create"])
@@ -250,6 +253,7 @@ async def test_health_and_metrics(live: Api, inbox: Inbox) -> None:
     assert "crmhooks_queue_depth" in text
 
 
+@pytest.mark.slow
 async def test_failing_for_too_long_disables_and_patch_resumes(
     db_url: str, space: IssuedKey, inbox: Inbox
 ) -> None:
@@ -350,6 +354,7 @@ async def test_registration_refuses_blocked_targets_without_the_allow_list(
     assert (await api.get("Webhooks")).json()["total"] == 0
 
 
+@pytest.mark.slow
 async def test_a_records_later_event_waits_until_its_earlier_one_is_delivered(
     db_url: str, space: IssuedKey, inbox: Inbox
 ) -> None:
@@ -378,6 +383,7 @@ async def _records_wait_for_their_earlier_events(live: Api, inbox: Inbox) -> Non
     assert sent.index(("Account.Create", "B", 200)) < create_ok  # B went past the retry
 
 
+@pytest.mark.slow
 async def test_a_hanging_receiver_does_not_starve_a_healthy_one(
     db_url: str, space: IssuedKey, inbox: Inbox
 ) -> None:

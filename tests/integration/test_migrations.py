@@ -61,6 +61,7 @@ def _revisions() -> list[str]:
     return [s.revision for s in reversed(list(scripts.walk_revisions()))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("start", _revisions()[:-1])
 def test_an_upgrade_from_every_earlier_revision_gives_exactly_the_tables_module(
     empty_url: str, start: str
@@ -163,6 +164,7 @@ def test_todays_links_become_relation_rows(empty_url: str) -> None:
     )
 
 
+@pytest.mark.slow
 def test_processes_starting_together_migrate_one_after_the_other(empty_pg_url: str) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
