@@ -153,7 +153,9 @@ def expiry_of(db_url: str, api_key: str) -> float:
     return (ends if ends.tzinfo else ends.replace(tzinfo=UTC)).timestamp()
 
 
+# Lookups that find nothing: the command line on PostgreSQL is exercised by the tests above.
 @pytest.mark.slow
+@engine_independent
 def test_key_commands_name_an_unknown_space_or_key_and_change_nothing(db_url: str) -> None:
     assert crmhooks(db_url, "spaces", "create", "acme").returncode == 0
     for args in (
