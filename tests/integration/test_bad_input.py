@@ -861,3 +861,23 @@ async def test_comment_cannot_move_to_another_task(api: Api) -> None:
     )
     assert_invalid(r, "task_id", "ERROR_FIELD_READ_ONLY")
     assert (await one(api, "TaskComments", comment["id"]))["task_id"] == first["id"]
+
+
+async def test_a_nul_character_in_a_webhooks_options_is_refused_on_every_engine(
+    api: Api, subtests: pytest.Subtests
+) -> None:
+    # PostgreSQL's JSON cannot store U+0000: before this check it was a 500 there.
+    hook = {"url": "https://example.org/h", "events": ["*"], "insecure_ssl": False}
+    for options, path in (
+        ({"skip_keys": ["a\x00b"]}, "options.skip_keys[0]"),
+        ({"entity": {"Account": {"filter": {"name": "x\x00"}}}}, "options.entity.Account"),
+        ({"skip_keys": ["ok"], "x\x00": 1}, "options"),
+    ):
+        with subtests.test(path=path):
+            before = await everything(api, "Webhooks")
+            r = await api.http.post(api.path("Webhooks"), json={**hook, "options": options})
+            body = assert_error(r, 422, "ERROR_ENTITY_VALIDATION")
+            (error,) = body["field_errors"]
+            assert error["field_name"].startswith(path), error
+            assert "NUL" in error["errors"][0]["message"]
+            assert await everything(api, "Webhooks") == before
