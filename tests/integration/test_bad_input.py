@@ -878,6 +878,7 @@ async def test_a_nul_character_in_a_webhooks_options_is_refused_on_every_engine(
             r = await api.http.post(api.path("Webhooks"), json={**hook, "options": options})
             body = assert_error(r, 422, "ERROR_ENTITY_VALIDATION")
             (error,) = body["field_errors"]
-            assert error["field_name"].startswith(path), error
+            assert error["field_name"] == "options", error
+            assert error["errors"][0]["message"].startswith(path), error
             assert "NUL" in error["errors"][0]["message"]
             assert await everything(api, "Webhooks") == before

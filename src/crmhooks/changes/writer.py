@@ -152,7 +152,8 @@ class Writer:
 
     def _space_defaults(self) -> SpaceDefaults:
         if self._defaults is None:
-            self._defaults = SpaceDefaults(self.conn, self.ctx.space_id)
+            deleted_too = Validation.DELETED_RELATIONS in self.ctx.validation
+            self._defaults = SpaceDefaults(self.conn, self.ctx.space_id, deleted_too)
         return self._defaults
 
     async def _validate(
@@ -181,6 +182,10 @@ class Writer:
         found: dict[str, set[str]] = {}
         deleted_too = Validation.DELETED_RELATIONS in self.ctx.validation
         for target, values in wanted.items():
+            looked_up = defaults.existing(target, values)  # with the defaults, same query
+            if looked_up is not None:
+                found[target] = looked_up
+                continue
             found[target] = await existing_ids(
                 self.conn,
                 target_type(target),

@@ -191,7 +191,7 @@ def check_write(
             where = _nul_in(value, key)
             if where is not None:
                 # PostgreSQL's JSON cannot hold U+0000; refused on every engine alike.
-                errors.append(field_error(where, FIELD_VALUE, "contains a NUL character"))
+                errors.append(field_error(key, FIELD_VALUE, f"{where} contains a NUL character"))
                 continue
             out[key] = value
         else:
