@@ -317,7 +317,10 @@ class Writer:
         if et.name in links.RELATION_ENTITIES:
             await links.prepare_relation(self, et, stored)
         row, after = self._new_row(et, stored)
-        async with self._unique_name(et, stored.get("api_name")):
+        if et.name in UNIQUE:
+            async with self._unique_name(et, stored.get("api_name")):
+                await self.conn.execute(insert(table_of(et)), [row])
+        else:  # the common case, without a context manager per create
             await self.conn.execute(insert(table_of(et)), [row])
         after = self._created(et, after)
         if et.name in links.RELATION_ENTITIES:
