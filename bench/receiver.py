@@ -20,7 +20,7 @@ import argparse
 import asyncio
 import datetime
 import time
-from typing import Any
+from typing import Any, cast
 
 import httptools
 import orjson
@@ -134,8 +134,7 @@ def response(status: int, body: bytes) -> bytes:
 
 class RawProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
         self.body: list[bytes] = []
