@@ -9,6 +9,7 @@ GET /stats       -> {"requests", "events", "unique", "bytes", "first_ts", "last_
                     (receive times, epoch seconds)
 GET /latency     -> {"n", "p50_ms", "p99_ms", "max_ms"}: receive time minus ``event_time``
 GET /arrivals    -> {entity id: first receive time}, for matching arrivals to writes
+GET /sample      -> the first element of the last POST (the shape actually sent)
 GET /reset       -> clears everything
 
 Run: ``python -m bench.receiver --port 8990``.
@@ -47,6 +48,7 @@ class Stats:
         self.first_ts: float | None = None
         self.last_ts: float | None = None
         self.ids: set[str] = set()
+        self.sample: object = None
         # (receive time, [(event_time, entity id), ...]) per request; parsed only on demand
         self.stamps: list[tuple[float, list[tuple[object, object]]]] = []
 
@@ -62,6 +64,7 @@ class Stats:
         except orjson.JSONDecodeError:
             data = None
         items = data if isinstance(data, list) else [data]
+        self.sample = items[0] if items else None
         self.events += len(items)
         times: list[tuple[object, object]] = []
         for e in items:
@@ -120,6 +123,8 @@ def handle(method: bytes, path: bytes, body: bytes) -> tuple[int, bytes]:
         return 200, orjson.dumps(STATS.latency())
     if path == b"/arrivals":
         return 200, orjson.dumps(STATS.arrivals())
+    if path == b"/sample":
+        return 200, orjson.dumps(STATS.sample)
     if path == b"/reset":
         STATS.reset()
         return 200, b'{"ok":true}'
