@@ -962,10 +962,29 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     ]
 
 
+def revision() -> str:
+    """The commit of the crmhooks measured (its ``src`` changed since, if so), when in git."""
+    src = Path(crmhooks.__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=src,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "."], cwd=src, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "crmhooks (not in git)"
+    return f"crmhooks at {head}" + (" with uncommitted changes in src" if dirty else "")
+
+
 def markdown(rounds: list[Round], opts: Options, command: str, engine: str, before: str) -> str:
     lines = [
-        f"Measured {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC on {machine()}, "
-        f"{engine}; `serve`, the receiver and the load generator share the "
+        f"Measured {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {revision()}, "
+        f"on {machine()}, {engine}; `serve`, the receiver and the load generator share the "
         f"{os.cpu_count()} cores with whatever else runs. Load average (1 / 5 / 15 min) "
         f"{before} before the run, {load_average()} after it. {len(rounds)} round(s): "
         "median [min - max]; ratios are taken within each round.",
@@ -1084,7 +1103,12 @@ def main(argv: list[str] | None = None) -> None:
         rounds.append(run_round(i, opts, args.engine, args.postgres_url, args.serve_arg))
     print_tables(rounds)
     if not args.no_docs:
-        shown = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--no-docs"]
+        given = argv if argv is not None else sys.argv[1:]
+        shown = [
+            a
+            for i, a in enumerate(given)
+            if not a.startswith("--docs") and (i == 0 or given[i - 1] != "--docs")
+        ]
         command = " ".join(["python -m bench.end_to_end", *shown])
         write_docs(args.docs, markdown(rounds, opts, command, engine, before))
         console.print(f"updated {args.docs}")
