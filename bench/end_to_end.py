@@ -206,6 +206,11 @@ def reaped_cpu(pid: int) -> float:
     return (int(fields[13]) + int(fields[14])) / _HZ if fields else 0.0
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and everything below it (live or reaped)."""
+    return sum(own_cpu(p) + reaped_cpu(p) for p in (pid, *descendants(pid)))
+
+
 @dataclass(frozen=True)
 class Cpu:
     """CPU seconds so far of each process the benchmark watches."""
@@ -215,9 +220,10 @@ class Cpu:
     processes_below: int
     receiver: float
     client: float  # this process: the load generator or the ceiling
+    workers: float = 0.0  # `crmhooks worker` processes beside serve (--workers), with their trees
 
     @staticmethod
-    def take(serve_pid: int | None, receiver_pid: int) -> Cpu:
+    def take(serve_pid: int | None, receiver_pid: int, workers: Sequence[int] = ()) -> Cpu:
         below, count = 0.0, 0
         if serve_pid is not None:
             kids = descendants(serve_pid)
@@ -229,6 +235,7 @@ class Cpu:
             count,
             own_cpu(receiver_pid),
             own_cpu(os.getpid()),
+            sum(tree_cpu(w) for w in workers),
         )
 
     def since(self, start: Cpu) -> Cpu:
@@ -238,6 +245,7 @@ class Cpu:
             max(self.processes_below, start.processes_below),
             self.receiver - start.receiver,
             self.client - start.client,
+            self.workers - start.workers,
         )
 
 
@@ -281,6 +289,18 @@ class Receiver:
             if s["unique"] >= n or time.monotonic() > end:
                 return s
             time.sleep(0.02)
+
+    def settle(self, quiet: float = 1.0, limit: float = 30.0) -> None:
+        """Wait until nothing has arrived for ``quiet`` seconds (at most ``limit``)."""
+        end = time.monotonic() + limit
+        last, since = None, time.monotonic()
+        while time.monotonic() < end:
+            events = self.call("/stats")["events"]
+            if events != last:
+                last, since = events, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
+            time.sleep(0.05)
 
 
 def start_receiver(max_seconds: float) -> Receiver:
@@ -410,6 +430,27 @@ def _api_user(url: str, auth: dict[str, str]) -> str:
         return str(orjson.loads(r.read())["data"][0]["id"])
 
 
+def start_worker(db_url: str, workdir: Path) -> subprocess.Popen[bytes]:
+    """``python -m crmhooks worker`` on the same database, once it says it delivers."""
+    log = workdir / f"worker-{len(list(workdir.glob('worker-*.log')))}.log"
+    env = {**_env_with_package(), "CRMHOOKS_DATABASE_URL": db_url}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "crmhooks", "worker"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=workdir,
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if "delivering" in log.read_text(errors="replace"):
+            return proc
+        time.sleep(0.1)
+    stop(proc)
+    raise RuntimeError(f"worker did not start:\n{log.read_text(errors='replace')[-3000:]}")
+
+
 class BenchError(Exception):
     """The API answered something the benchmark does not expect."""
 
@@ -465,12 +506,13 @@ class Round:
         self.opts = opts
         self.phases: dict[str, Phase] = {}
         self.serve: Serve | None = None
+        self.workers: list[subprocess.Popen[bytes]] = []
         self.busy_before = cores_busy()  # the machine's background when the round starts
         self.load_before = load_average()
 
     def _cpu(self) -> Cpu:
         pid = self.serve.process.pid if self.serve else None
-        return Cpu.take(pid, self.receiver.process.pid)
+        return Cpu.take(pid, self.receiver.process.pid, [w.pid for w in self.workers])
 
     def _finish(self, phase: Phase, t0: float, t_written: float, cpu0: Cpu, n: int) -> Phase:
         """Wait for ``n`` distinct events at the receiver, then read its view of the run."""
@@ -550,7 +592,7 @@ class Round:
         # warm-up: connections open, caches filled, then a clean receiver
         await self.batch(session, 0, BATCH)
         self.receiver.wait(BATCH, 30)
-        await asyncio.sleep(0.5)
+        self.receiver.settle()  # nothing late (another webhook's copies) counts in the next run
         self.receiver.call("/reset")
         return str(data["data"]["id"])
 
@@ -688,7 +730,9 @@ class Round:
             await self.unregister(s, hook)
 
 
-def run_round(index: int, opts: Options, engine: str, pg_url: str, serve_args: list[str]) -> Round:
+def run_round(
+    index: int, opts: Options, engine: str, pg_url: str, serve_args: list[str], workers: int
+) -> Round:
     with tempfile.TemporaryDirectory(prefix="crmhooks-e2e-") as tmp:
         workdir = Path(tmp)
         receiver = start_receiver(max_seconds=3600)
@@ -702,6 +746,8 @@ def run_round(index: int, opts: Options, engine: str, pg_url: str, serve_args: l
                     below: list[int] = []
                     try:
                         rnd.serve = serve
+                        for _ in range(workers):
+                            rnd.workers.append(start_worker(db_url, workdir))
                         time.sleep(1.0)  # let a delivery process below serve start
                         below = descendants(serve.process.pid)
                         runner.run(rnd.crmhooks())
@@ -710,6 +756,8 @@ def run_round(index: int, opts: Options, engine: str, pg_url: str, serve_args: l
                         console.print(serve.log.read_text(errors="replace")[-3000:])
                         raise
                     finally:
+                        for w in rnd.workers:
+                            stop(w, descendants(w.pid))
                         stop(serve.process, below)
             return rnd
         finally:
@@ -902,6 +950,7 @@ CPU_HEADER = [
     "serve: API process",
     "serve: processes below it",
     "serve: all",
+    "workers",
     "receiver",
     "load generator",
 ]
@@ -925,6 +974,7 @@ def cpu_rows(rounds: list[Round]) -> list[list[str]]:
                 per_event(lambda c: c.api) if serve else "-",
                 (per_event(lambda c: c.below) + f" ({below} proc.)") if serve else "-",
                 per_event(lambda c: c.api + c.below) if serve else "-",
+                per_event(lambda c: c.workers) if serve else "-",
                 per_event(lambda c: c.receiver),
                 per_event(lambda c: c.client),
             ]
@@ -1076,6 +1126,12 @@ def main(argv: list[str] | None = None) -> None:
         help="a database to create (and drop) a schema of its own in",
     )
     p.add_argument("--serve-arg", action="append", default=[], help="an argument for serve")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="`crmhooks worker` processes beside serve (with --serve-arg=--no-delivery)",
+    )
     p.add_argument("--docs", type=Path, default=DOCS, help="markdown file to update")
     p.add_argument("--no-docs", action="store_true", help="print only")
     args = p.parse_args(argv)
@@ -1100,7 +1156,9 @@ def main(argv: list[str] | None = None) -> None:
     rounds = []
     for i in range(1, args.rounds + 1):
         console.print(f"round {i}/{args.rounds} (load average {load_average()})")
-        rounds.append(run_round(i, opts, args.engine, args.postgres_url, args.serve_arg))
+        rounds.append(
+            run_round(i, opts, args.engine, args.postgres_url, args.serve_arg, args.workers)
+        )
     print_tables(rounds)
     if not args.no_docs:
         given = argv if argv is not None else sys.argv[1:]
