@@ -206,6 +206,16 @@ def reaped_cpu(pid: int) -> float:
     return (int(fields[13]) + int(fields[14])) / _HZ if fields else 0.0
 
 
+def _name(pid: int) -> str:
+    """A process's command line, shortened (its name where that is unreadable)."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        text = " ".join(a.decode(errors="replace") for a in args if a)
+    except OSError:
+        return "?"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def tree_cpu(pid: int) -> float:
     """CPU seconds of a process and everything below it (live or reaped)."""
     return sum(own_cpu(p) + reaped_cpu(p) for p in (pid, *descendants(pid)))
@@ -221,14 +231,17 @@ class Cpu:
     receiver: float
     client: float  # this process: the load generator or the ceiling
     workers: float = 0.0  # `crmhooks worker` processes beside serve (--workers), with their trees
+    each_below: tuple[tuple[str, float], ...] = ()  # ("pid name", seconds) of each process below
 
     @staticmethod
     def take(serve_pid: int | None, receiver_pid: int, workers: Sequence[int] = ()) -> Cpu:
         below, count = 0.0, 0
+        each: tuple[tuple[str, float], ...] = ()
         if serve_pid is not None:
             kids = descendants(serve_pid)
             count = len(kids)
-            below = reaped_cpu(serve_pid) + sum(own_cpu(p) + reaped_cpu(p) for p in kids)
+            each = tuple((f"{p} {_name(p)}", own_cpu(p) + reaped_cpu(p)) for p in kids)
+            below = reaped_cpu(serve_pid) + sum(v for _, v in each)
         return Cpu(
             own_cpu(serve_pid) if serve_pid is not None else 0.0,
             below,
@@ -236,6 +249,7 @@ class Cpu:
             own_cpu(receiver_pid),
             own_cpu(os.getpid()),
             sum(tree_cpu(w) for w in workers),
+            each,
         )
 
     def since(self, start: Cpu) -> Cpu:
@@ -246,6 +260,7 @@ class Cpu:
             self.receiver - start.receiver,
             self.client - start.client,
             self.workers - start.workers,
+            tuple((k, v - dict(start.each_below).get(k, 0.0)) for k, v in self.each_below),
         )
 
 
@@ -1063,6 +1078,19 @@ def markdown(rounds: list[Round], opts: Options, command: str, engine: str, befo
         f"{opts.ceiling:,} and {opts.ceiling_100:,} events; each write phase bounded by "
         f"{opts.seconds:g} s, each wait for delivery by {opts.deadline:g} s.",
     ]
+    for r in rounds:
+        each = [
+            f"{p.name}: "
+            + ", ".join(f"`{k}` {v * 1e6 / max(p.received, 1):,.0f}" for k, v in p.cpu.each_below)
+            for p in r.phases.values()
+            if p.cpu and p.cpu.each_below
+        ]
+        if each:
+            lines.append(
+                f"- Processes below `serve` in round {r.index}, CPU µs per event: "
+                + "; ".join(each)
+                + "."
+            )
     for r in rounds:
         parts = []
         for p in r.phases.values():
