@@ -1031,8 +1031,8 @@ def revision() -> str:
     """The commit of the crmhooks measured (its ``src`` changed since, if so), when in git."""
     src = Path(crmhooks.__file__).resolve().parent
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
+        head = subprocess.run(  # the last commit that changed src
+            ["git", "log", "-1", "--format=%h", "--", "."],
             cwd=src,
             capture_output=True,
             text=True,
@@ -1043,7 +1043,7 @@ def revision() -> str:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "crmhooks (not in git)"
-    return f"crmhooks at {head}" + (" with uncommitted changes in src" if dirty else "")
+    return f"crmhooks src as of {head}" + (" with uncommitted changes" if dirty else "")
 
 
 def markdown(rounds: list[Round], opts: Options, command: str, engine: str, before: str) -> str:
