@@ -181,6 +181,10 @@ class Dispatcher:
             return
         self._route_wake.set()
 
+    def wake(self) -> None:
+        """Another process committed events (``delivery.wakeups``): route now."""
+        self._route_wake.set()
+
     def _rescan(self) -> None:
         """Another process stored or finished requests: look for webhooks with work again."""
         self._scanned = -math.inf

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from starlette.requests import Request
 
@@ -15,6 +16,16 @@ from crmhooks.services.keys import KeyCache
 from crmhooks.services.throttle import FailureThrottle
 from crmhooks.settings import Settings
 from crmhooks.store.engine import Database
+
+
+class Delivery(Protocol):
+    """What the front-ends ask of delivery (``app.state.dispatcher``): the dispatcher of this
+    process, or ``serve``'s delivery process (``app.DeliveryProcess``)."""
+
+    @property
+    def alive(self) -> bool: ...
+
+    def requeued(self) -> None: ...
 
 
 @dataclass
