@@ -72,9 +72,11 @@ class WakeReader:
         self._on_gone = on_gone
         self.latencies: deque[float] = deque(maxlen=100_000)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._started = 0.0
 
     def start(self) -> None:
         os.set_blocking(self._fd, False)
+        self._started = time.monotonic()  # wakes written before are not timed: no reader yet
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._fd, self._readable)
 
@@ -97,7 +99,8 @@ class WakeReader:
         now = time.monotonic()
         events = requeued = False
         for kind, at in _RECORD.iter_unpack(data[: len(data) - len(data) % _RECORD.size]):
-            self.latencies.append(now - at)
+            if at >= self._started:
+                self.latencies.append(now - at)
             events |= kind == EVENTS
             requeued |= kind == REQUEUED
         if events:

@@ -162,6 +162,7 @@ def _begin_immediate(driver: inline_sqlite.Connection) -> None:
     spin_until = start + SPIN
     deadline = time.monotonic() + WRITE_LOCK_WAIT
     pause = 0.001
+    busy = False
     while True:
         try:
             driver.sqlite.execute("BEGIN IMMEDIATE")
@@ -169,13 +170,14 @@ def _begin_immediate(driver: inline_sqlite.Connection) -> None:
         except sqlite3.OperationalError as e:
             if e.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
                 raise
+        busy = True
         if time.perf_counter() < spin_until:
             time.sleep(SPIN_PAUSE)
             continue
         await_(asyncio.sleep(pause))
         pause = min(pause * 2, 0.05)
     taken = time.perf_counter()
-    if taken - start > 0.00002:
+    if busy:
         WRITE_LOCK.busy += 1
     WRITE_LOCK.add(WRITE_LOCK.waits, taken - start)
     driver.lock_taken = taken
