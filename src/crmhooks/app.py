@@ -274,13 +274,12 @@ async def run_worker(settings: Settings, *, wake_fd: int | None = None) -> None:
     """``crmhooks worker``: the dispatcher without the API, until SIGTERM or SIGINT.
 
     With ``wake_fd`` it is ``serve``'s delivery process: woken through that pipe
-    (``delivery.wakeups``), stopped when the pipe's writer (the API process) is gone, and with
-    write transactions of its own, never grouped (``open_database``): a group would hold
-    SQLite's write lock, which the API process waits for, until this event loop commits it.
+    (``delivery.wakeups``) and stopped when the pipe's writer (the API process) is gone. Its
+    write transactions are never grouped (``open_database``): on SQLite a group would hold the
+    write lock, which an API process on the same file waits for, until this event loop comes
+    round to commit it.
     """
-    db = open_database(
-        settings.database_url, pool_size=settings.db_pool_size, group_commit=wake_fd is None
-    )
+    db = open_database(settings.database_url, pool_size=settings.db_pool_size, group_commit=False)
     dispatcher = build_dispatcher(db, settings, build_sender(settings, build_guard(settings)))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
