@@ -16,16 +16,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 
 import structlog
 from fastapi import FastAPI
+from sqlalchemy import select
 
 from crmhooks import __version__, limits
 from crmhooks.api.app import api_routes, install
-from crmhooks.changes.outbox import record_events
-from crmhooks.changes.writer import WritePath
+from crmhooks.changes.outbox import WEBHOOK_INPUTS, record_events
+from crmhooks.changes.writer import Change, WriteContext, WritePath
 from crmhooks.delivery.dispatcher import Dispatcher, DispatchSettings
 from crmhooks.delivery.fairness import space_share
 from crmhooks.delivery.queue import SqlQueue
@@ -35,12 +36,14 @@ from crmhooks.delivery.sender import HttpSender
 from crmhooks.delivery.wakeups import WakeReader, WakeSender
 from crmhooks.hooks.registration import Lookup, UrlCheck, make_validator, system_lookup
 from crmhooks.netguard import Guard, parse_allowed
+from crmhooks.schema.registry import WEBHOOKS
 from crmhooks.services.context import Services
 from crmhooks.services.keys import KeyCache
 from crmhooks.services.throttle import FailureThrottle
 from crmhooks.settings import Settings
 from crmhooks.store.engine import WRITE_LOCK, Database, open_database
 from crmhooks.store.migrate import upgrade
+from crmhooks.store.records import table_of
 from crmhooks.ui.routes import dashboard_routes
 
 log = structlog.get_logger("crmhooks.worker")
@@ -103,6 +106,7 @@ class DeliveryProcess:
     ``stop`` ends it with SIGTERM (its leases released, outcomes recorded) and waits for it.
     """
 
+    SPACES_EVERY = 2.0
     RESTART_FIRST = 0.1
     RESTART_MAX = 5.0
     STEADY = 30.0
@@ -115,10 +119,13 @@ class DeliveryProcess:
         self._wakes = WakeSender(write)
         self._write = write
         self._proc: subprocess.Popen[bytes] | None = None
-        self._watch: asyncio.Task[None] | None = None
         self._stopping = False
         self.started_at = 0.0
         self.restarts = 0
+        self._spaces: set[str] | None = None  # spaces with webhooks; None: not known now
+        self._generation = 0  # webhook changes seen
+        self._reload = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def alive(self) -> bool:
@@ -128,9 +135,36 @@ class DeliveryProcess:
     def pid(self) -> int | None:
         return None if self._proc is None else self._proc.pid
 
-    def notify(self, *_: object) -> None:
-        """An ``after_commit`` callback: events were committed."""
+    def notify(self, ctx: WriteContext, changes: Sequence[Change]) -> None:
+        """An ``after_commit`` callback: events were committed. Writes in a space without
+        webhooks wake nothing (as the in-process ``Dispatcher.notify``): their events are
+        passed over by the next routing step, at the latest a poll interval later."""
+        if any(c.entity.name in WEBHOOK_INPUTS for c in changes):
+            self._spaces = None  # wake for every write until the spaces are read again
+            self._generation += 1
+            self._reload.set()
+        elif self._spaces is not None and ctx.space_id not in self._spaces:
+            return
         self._wakes.events()
+
+    async def _watch_spaces(self, db: Database) -> None:
+        """Keep the spaces that have webhooks: read at start, after each webhook change made
+        here, and every ``SPACES_EVERY`` seconds (changes made by other processes)."""
+        t = table_of(WEBHOOKS)
+        query = select(t.c.space_id).where(t.c.is_deleted.is_(False)).distinct()
+        while not self._stopping:
+            generation = self._generation
+            try:
+                async with db.read() as conn:
+                    found = {str(r[0]) for r in await conn.execute(query)}
+            except Exception as e:  # keep waking for every write meanwhile
+                supervisor_log.warning("reading the spaces with webhooks failed", error=str(e))
+            else:
+                if generation == self._generation:  # no webhook change since the read began
+                    self._spaces = found
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._reload.wait(), self.SPACES_EVERY)
+            self._reload.clear()
 
     def requeued(self) -> None:
         """Deliveries were put back in the queue (resend, recover)."""
@@ -147,9 +181,12 @@ class DeliveryProcess:
         self.started_at = time.monotonic()
         supervisor_log.info("delivery process started", pid=self._proc.pid)
 
-    async def start(self) -> None:
+    async def start(self, db: Database) -> None:
         self._spawn()
-        self._watch = asyncio.create_task(self._supervise(), name="delivery-process")
+        self._tasks = [
+            asyncio.create_task(self._supervise(), name="delivery-process"),
+            asyncio.create_task(self._watch_spaces(db), name="spaces-with-webhooks"),
+        ]
 
     async def _supervise(self) -> None:
         pause = self.RESTART_FIRST
@@ -174,10 +211,9 @@ class DeliveryProcess:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._watch is not None:
-            self._watch.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._watch
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         proc = self._proc
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -242,7 +278,7 @@ def create_app(
         if dispatcher is not None:
             await dispatcher.start()
         if child is not None:
-            await child.start()
+            await child.start(db)
         try:
             yield
         finally:
