@@ -150,6 +150,12 @@ def _serve(tree: Path, workdir: Path) -> tuple[str, subprocess.Popen[bytes], Pat
         )
     url = f"http://{HOST}:{port}"
     _wait_answering(url + "/none", proc)
+    # A delivery process starting (imports, first statements) takes a core for a second or
+    # two: measure once it is up (a tree without one waits as long, so both start quiet).
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and '"worker started"' not in log.read_text(errors="replace"):
+        time.sleep(0.05)
+    time.sleep(0.5)
     printed = log.read_text(errors="replace")
     found = [re.search(rf"{k}\s+(\S+)", printed) for k in ("api key", "api secret", "client id")]
     if not all(found):
