@@ -39,7 +39,8 @@ class Services:
     throttle: FailureThrottle  # failed authentications, of the API and the dashboard sign-in
     guard: Guard  # the addresses webhooks may reach: registration and sending alike
     sender: HttpSender  # the one connection pool webhook requests go out on
-    dispatcher: Dispatcher | None  # None when this process does not deliver (--no-delivery)
+    # None when this process does not deliver: `--no-delivery`, or serve's delivery process does.
+    dispatcher: Dispatcher | None
 
 
 def services(request: Request) -> Services:
