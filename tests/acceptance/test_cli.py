@@ -17,7 +17,10 @@ from sqlalchemy import create_engine, select
 
 from crmhooks.store.engine import sync_url
 from crmhooks.store.tables import TABLES, api_keys, spaces
-from tests.conftest import Server, spawn_serve, start_server, stop_server
+from tests.support.servers import Server, spawn_serve, start_server, stop_server
+
+# Every test runs the command line or a server as processes.
+pytestmark = pytest.mark.slow
 
 
 def crmhooks(*args: str, database: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -136,7 +139,6 @@ def test_space_id_outside_the_contract_is_refused(space_id: str, empty_db_url: s
     assert done.stdout.strip() == ""
 
 
-@pytest.mark.slow
 def test_key_from_spaces_create_works_against_a_server_on_the_same_file(
     empty_db_url: str,
 ) -> None:
@@ -165,7 +167,6 @@ def test_key_from_spaces_create_works_against_a_server_on_the_same_file(
         stop_server(server)
 
 
-@pytest.mark.slow
 def test_serve_prints_the_default_key_once_and_stores_only_its_hash(
     empty_db_url: str,
 ) -> None:

@@ -15,8 +15,8 @@ import httpx
 import orjson
 import pytest
 
-from tests.acceptance.conftest import SERVER_ENV, start_receiver, wait_until
-from tests.conftest import Server, spawn_serve, stop_server
+from tests.support.servers import Server, spawn_serve, stop_server, wait_until
+from tests.support.stack import SERVER_ENV, start_receiver
 
 KILLS = 5
 BATCHES = 100

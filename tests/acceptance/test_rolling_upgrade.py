@@ -25,15 +25,10 @@ from sqlalchemy import create_engine, text
 
 from crmhooks.store.engine import sync_url
 from crmhooks.store.migrate import MIGRATIONS
-from tests.acceptance.conftest import ROOT, SERVER_ENV, fresh_database, start_receiver, wait_until
-from tests.acceptance.test_scale_out import (
-    Cluster,
-    assert_record_order,
-    batch,
-    register,
-    wait_all,
-)
-from tests.conftest import PG_URL, spawn_serve, stop_server
+from tests.support.cluster import Cluster, assert_record_order, batch, register, wait_all
+from tests.support.databases import PG_URL, fresh_database
+from tests.support.servers import ROOT, spawn_serve, stop_server, wait_until
+from tests.support.stack import SERVER_ENV, start_receiver
 
 pytestmark = [
     pytest.mark.slow,
@@ -48,7 +43,7 @@ def newest_migration() -> Path:
 
 
 def adds_only(migration: Path) -> bool:
-    """What the migration declares (every one does: tests/unit/test_migrations.py)."""
+    """What the migration declares (every one does: tests/integration/test_migrations.py)."""
     found = re.search(r"^adds_only = (True|False)\b", migration.read_text(), re.M)
     return found is not None and found[1] == "True"
 
@@ -137,6 +132,8 @@ def test_processes_are_replaced_one_at_a_time_across_an_additive_migration(
 
     # A worker of the current release starts beside them and migrates the database.
     current = {k: v for k, v in c.env.items() if k != "PYTHONPATH"}
+    if "PYTHONPATH" in os.environ:  # where the current release is found when not installed
+        current["PYTHONPATH"] = os.environ["PYTHONPATH"]
     c.env = current
     c.start_worker()
     new_head = newest_migration().name.split("_", 1)[0]

@@ -12,83 +12,34 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
-from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
 from crmhooks.delivery.leader import ROUTER_LOCK
 from crmhooks.store.engine import sync_url
-from tests.acceptance.conftest import (
-    ROOT,
-    SERVER_ENV,
-    Receiver,
-    fresh_database,
-    start_receiver,
-    wait_until,
-)
-from tests.conftest import PG_URL, Server, spawn_serve, stop_server
+from tests.support.cluster import Cluster, assert_record_order, batch, register, wait_all
+from tests.support.databases import PG_URL, fresh_database
+from tests.support.servers import spawn_serve, stop_server, wait_until
+from tests.support.stack import SERVER_ENV, start_receiver
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not PG_URL, reason="CRMHOOKS_TEST_POSTGRES_URL is not set"),
 ]
 
-BASE = "/api/v100/rest/spaces/default/entities"
 CREATES, UPDATED, ROUNDS = 4_000, 3_000, 2
 BATCH = 500
 WORKERS = 3
 
 
-@dataclass
-class Cluster:
-    apis: list[Server]
-    workers: list[subprocess.Popen[bytes]]
-    receiver: Receiver
-    auth: tuple[str, str]
-    env: dict[str, str]
-    directory: Path
-
-    def api(self, i: int) -> str:
-        return self.apis[i % len(self.apis)].url
-
-    def start_worker(self) -> subprocess.Popen[bytes]:
-        n = len(self.workers)
-        out = (self.directory / f"worker-{n}.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "crmhooks", "worker"],
-            env=self.env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        out.close()
-        self.workers.append(proc)
-        return proc
-
-    def stop_workers(self) -> None:
-        """SIGTERM to every worker still running; SIGKILL to one that does not stop."""
-        for w in self.workers:
-            if w.poll() is None:
-                w.terminate()
-        for w in self.workers:
-            try:
-                w.wait(15)
-            except subprocess.TimeoutExpired:
-                w.kill()
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
+@pytest.fixture(scope="module")
+def processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Two API processes and three workers, shared by the tests of this module; the test that
+    kills a worker comes last."""
+    tmp_path = tmp_path_factory.mktemp("scale-out")
     with ExitStack() as exits:
         db_url = exits.enter_context(fresh_database("postgresql", tmp_path))
         receiver = start_receiver(tmp_path)
@@ -115,6 +66,14 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield c
 
 
+@pytest.fixture
+def cluster(processes: Cluster) -> Cluster:
+    """The shared processes, writing to a space of this test's own, whose webhooks deliver to
+    receiver paths of their own: what a test writes reaches no other test's webhooks."""
+    assert all(w.poll() is None for w in processes.workers), "a worker died"
+    return processes.in_new_space()
+
+
 def routers(c: Cluster) -> int:
     """Sessions holding this schema's routing lock (two keys: classid, then objid the
     schema's hash as an unsigned 32-bit number)."""
@@ -135,33 +94,10 @@ def routers(c: Cluster) -> int:
         engine.dispose()
 
 
-def register(c: Cluster, path: str, events: list[str], chunk_size: int) -> str:
-    body = {
-        "url": c.receiver.url + path,
-        "events": events,
-        "insecure_ssl": False,
-        "options": {"chunk_size": chunk_size},
-    }
-    r = httpx.post(c.api(0) + BASE + "/Webhooks", auth=c.auth, json=body, timeout=30)
-    assert r.status_code == 201, r.text
-    return str(r.json()["data"]["id"])
-
-
 def register_three(c: Cluster) -> None:
     register(c, "/all", ["Account.*"], 1)
     register(c, "/creates", ["Account.Create"], 10)
     register(c, "/updates", ["Account.Update"], 1)
-
-
-def batch(c: Cluster, i: int, items: list[dict[str, Any]]) -> list[str]:
-    """batch-modify Accounts; new ones are owned by the space's API user."""
-    owner = c.apis[0].client_id
-    items = [it if "id" in it else {"owner_id": owner, **it} for it in items]
-    r = httpx.post(c.api(i) + BASE + "/Accounts/batch-modify", auth=c.auth, json=items, timeout=60)
-    assert r.status_code == 200, r.text[:500]
-    ids = r.json()["data"]
-    assert all(isinstance(x, str) for x in ids), ids[:3]
-    return list(ids)
 
 
 def write_events(c: Cluster) -> list[str]:
@@ -175,59 +111,6 @@ def write_events(c: Cluster) -> list[str]:
             items = [{"id": i, "city": f"City {round_}"} for i in updated[first : first + BATCH]]
             batch(c, n + round_, items)
     return updated
-
-
-@dataclass
-class Seen:
-    """What one webhook's path received: each request's webhook-id and elements, in order."""
-
-    requests: list[tuple[str, list[dict[str, Any]]]]
-
-    def element_ids(self) -> dict[str, set[str]]:
-        """Event id -> the webhook-ids (requests) that carried it."""
-        out: dict[str, set[str]] = defaultdict(set)
-        for msg_id, elements in self.requests:
-            for el in elements:
-                out[el["id"]].add(msg_id)
-        return out
-
-    def count(self) -> int:
-        return len(self.element_ids())
-
-
-def seen(c: Cluster, path: str) -> Seen:
-    return Seen([(r.headers["webhook-id"], r.elements()) for r in c.receiver.requests(path)])
-
-
-def wait_all(c: Cluster, expected: dict[str, int], timeout: float = 180) -> dict[str, Seen]:
-    """Every expected event at its path; the requests are parsed only once enough arrived."""
-    needed = {p: n // (10 if p == "/creates" else 1) for p, n in expected.items()}
-    deadline = time.monotonic() + timeout
-    while True:
-        counts = {p: len(c.receiver.requests(p)) for p in expected}
-        if all(counts[p] >= needed[p] for p in expected):
-            got = {p: seen(c, p) for p in expected}
-            if all(got[p].count() >= n for p, n in expected.items()):
-                return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s: requests {counts} of {needed}")
-        time.sleep(0.5)
-
-
-def assert_record_order(requests: list[tuple[str, list[dict[str, Any]]]]) -> None:
-    """Per record, the first arrival of each event comes in revision order."""
-    firsts: dict[str, dict[str, int]] = defaultdict(dict)  # record -> event id -> position
-    revision: dict[str, int] = {}
-    position = 0
-    for _, elements in requests:
-        for el in elements:
-            position += 1
-            record = el["entity"]["id"]
-            firsts[record].setdefault(el["id"], position)
-            revision[el["id"]] = el["entity"]["revision"]
-    for record, events in firsts.items():
-        in_arrival = [revision[e] for e in sorted(events, key=events.__getitem__)]
-        assert in_arrival == sorted(in_arrival), f"{record} arrived out of order: {in_arrival}"
 
 
 EXPECTED = {"/all": CREATES + UPDATED * ROUNDS, "/creates": CREATES, "/updates": UPDATED * ROUNDS}
@@ -251,36 +134,6 @@ def test_two_apis_and_three_workers_deliver_every_event_once_in_record_order(
     assert_record_order(got["/all"].requests)
     assert all(w.poll() is None for w in c.workers)
     assert routers(c) == 1  # one worker routes, the others only claim and send
-
-
-def test_a_worker_killed_mid_run_loses_nothing_and_repeats_only_what_it_held(
-    cluster: Cluster,
-) -> None:
-    c = cluster
-    register_three(c)
-    write_events(c)
-    wait_until(lambda: len(c.receiver.requests("/all")) >= 2_000, 60, "a fifth of the events")
-    victim = c.workers[0]  # the first started: the one routing, most likely
-    assert routers(c) == 1
-    victim.send_signal(signal.SIGKILL)
-    victim.wait(10)
-    # Written after the kill: another worker takes over the routing.
-    batch(c, 0, [{"name": f"After {i}"} for i in range(BATCH)])
-    expected = {**EXPECTED, "/all": EXPECTED["/all"] + BATCH, "/creates": CREATES + BATCH}
-    got = wait_all(c, expected)
-    assert routers(c) == 1
-    repeated = 0
-    for path, n in expected.items():
-        carried = got[path].element_ids()
-        assert len(carried) == n, f"{path}: {n - len(carried)} events missing"
-        twice = {e for e, msgs in carried.items() if len(msgs) > 1}
-        assert not twice, f"{path}: {len(twice)} events routed into more than one request"
-        sent = [msg for msg, _ in got[path].requests]
-        repeated += len(sent) - len(set(sent))
-    # Only what the killed worker held can come again: at most its in-flight allowance.
-    assert repeated <= 3 * 32, repeated
-    assert_record_order(got["/all"].requests)
-    print(f"requests sent again after the kill: {repeated}")
 
 
 def test_a_webhook_registered_through_one_api_applies_to_the_next_write_through_another(
@@ -319,12 +172,43 @@ def test_the_per_webhook_limit_holds_across_workers(cluster: Cluster) -> None:
     holds each request 0.3 s before answering, never has more at once."""
     c = cluster
     held = 0.3
-    c.receiver.add_rule("/slow", delay=held)
+    c.receiver.add_rule(c.prefix + "/slow", delay=held)
     register(c, "/slow", ["Account.Create"], 1)
     batch(c, 0, [{"name": f"Slow {i}"} for i in range(240)])
     got = wait_all(c, {"/slow": 240}, timeout=60)
     assert got["/slow"].count() == 240
-    most = most_at_once([r.time for r in c.receiver.requests("/slow")], held)
+    most = most_at_once([r.time for r in c.requests("/slow")], held)
     print(f"most requests held at once: {most}")
     assert most <= 16
     assert most >= 8  # the workers do send in parallel, up to the limit
+
+
+# Last: it kills a worker of the shared processes.
+def test_a_worker_killed_mid_run_loses_nothing_and_repeats_only_what_it_held(
+    cluster: Cluster,
+) -> None:
+    c = cluster
+    register_three(c)
+    write_events(c)
+    wait_until(lambda: len(c.requests("/all")) >= 2_000, 60, "a fifth of the events")
+    victim = c.workers[0]  # the first started: the one routing, most likely
+    assert routers(c) == 1
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+    # Written after the kill: another worker takes over the routing.
+    batch(c, 0, [{"name": f"After {i}"} for i in range(BATCH)])
+    expected = {**EXPECTED, "/all": EXPECTED["/all"] + BATCH, "/creates": CREATES + BATCH}
+    got = wait_all(c, expected)
+    assert routers(c) == 1
+    repeated = 0
+    for path, n in expected.items():
+        carried = got[path].element_ids()
+        assert len(carried) == n, f"{path}: {n - len(carried)} events missing"
+        twice = {e for e, msgs in carried.items() if len(msgs) > 1}
+        assert not twice, f"{path}: {len(twice)} events routed into more than one request"
+        sent = [msg for msg, _ in got[path].requests]
+        repeated += len(sent) - len(set(sent))
+    # Only what the killed worker held can come again: at most its in-flight allowance.
+    assert repeated <= 3 * 32, repeated
+    assert_record_order(got["/all"].requests)
+    print(f"requests sent again after the kill: {repeated}")

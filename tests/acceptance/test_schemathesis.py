@@ -20,7 +20,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
 from schemathesis.generation import GenerationMode
 
-from tests.conftest import Server, start_server, stop_server
+from tests.support.servers import Server, start_server, stop_server
 
 EXAMPLES_PER_MODE = 4
 SEED = 20261127

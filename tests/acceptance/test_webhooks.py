@@ -27,15 +27,8 @@ from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from crmhooks.store.tables import delivery_attempts
-from tests.acceptance.conftest import (
-    Hook,
-    Receiver,
-    Space,
-    launch,
-    start_receiver,
-    wait_until,
-)
-from tests.conftest import Server, free_port
+from tests.support.servers import Server, free_port, wait_until
+from tests.support.stack import Hook, Receiver, Space, launch, start_receiver
 
 pytestmark = pytest.mark.slow
 

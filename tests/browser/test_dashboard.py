@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.acceptance.conftest import SERVER_ENV, Receiver, start_receiver
-from tests.conftest import Server, start_server, stop_server
+from tests.support.servers import Server, start_server, stop_server
+from tests.support.stack import SERVER_ENV, Receiver, start_receiver
 
 CHROMIUM = "/usr/bin/chromium"
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"

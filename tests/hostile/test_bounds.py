@@ -28,7 +28,9 @@ from crmhooks.settings import Settings
 from crmhooks.store.engine import open_database
 from crmhooks.store.keys import IssuedKey
 from crmhooks.store.records import fetch
-from tests.conftest import Api, asgi_client, free_port
+from tests.support.api import Api, asgi_client
+from tests.support.databases import engine_independent
+from tests.support.servers import free_port
 
 HOOK_URL = "http://93.184.216.34/hook"  # a public literal: registration needs no lookup
 DEFAULTS = Limits()
@@ -244,6 +246,7 @@ async def test_webhook_options_over_the_byte_limit_are_a_422(api: Api) -> None:
     _refused(r, 422, "options", "max_options_bytes", str(DEFAULTS.max_options_bytes))
 
 
+@engine_independent
 @pytest.mark.parametrize(
     ("filters", "ops", "limit"),
     [
@@ -275,6 +278,7 @@ async def test_substring_values_of_a_whole_space_are_bounded(api: Api) -> None:
     assert r.status_code == 200, r.text[:500]
 
 
+@engine_independent
 @pytest.mark.parametrize(
     ("params", "limit"),
     [
@@ -416,6 +420,7 @@ async def _timed(call: Any) -> httpx.Response:
     return r
 
 
+@pytest.mark.slow
 @FUZZ
 @given(options=_options)
 def test_fuzzed_webhook_options_get_a_2xx_or_4xx(
@@ -447,6 +452,7 @@ def seeded(settings: Settings, space: IssuedKey) -> Settings:
     return settings
 
 
+@pytest.mark.slow
 @FUZZ
 @given(entity=st.sampled_from(["Accounts", "Pipelines", "Tasks"]), params=_list_params)
 @example(

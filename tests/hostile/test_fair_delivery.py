@@ -8,14 +8,17 @@ import asyncio
 import time
 
 import httpx
+import pytest
 from aiohttp import web
 
 from crmhooks.app import create_app
 from crmhooks.delivery.fairness import space_share, take_turns
 from crmhooks.settings import Settings
 from crmhooks.store.keys import IssuedKey
-from tests.conftest import Api, free_port, new_space
-from tests.integration.test_dispatch import Inbox, inbox  # noqa: F401 (the fixture)
+from tests.support.api import Api
+from tests.support.databases import new_space
+from tests.support.live import Inbox
+from tests.support.servers import free_port
 
 # Small beside what the hostile space wants (100 webhooks, two requests each until one fails):
 # without a share per space its hanging requests take all of it, as 300 webhooks did of 256.
@@ -40,10 +43,11 @@ def test_spaces_take_turns_in_a_claim() -> None:
     assert take_turns([], {}, 3) == []
 
 
+@pytest.mark.slow
 async def test_hanging_receivers_of_one_space_do_not_delay_another(
     db_url: str,
     space: IssuedKey,
-    inbox: Inbox,  # noqa: F811 (the fixture)
+    inbox: Inbox,
 ) -> None:
     share = space_share(MAX_IN_FLIGHT)
     release, full = asyncio.Event(), asyncio.Event()

@@ -13,7 +13,6 @@ import socket
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -33,14 +32,10 @@ from crmhooks.store.engine import sync_url
 from crmhooks.store.keys import IssuedKey
 from crmhooks.store.migrate import upgrade
 from crmhooks.store.records import table_of
-from tests.conftest import Api, new_space
-from tests.integration.test_bad_input import assert_invalid, everything
-from tests.integration.test_dashboard import Visitor, app_client, spaces, webhook_of
-from tests.integration.test_sender_guard import Names, Target, send, target
-from tests.unit.test_migrations import empty_pg_url
-
-# Fixtures of the sender's guard tests (a receiver), the dashboard's and the migration tests.
-__all__ = ["app_client", "empty_pg_url", "spaces", "target"]
+from tests.support.api import Api, assert_invalid, everything
+from tests.support.dashboard import Visitor, webhook_of
+from tests.support.databases import engine_independent, new_space
+from tests.support.targets import Names, Target, send
 
 PUBLIC = "93.184.216.34"  # a public address: the guard lets it through (nothing connects to it)
 
@@ -150,6 +145,7 @@ def hook(url: str) -> dict[str, Any]:
     return {"url": url, "events": ["Account.Create"], "insecure_ssl": False}
 
 
+@engine_independent
 async def test_registration_refuses_hosts_that_are_blocked_addresses_in_disguise(
     hooks_api: Api, subtests: pytest.Subtests
 ) -> None:
@@ -162,6 +158,7 @@ async def test_registration_refuses_hosts_that_are_blocked_addresses_in_disguise
     assert (await everything(hooks_api, "Webhooks"))["total"] == 0
 
 
+@engine_independent
 async def test_registration_refuses_hosts_the_client_cannot_encode(
     hooks_api: Api, subtests: pytest.Subtests
 ) -> None:
@@ -172,6 +169,7 @@ async def test_registration_refuses_hosts_the_client_cannot_encode(
     assert (await everything(hooks_api, "Webhooks"))["total"] == 0
 
 
+@engine_independent
 async def test_registration_refuses_a_name_that_resolves_to_a_blocked_address(
     hooks_api: Api,
 ) -> None:
@@ -202,6 +200,7 @@ async def test_registration_refuses_a_name_that_resolves_to_a_blocked_address(
     assert shown["url"] == "http://hooks.example.com/hook"
 
 
+@engine_independent
 @pytest.mark.parametrize(
     "url",
     [
@@ -255,6 +254,7 @@ def test_a_payload_never_carries_the_password() -> None:
 # --- lookups never hold the writer ------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_a_slow_lookup_in_one_space_does_not_hold_another_spaces_writes(
     hooks_api: Api, db_url: str
 ) -> None:
@@ -460,14 +460,6 @@ async def test_definitions_created_at_once_leave_one_live_name(api: Api) -> None
         if r.status_code == 422:
             assert_invalid(r, "api_name", None, "exists")
     assert (await api.get("CustomEntities")).json()["total"] == 1
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'old.db'}"
-    url: str = request.getfixturevalue("empty_pg_url")
-    return url
 
 
 def test_the_migration_keeps_the_oldest_of_two_live_definitions(empty_url: str) -> None:

@@ -31,8 +31,9 @@ from crmhooks.store.engine import open_database, sync_url
 from crmhooks.store.keys import IssuedKey, revoke_key, rotate_key
 from crmhooks.store.tables import api_keys
 from crmhooks.ui.sessions import SESSION_COOKIE
-from tests.conftest import Server, new_space, start_server, stop_server
-from tests.integration.test_dashboard import NOWHERE, Visitor, assert_page, webhooks_in
+from tests.support.dashboard import NOWHERE, Visitor, assert_page, webhooks_in
+from tests.support.databases import engine_independent, new_space
+from tests.support.servers import Server, start_server, stop_server
 
 ACCOUNTS = "/api/v100/rest/spaces/{space}/entities/Accounts"
 REVOKED_WITHIN = 1.0  # seconds: docs/api.md#command-line
@@ -76,6 +77,7 @@ def server(db_url: str) -> Any:
 # --- revocation, deletion, rotation across processes -----------------------------------------
 
 
+@pytest.mark.slow
 def test_a_key_revoked_from_the_command_line_gets_401_in_a_running_server_within_a_second(
     server: Server, db_url: str
 ) -> None:
@@ -98,6 +100,7 @@ def test_a_key_revoked_from_the_command_line_gets_401_in_a_running_server_within
     assert server.api_secret not in listed.stdout
 
 
+@pytest.mark.slow
 def test_a_key_deleted_from_the_database_gets_401_within_a_second(
     server: Server, db_url: str
 ) -> None:
@@ -113,6 +116,7 @@ def test_a_key_deleted_from_the_database_gets_401_within_a_second(
     )
 
 
+@pytest.mark.slow
 def test_a_rotated_key_works_for_its_grace_period_then_gets_401(
     server: Server, db_url: str
 ) -> None:
@@ -149,6 +153,9 @@ def expiry_of(db_url: str, api_key: str) -> float:
     return (ends if ends.tzinfo else ends.replace(tzinfo=UTC)).timestamp()
 
 
+# Lookups that find nothing: the command line on PostgreSQL is exercised by the tests above.
+@pytest.mark.slow
+@engine_independent
 def test_key_commands_name_an_unknown_space_or_key_and_change_nothing(db_url: str) -> None:
     assert crmhooks(db_url, "spaces", "create", "acme").returncode == 0
     for args in (
@@ -288,6 +295,7 @@ async def test_a_rotated_key_s_sessions_end_with_its_grace_period(
     assert (await me.http.get("/ui/webhooks")).status_code == 200
 
 
+@engine_independent
 @pytest.mark.parametrize(
     "mangle",
     [

@@ -7,84 +7,26 @@ httpx against the application on a real database file; no browser needed for any
 
 from __future__ import annotations
 
-import html
 import re
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import orjson
 import pytest
 
-from crmhooks.settings import Settings
 from crmhooks.store.keys import IssuedKey
 from crmhooks.ui.sessions import CSRF_FIELD, SESSION_COOKIE, SIGNIN_COOKIE
-from tests.conftest import asgi_client, new_space
-
-TOKEN_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
-# A receiver that is not there: the test event fails fast with a refused connection.
-NOWHERE = "http://127.0.0.1:9/hook"
-
-
-@dataclass
-class Visitor:
-    """A browser without a browser: a cookie jar, and the CSRF token of its last page."""
-
-    http: httpx.AsyncClient
-    csrf: str = ""
-
-    async def get(self, path: str, **kw: Any) -> httpx.Response:
-        r = await self.http.get(path, **kw)
-        found = TOKEN_RE.search(r.text)
-        if found:
-            self.csrf = found.group(1)
-        return r
-
-    async def post(
-        self, path: str, data: dict[str, Any] | None = None, **kw: Any
-    ) -> httpx.Response:
-        return await self.http.post(path, data={CSRF_FIELD: self.csrf, **(data or {})}, **kw)
-
-    async def sign_in(self, key: IssuedKey) -> None:
-        await self.get("/ui/signin")
-        r = await self.post("/ui/signin", {"api_key": key.api_key, "api_secret": key.api_secret})
-        assert r.status_code == 303, r.text
-        assert r.headers["location"] == "/ui/webhooks"
-        await self.get("/ui/webhooks")
-
-
-def said(r: httpx.Response) -> str:
-    """The page's text, roughly: tags dropped, entities decoded, spaces collapsed."""
-    return said_html(r.text)
-
-
-def assert_page(r: httpx.Response, status: int, *mentions: str) -> None:
-    assert r.status_code == status, r.text[:2000]
-    assert r.headers["content-type"].startswith("text/html")
-    text = said(r)
-    for m in mentions:
-        assert m in text, f"{m!r} is not on the page:\n{text[:3000]}"
-
-
-@pytest.fixture
-async def app_client(db_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(
-        database_url=db_url,
-        public_url="http://testserver",
-        delivery=False,
-        allowed_targets="127.0.0.0/8",
-        connect_timeout=1,
-        request_timeout=2,
-    )
-    async with asgi_client(settings) as client:
-        yield client
-
-
-@pytest.fixture
-async def spaces(db_url: str) -> tuple[IssuedKey, IssuedKey]:
-    return await new_space(db_url, "mine"), await new_space(db_url, "theirs")
+from tests.support.dashboard import (
+    NOWHERE,
+    Visitor,
+    api,
+    assert_page,
+    said,
+    said_html,
+    webhook_of,
+    webhooks_in,
+)
+from tests.support.databases import engine_independent
 
 
 @pytest.fixture
@@ -92,41 +34,10 @@ def me(app_client: httpx.AsyncClient) -> Visitor:
     return Visitor(app_client)
 
 
-def api(client: httpx.AsyncClient, key: IssuedKey) -> httpx.AsyncClient:
-    """An API client of the same application, signed in to ``key``'s space with HTTP Basic."""
-    return httpx.AsyncClient(
-        transport=client._transport,
-        base_url=f"http://testserver/api/v100/rest/spaces/{key.space_id}",
-        auth=httpx.BasicAuth(key.api_key, key.api_secret),
-    )
-
-
-async def webhook_of(client: httpx.AsyncClient, key: IssuedKey) -> dict[str, Any]:
-    """A webhook of ``key``'s space made through the API, with one (failed) test delivery."""
-    async with api(client, key) as http:
-        r = await http.post(
-            "/entities/Webhooks",
-            json={"url": NOWHERE, "events": ["Account.Create"], "insecure_ssl": False},
-        )
-        assert r.status_code == 201, r.text
-        hook: dict[str, Any] = r.json()["data"]
-        r = await http.post(f"/entities/Webhooks/{hook['id']}/test")
-        assert r.status_code == 200, r.text
-        hook["delivery_id"] = r.json()["data"]["delivery_id"]
-    return hook
-
-
-async def webhooks_in(client: httpx.AsyncClient, key: IssuedKey) -> list[dict[str, Any]]:
-    async with api(client, key) as http:
-        r = await http.get("/entities/Webhooks")
-        assert r.status_code == 200, r.text
-        items: list[dict[str, Any]] = r.json()["data"]
-        return items
-
-
 # --- signing in ----------------------------------------------------------------------------
 
 
+@engine_independent
 async def test_pages_send_a_visitor_without_a_session_to_sign_in(me: Visitor) -> None:
     for path in ("/ui", "/ui/webhooks", f"/ui/webhooks/{uuid.uuid4()}/deliveries"):
         r = await me.http.get(path, follow_redirects=True)
@@ -153,6 +64,7 @@ async def test_wrong_credentials_are_refused_with_a_message_and_no_session(
     assert r.status_code == 303
 
 
+@engine_independent
 async def test_signing_in_without_the_forms_token_is_refused(
     me: Visitor, spaces: tuple[IssuedKey, IssuedKey]
 ) -> None:
@@ -168,6 +80,7 @@ async def test_signing_in_without_the_forms_token_is_refused(
     assert_page(r, 403, "The sign-in form had expired")
 
 
+@engine_independent
 async def test_the_session_cookie_is_httponly_strict_and_scoped_to_the_dashboard(
     me: Visitor, spaces: tuple[IssuedKey, IssuedKey]
 ) -> None:
@@ -192,6 +105,7 @@ async def test_signing_out_ends_the_session(
     assert (await me.http.get("/ui/webhooks")).status_code == 303
 
 
+@engine_independent
 async def test_pages_load_nothing_from_another_host(
     me: Visitor, app_client: httpx.AsyncClient, spaces: tuple[IssuedKey, IssuedKey]
 ) -> None:
@@ -216,6 +130,7 @@ async def test_pages_load_nothing_from_another_host(
 # --- CSRF -----------------------------------------------------------------------------------
 
 
+@engine_independent
 async def test_a_form_without_or_with_a_forged_csrf_token_changes_nothing(
     me: Visitor, app_client: httpx.AsyncClient, spaces: tuple[IssuedKey, IssuedKey]
 ) -> None:
@@ -250,6 +165,7 @@ async def test_a_form_without_or_with_a_forged_csrf_token_changes_nothing(
     assert (await me.http.get("/ui/webhooks")).status_code == 200  # still signed in
 
 
+@engine_independent
 async def test_a_csrf_token_in_the_htmx_header_is_accepted(
     me: Visitor, spaces: tuple[IssuedKey, IssuedKey]
 ) -> None:
@@ -261,6 +177,7 @@ async def test_a_csrf_token_in_the_htmx_header_is_accepted(
 # --- invalid webhooks -----------------------------------------------------------------------
 
 
+@engine_independent
 async def test_invalid_options_show_the_servers_message_at_the_field_and_save_nothing(
     me: Visitor, app_client: httpx.AsyncClient, spaces: tuple[IssuedKey, IssuedKey]
 ) -> None:
@@ -303,10 +220,7 @@ async def test_invalid_options_show_the_servers_message_at_the_field_and_save_no
     assert await webhooks_in(app_client, mine) == []
 
 
-def said_html(fragment: str) -> str:
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", fragment)).split())
-
-
+@engine_independent
 async def test_an_invalid_edit_changes_nothing(
     me: Visitor, app_client: httpx.AsyncClient, spaces: tuple[IssuedKey, IssuedKey]
 ) -> None:
@@ -393,6 +307,7 @@ async def test_pause_resume_edit_and_delete_go_through_the_api(
     assert await webhooks_in(app_client, mine) == []
 
 
+@engine_independent
 async def test_a_bad_log_filter_is_named_on_the_page(
     me: Visitor, app_client: httpx.AsyncClient, spaces: tuple[IssuedKey, IssuedKey]
 ) -> None:

@@ -6,11 +6,9 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 from aiohttp import web
 from sqlalchemy import select
@@ -21,45 +19,10 @@ from crmhooks.settings import Settings
 from crmhooks.store.engine import open_database
 from crmhooks.store.keys import IssuedKey
 from crmhooks.store.tables import deliveries, dispatch_state
-from tests.conftest import Api, free_port, new_space
-from tests.support.live import live_client, receiving
-
-
-@dataclass
-class Inbox:
-    url: str
-    requests: list[tuple[float, dict[str, str], Any]] = field(default_factory=list)
-    status: int = 200
-    fail_next: int = 0  # answer this many of the next requests with 500
-    answered: list[int] = field(default_factory=list)  # the status each request got
-
-    async def wait_for(self, events: int, within: float = 10.0) -> list[Any]:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            got = [e for _, _, body in self.requests for e in body]
-            if len(got) >= events:
-                return got
-            await asyncio.sleep(0.01)
-        raise AssertionError(f"{len(got)} of {events} events arrived")
-
-
-@pytest.fixture
-async def inbox() -> AsyncIterator[Inbox]:
-    port = free_port()
-    box = Inbox(f"http://127.0.0.1:{port}/hook")
-
-    async def receive(request: web.Request) -> web.Response:
-        body = orjson.loads(await request.read())
-        box.requests.append((time.monotonic(), dict(request.headers), body))
-        status = box.status
-        if box.fail_next > 0:
-            box.fail_next -= 1
-            status = 500
-        box.answered.append(status)
-        return web.Response(status=status)
-
-    async with receiving(port, "/hook", receive):
-        yield box
+from tests.support.api import Api
+from tests.support.databases import engine_independent, new_space
+from tests.support.live import Inbox, live_client
+from tests.support.servers import free_port
 
 
 @pytest.fixture
@@ -101,6 +64,7 @@ async def test_events_before_the_webhook_existed_are_not_sent(live: Api, inbox: 
     assert len(inbox.requests) == 1
 
 
+@pytest.mark.slow
 async def test_a_failing_receiver_is_retried_with_the_same_ids(live: Api, inbox: Inbox) -> None:
     inbox.status = 500
     await _hook(live, inbox, ["Account.Create"])
@@ -181,6 +145,7 @@ async def _delivered(api: Api, hook_id: str, n: int) -> list[dict[str, Any]]:
     raise AssertionError(body)
 
 
+@pytest.mark.slow
 async def test_the_delivery_log_shows_each_attempt(live: Api, inbox: Inbox) -> None:
     inbox.status = 503
     hook = await _hook(live, inbox, ["Account.Create"])
@@ -196,6 +161,7 @@ async def test_the_delivery_log_shows_each_attempt(live: Api, inbox: Inbox) -> N
     assert failed.json()["total"] == 0
 
 
+@pytest.mark.slow
 async def test_resend_and_recover_send_again(live: Api, inbox: Inbox) -> None:
     inbox.status = 400
     hook = await _hook(live, inbox, ["Account.Create"])
@@ -232,6 +198,7 @@ async def test_resend_and_recover_send_again(live: Api, inbox: Inbox) -> None:
     assert r.json()["data"]["resent"] == 0  # delivered now: nothing failed is left
 
 
+@engine_independent
 @pytest.mark.parametrize(
     ("body", "named"),
     [
@@ -288,6 +255,7 @@ async def test_health_and_metrics(live: Api, inbox: Inbox) -> None:
     assert "crmhooks_queue_depth" in text
 
 
+@pytest.mark.slow
 async def test_failing_for_too_long_disables_and_patch_resumes(
     db_url: str, space: IssuedKey, inbox: Inbox
 ) -> None:
@@ -365,6 +333,7 @@ async def test_retention_prunes_delivered_requests_and_routed_events(
         await db.dispose()
 
 
+@engine_independent
 @pytest.mark.parametrize(
     "url",
     [
@@ -387,6 +356,7 @@ async def test_registration_refuses_blocked_targets_without_the_allow_list(
     assert (await api.get("Webhooks")).json()["total"] == 0
 
 
+@pytest.mark.slow
 async def test_a_records_later_event_waits_until_its_earlier_one_is_delivered(
     db_url: str, space: IssuedKey, inbox: Inbox
 ) -> None:
@@ -415,13 +385,15 @@ async def _records_wait_for_their_earlier_events(live: Api, inbox: Inbox) -> Non
     assert sent.index(("Account.Create", "B", 200)) < create_ok  # B went past the retry
 
 
+@pytest.mark.slow
 async def test_a_hanging_receiver_does_not_starve_a_healthy_one(
     db_url: str, space: IssuedKey, inbox: Inbox
 ) -> None:
     port = free_port()
+    release = asyncio.Event()
 
     async def hang(request: web.Request) -> web.Response:
-        await asyncio.sleep(3)  # far past the 1 s timeout
+        await release.wait()  # answers only when the test is over, far past the 1 s timeout
         return web.Response()
 
     hanging = web.Application()
@@ -461,4 +433,5 @@ async def test_a_hanging_receiver_does_not_starve_a_healthy_one(
             # (about 1.2 s here; without the allowance, 5 s or more)
             assert time.monotonic() - started < 3.0
     finally:
+        release.set()
         await runner.cleanup()

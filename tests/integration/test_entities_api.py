@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from tests.conftest import Api
+from tests.support.api import Api
+from tests.support.databases import new_space
 
 
 async def test_create_read_patch_delete_account(api: Api) -> None:
@@ -72,7 +73,6 @@ async def test_filter_eq_and_any_of(api: Api) -> None:
 
 
 async def test_key_of_another_space_is_refused(api: Api, db_url: str) -> None:
-    from tests.conftest import new_space
 
     other = await new_space(db_url, "other")
     created = await api.create("Accounts", {"name": "secret"})

@@ -11,6 +11,7 @@ import uuid
 from datetime import UTC, date, datetime
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -161,12 +162,13 @@ def _cases(fields: dict[str, Any], et: EntityType) -> Any:
 
 
 SETTINGS = settings(
-    max_examples=60,
+    max_examples=30,  # each draws 20 filter sets: 600 compared per entity and engine
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(case=_cases(CUSTOM_FIELDS, CUSTOM))
 def test_sql_and_memory_agree_on_custom_entity_fields(db_url: str, case: Any) -> None:
@@ -174,6 +176,7 @@ def test_sql_and_memory_agree_on_custom_entity_fields(db_url: str, case: Any) ->
     asyncio.run(_check(db_url, CUSTOM, bodies, filters))
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(case=_cases(OPPTY_FIELDS, BUILTIN["Opportunities"]))
 def test_sql_and_memory_agree_on_opportunity_columns(db_url: str, case: Any) -> None:

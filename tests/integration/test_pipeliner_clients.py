@@ -28,8 +28,9 @@ import pytest
 from aiohttp import web
 
 from crmhooks.store.keys import IssuedKey
-from tests.conftest import Api, free_port
+from tests.support.api import Api
 from tests.support.live import live_client, receiving
+from tests.support.servers import free_port
 
 Body = dict[str, Any]
 

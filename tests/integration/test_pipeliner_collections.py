@@ -26,9 +26,11 @@ from sqlalchemy import insert
 from crmhooks.store.engine import open_database
 from crmhooks.store.keys import IssuedKey
 from crmhooks.store.tables import table_for
-from tests.conftest import Api, free_port, new_space
+from tests.support.api import Api
+from tests.support.databases import new_space
 from tests.support.live import live_client, receiving
 from tests.support.required import with_required
+from tests.support.servers import free_port
 
 BASE = "http://testserver/api/v100/rest/spaces/acme/entities"
 

@@ -29,7 +29,7 @@ from crmhooks.schema.registry import BUILTIN
 from crmhooks.schema.types import EntityType
 from crmhooks.store.engine import open_database
 from crmhooks.store.tables import table_for
-from tests.conftest import Api
+from tests.support.api import Api
 
 ROOT = Path(__file__).resolve().parents[2]
 EXTRACT = ROOT / "tests" / "data" / "pipeliner-api-extract.json"

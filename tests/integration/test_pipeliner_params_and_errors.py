@@ -19,8 +19,10 @@ from aiohttp import web
 from crmhooks.app import create_app
 from crmhooks.settings import Settings
 from crmhooks.store.keys import IssuedKey
-from tests.conftest import Api, free_port
+from tests.support.api import Api
+from tests.support.databases import engine_independent
 from tests.support.required import with_required
+from tests.support.servers import free_port
 
 # The keys of the service's 422 answer, top level, per field, and per inner error.
 VALIDATION_KEYS = {
@@ -81,6 +83,7 @@ async def step_id(api: Api) -> str:
 # --- errors ----------------------------------------------------------------------------------
 
 
+@engine_independent
 async def test_missing_required_field_is_parameter_missing_inside_the_422(api: Api) -> None:
     body = validation_body(await api.http.post(api.path("Accounts"), json={"city": "Rome"}))
     assert body["entity_name"] == "Account"
@@ -91,6 +94,7 @@ async def test_missing_required_field_is_parameter_missing_inside_the_422(api: A
     uuid.UUID(inner["field_id"])
 
 
+@engine_independent
 async def test_field_ids_are_stable_per_entity_and_field(api: Api) -> None:
     first = validation_body(await api.http.post(api.path("Accounts"), json={"name": 1}))
     again = validation_body(await api.http.post(api.path("Accounts"), json={"name": 2}))
@@ -99,6 +103,7 @@ async def test_field_ids_are_stable_per_entity_and_field(api: Api) -> None:
     assert ids[0] == ids[1] != ids[2]
 
 
+@engine_independent
 async def test_patch_error_names_the_record(api: Api) -> None:
     account = await api.create("Accounts", {"name": "Acme"})
     r = await api.http.patch(
@@ -110,6 +115,7 @@ async def test_patch_error_names_the_record(api: Api) -> None:
     assert (inner["code"], inner["name"]) == (120, "ERROR_RELATIONS_DOESNT_EXIST")
 
 
+@engine_independent
 async def test_unknown_collection_is_unknown_type(api: Api) -> None:
     for r in (
         await api.get("Nonsense"),
@@ -127,6 +133,7 @@ async def test_unknown_collection_is_unknown_type(api: Api) -> None:
         }
 
 
+@engine_independent
 async def test_batch_item_errors_carry_entity_index(api: Api) -> None:
     account = await api.create("Accounts", {"name": "Acme"})
     owner = api.space.client_id
@@ -270,6 +277,7 @@ async def test_paging_backwards_with_before_walks_the_whole_list(api: Api) -> No
     assert seen == NAMES
 
 
+@engine_independent
 async def test_paging_combinations_without_one_window_are_a_400(api: Api) -> None:
     await api.create("Accounts", {"name": "a"})
     body = (await api.get("Accounts")).json()
@@ -287,6 +295,7 @@ def level(n: int) -> dict[str, str]:
     return {"validation-level": str(n)}
 
 
+@engine_independent
 async def test_validation_level_must_be_a_known_bit_mask_on_every_write(api: Api) -> None:
     account = await api.create("Accounts", {"name": "Acme"})
     one = api.path("Accounts", account["id"])
@@ -487,6 +496,7 @@ async def test_timezone_reads_filter_values_without_offset_in_that_zone(api: Api
     assert (await api.get("Appointments", params=later, headers=CHICAGO)).json()["total"] == 0
 
 
+@engine_independent
 async def test_unknown_timezone_is_a_400_naming_the_header(api: Api) -> None:
     for zone in ("Mars/Olympus", "../../etc/passwd", "", "/etc/localtime", "x" * 300):
         for r in (

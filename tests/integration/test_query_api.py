@@ -12,7 +12,8 @@ import httpx
 import pytest
 from sqlalchemy import event
 
-from tests.conftest import Api
+from tests.support.api import Api
+from tests.support.databases import engine_independent
 
 
 async def _ids(api: Api, entity: str, **params: str) -> list[str]:
@@ -286,6 +287,7 @@ async def test_batch_delete_and_restore(api: Api) -> None:
     assert (await api.get("Products")).json()["total"] == 2
 
 
+@engine_independent
 @pytest.mark.parametrize(
     ("params", "named"),
     [

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from crmhooks.store.engine import open_database
 from crmhooks.store.tables import events
-from tests.conftest import Api
+from tests.support.api import Api
 
 
 async def _data(api: Api, entity: str, *rest: str, **params: str) -> Any:

@@ -1,17 +1,23 @@
 """The API with its dispatcher, delivering to loopback, behind an in-process client; and a
-receiver on loopback for it to deliver to."""
+receiver on loopback for it to deliver to (an ``Inbox`` that keeps what it got)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
+import orjson
 from aiohttp import web
 
 from crmhooks.app import create_app
 from crmhooks.settings import Settings
 from crmhooks.store.keys import IssuedKey
+from tests.support.servers import free_port
 
 
 @asynccontextmanager
@@ -53,3 +59,41 @@ async def receiving(
         yield
     finally:
         await runner.cleanup()
+
+
+@dataclass
+class Inbox:
+    url: str
+    requests: list[tuple[float, dict[str, str], Any]] = field(default_factory=list)
+    status: int = 200
+    fail_next: int = 0  # answer this many of the next requests with 500
+    answered: list[int] = field(default_factory=list)  # the status each request got
+
+    async def wait_for(self, events: int, within: float = 10.0) -> list[Any]:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            got = [e for _, _, body in self.requests for e in body]
+            if len(got) >= events:
+                return got
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"{len(got)} of {events} events arrived")
+
+
+@asynccontextmanager
+async def inbox() -> AsyncIterator[Inbox]:
+    """An ``Inbox`` at ``http://127.0.0.1:PORT/hook``, listening until the block ends."""
+    port = free_port()
+    box = Inbox(f"http://127.0.0.1:{port}/hook")
+
+    async def receive(request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        box.requests.append((time.monotonic(), dict(request.headers), body))
+        status = box.status
+        if box.fail_next > 0:
+            box.fail_next -= 1
+            status = 500
+        box.answered.append(status)
+        return web.Response(status=status)
+
+    async with receiving(port, "/hook", receive):
+        yield box

@@ -152,7 +152,8 @@ class Writer:
 
     def _space_defaults(self) -> SpaceDefaults:
         if self._defaults is None:
-            self._defaults = SpaceDefaults(self.conn, self.ctx.space_id)
+            deleted_too = Validation.DELETED_RELATIONS in self.ctx.validation
+            self._defaults = SpaceDefaults(self.conn, self.ctx.space_id, deleted_too)
         return self._defaults
 
     async def _validate(
@@ -181,6 +182,10 @@ class Writer:
         found: dict[str, set[str]] = {}
         deleted_too = Validation.DELETED_RELATIONS in self.ctx.validation
         for target, values in wanted.items():
+            looked_up = defaults.existing(target, values)  # with the defaults, same query
+            if looked_up is not None:
+                found[target] = looked_up
+                continue
             found[target] = await existing_ids(
                 self.conn,
                 target_type(target),
@@ -312,7 +317,10 @@ class Writer:
         if et.name in links.RELATION_ENTITIES:
             await links.prepare_relation(self, et, stored)
         row, after = self._new_row(et, stored)
-        async with self._unique_name(et, stored.get("api_name")):
+        if et.name in UNIQUE:
+            async with self._unique_name(et, stored.get("api_name")):
+                await self.conn.execute(insert(table_of(et)), [row])
+        else:  # the common case, without a context manager per create
             await self.conn.execute(insert(table_of(et)), [row])
         after = self._created(et, after)
         if et.name in links.RELATION_ENTITIES:

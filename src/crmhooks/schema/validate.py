@@ -14,6 +14,7 @@ from crmhooks.errors import (
     FIELD_REQUIRED,
     FIELD_TYPE,
     FIELD_UNKNOWN,
+    FIELD_VALUE,
     FieldError,
     ValidationFailed,
     field_error,
@@ -124,6 +125,25 @@ def _required_rules_apply(entity: EntityType, f: Field, level: Validation) -> bo
     return f.is_relation
 
 
+def _nul_in(value: Any, path: str) -> str | None:
+    """The path of the first string (value or key) in a JSON value that holds U+0000."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if "\x00" in str(k):
+                return path
+            found = _nul_in(v, f"{path}.{k}")
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _nul_in(v, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
 def check_write(
     entity: EntityType,
     body: dict[str, Any],
@@ -168,6 +188,11 @@ def check_write(
         if f.kind is Kind.OBJECT:
             out[key] = _check_object(f, value, errors, zone)
         elif f.kind is Kind.JSON:
+            where = _nul_in(value, key)
+            if where is not None:
+                # PostgreSQL's JSON cannot hold U+0000; refused on every engine alike.
+                errors.append(field_error(key, FIELD_VALUE, f"{where} contains a NUL character"))
+                continue
             out[key] = value
         else:
             try:

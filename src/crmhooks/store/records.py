@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, false, select
+from sqlalchemy import BindParameter, ColumnElement, Table, and_, false, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -164,8 +164,8 @@ def _unindexed_sqlite(element: unindexed, compiler: SQLCompiler, **kw: Any) -> s
 
 def by_ids(
     et: EntityType,
-    space_id: str,
-    ids: Sequence[str],
+    space_id: str | BindParameter[str],
+    ids: Sequence[str] | BindParameter[Any],
     *,
     include_deleted: bool = False,
     any_kind: bool = False,
@@ -177,7 +177,7 @@ def by_ids(
     """
     t = table_of(et)
     clauses: list[ColumnElement[bool]] = [
-        t.c.id.in_(list(ids)),
+        t.c.id.in_(ids if isinstance(ids, BindParameter) else list(ids)),
         unindexed(t.c.space_id) == space_id,
     ]
     if et.discriminator and not any_kind:

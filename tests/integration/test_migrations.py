@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,6 @@ from sqlalchemy import create_engine, inspect, text
 from crmhooks.store.engine import sync_url
 from crmhooks.store.migrate import alembic_config, upgrade
 from crmhooks.store.tables import metadata
-from tests.conftest import PG_URL, _with_schema
 
 
 def differences(url: str) -> list[Any]:
@@ -34,23 +31,6 @@ def differences(url: str) -> list[Any]:
         engine.dispose()
     assert tables == {*metadata.tables, "alembic_version"}
     return diff
-
-
-@pytest.fixture
-def empty_pg_url() -> Iterator[str]:
-    """A schema of its own with nothing in it, in the PostgreSQL test database."""
-    if not PG_URL:
-        pytest.skip("CRMHOOKS_TEST_POSTGRES_URL is not set")
-    schema = f"crmhooks_migrations_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(sync_url(PG_URL))
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield _with_schema(PG_URL, schema)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def test_migrations_have_one_head() -> None:
@@ -81,14 +61,7 @@ def _revisions() -> list[str]:
     return [s.revision for s in reversed(list(scripts.walk_revisions()))]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'old.db'}"
-        return
-    yield request.getfixturevalue("empty_pg_url")
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("start", _revisions()[:-1])
 def test_an_upgrade_from_every_earlier_revision_gives_exactly_the_tables_module(
     empty_url: str, start: str
@@ -191,6 +164,7 @@ def test_todays_links_become_relation_rows(empty_url: str) -> None:
     )
 
 
+@pytest.mark.slow
 def test_processes_starting_together_migrate_one_after_the_other(empty_pg_url: str) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
