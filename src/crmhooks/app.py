@@ -1,7 +1,8 @@
 """The composition root: the one place the parts are built from the settings and put together.
 
 ``create_app`` is what ``crmhooks serve`` runs (the API, the dashboard and, unless turned off,
-the dispatcher in one process); ``run_worker`` is ``crmhooks worker`` (the dispatcher alone).
+the dispatcher: in a delivery process of its own, ``DeliveryProcess``, or in the same process);
+``run_worker`` is ``crmhooks worker`` (the dispatcher alone, also the delivery process's body).
 Everything that both need is built here once: the database, the address :class:`Guard`, the
 :class:`Sender` and the dispatcher with its settings. The packages below receive what they use;
 none of them reads :class:`Settings` to build a collaborator of its own.
@@ -10,34 +11,43 @@ none of them reads :class:`Settings` to build a collaborator of its own.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
 
 import structlog
 from fastapi import FastAPI
+from sqlalchemy import select
 
 from crmhooks import __version__, limits
 from crmhooks.api.app import api_routes, install
-from crmhooks.changes.outbox import record_events
-from crmhooks.changes.writer import WritePath
+from crmhooks.changes.outbox import WEBHOOK_INPUTS, record_events
+from crmhooks.changes.writer import Change, WriteContext, WritePath
 from crmhooks.delivery.dispatcher import Dispatcher, DispatchSettings
 from crmhooks.delivery.fairness import space_share
 from crmhooks.delivery.queue import SqlQueue
 from crmhooks.delivery.retry import parse_schedule
 from crmhooks.delivery.router import Router
 from crmhooks.delivery.sender import HttpSender
+from crmhooks.delivery.wakeups import WakeReader, WakeSender
 from crmhooks.hooks.registration import Lookup, UrlCheck, make_validator, system_lookup
 from crmhooks.netguard import Guard, parse_allowed
+from crmhooks.schema.registry import WEBHOOKS
 from crmhooks.services.context import Services
 from crmhooks.services.keys import KeyCache
 from crmhooks.services.throttle import FailureThrottle
 from crmhooks.settings import Settings
-from crmhooks.store.engine import Database, open_database
+from crmhooks.store.engine import WRITE_LOCK, Database, open_database
 from crmhooks.store.migrate import upgrade
+from crmhooks.store.records import table_of
 from crmhooks.ui.routes import dashboard_routes
 
 log = structlog.get_logger("crmhooks.worker")
+supervisor_log = structlog.get_logger("crmhooks.serve")
 
 
 def build_guard(settings: Settings) -> Guard:
@@ -86,12 +96,151 @@ def build_dispatcher(db: Database, settings: Settings, sender: HttpSender) -> Di
     )
 
 
+class DeliveryProcess:
+    """``crmhooks serve``'s delivery: ``crmhooks worker`` in a child process, woken through a
+    pipe after each commit that stored events (``delivery.wakeups``).
+
+    The child stops by itself when this process dies (end of file on the pipe, even after a
+    SIGKILL); when the child dies, it is started again after a pause that doubles from
+    ``RESTART_FIRST`` to ``RESTART_MAX`` while it keeps dying within ``STEADY`` seconds.
+    ``stop`` ends it with SIGTERM (its leases released, outcomes recorded) and waits for it.
+    """
+
+    SPACES_EVERY = 2.0
+    RESTART_FIRST = 0.1
+    RESTART_MAX = 5.0
+    STEADY = 30.0
+    POLL = 0.1
+    STOP_WAIT = 15.0
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._read, write = os.pipe()  # not inherited by children, unless passed on
+        self._wakes = WakeSender(write)
+        self._write = write
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stopping = False
+        self.started_at = 0.0
+        self.restarts = 0
+        self._spaces: set[str] | None = None  # spaces with webhooks; None: not known now
+        self._generation = 0  # webhook changes seen
+        self._reload = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    def notify(self, ctx: WriteContext, changes: Sequence[Change]) -> None:
+        """An ``after_commit`` callback: events were committed. Writes in a space without
+        webhooks wake nothing (as the in-process ``Dispatcher.notify``): their events are
+        passed over by the next routing step, at the latest a poll interval later."""
+        if any(c.entity.name in WEBHOOK_INPUTS for c in changes):
+            self._spaces = None  # wake for every write until the spaces are read again
+            self._generation += 1
+            self._reload.set()
+        elif self._spaces is not None and ctx.space_id not in self._spaces:
+            return
+        self._wakes.events()
+
+    async def _watch_spaces(self, db: Database) -> None:
+        """Keep the spaces that have webhooks: read at start, after each webhook change made
+        here, and every ``SPACES_EVERY`` seconds (changes made by other processes)."""
+        t = table_of(WEBHOOKS)
+        query = select(t.c.space_id).where(t.c.is_deleted.is_(False)).distinct()
+        while not self._stopping:
+            generation = self._generation
+            try:
+                async with db.read() as conn:
+                    found = {str(r[0]) for r in await conn.execute(query)}
+            except Exception as e:  # keep waking for every write meanwhile
+                supervisor_log.warning("reading the spaces with webhooks failed", error=str(e))
+            else:
+                if generation == self._generation:  # no webhook change since the read began
+                    self._spaces = found
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._reload.wait(), self.SPACES_EVERY)
+            self._reload.clear()
+
+    def requeued(self) -> None:
+        """Deliveries were put back in the queue (resend, recover)."""
+        self._wakes.requeued()
+
+    def _spawn(self) -> None:
+        env = {
+            **os.environ,
+            "CRMHOOKS_DATABASE_URL": self._settings.database_url,
+            "CRMHOOKS_PUBLIC_URL": self._settings.public_url or "",
+        }
+        command = [sys.executable, "-m", "crmhooks", "worker", "--wake-fd", str(self._read)]
+        self._proc = subprocess.Popen(command, env=env, pass_fds=(self._read,))
+        self.started_at = time.monotonic()
+        supervisor_log.info("delivery process started", pid=self._proc.pid)
+
+    async def start(self, db: Database) -> None:
+        self._spawn()
+        self._tasks = [
+            asyncio.create_task(self._supervise(), name="delivery-process"),
+            asyncio.create_task(self._watch_spaces(db), name="spaces-with-webhooks"),
+        ]
+
+    async def _supervise(self) -> None:
+        pause = self.RESTART_FIRST
+        while not self._stopping:
+            await asyncio.sleep(self.POLL)
+            proc = self._proc
+            if proc is None or proc.poll() is None:
+                continue
+            if time.monotonic() - self.started_at >= self.STEADY:
+                pause = self.RESTART_FIRST
+            supervisor_log.warning(
+                "delivery process exited; restarting",
+                pid=proc.pid,
+                returncode=proc.returncode,
+                restart_in=pause,
+            )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, self.RESTART_MAX)
+            if not self._stopping:
+                self._spawn()
+                self.restarts += 1
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                await asyncio.to_thread(proc.wait, self.STOP_WAIT)
+            except subprocess.TimeoutExpired:
+                supervisor_log.warning("delivery process did not stop; killed", pid=proc.pid)
+                proc.kill()
+                await asyncio.to_thread(proc.wait)
+        for fd in (self._read, self._write):
+            with suppress(OSError):
+                os.close(fd)
+
+
 def create_app(
-    settings: Settings | None = None, *, migrate: bool = True, lookup: Lookup | None = None
+    settings: Settings | None = None,
+    *,
+    migrate: bool = True,
+    lookup: Lookup | None = None,
+    delivery_process: bool = False,
 ) -> FastAPI:
     """The API and the dashboard; the database is opened (and migrated) when the app starts.
 
     ``lookup`` resolves the names in webhook URLs at registration (the system's by default).
+    With ``settings.delivery``, webhooks are delivered by a dispatcher in this process, or,
+    with ``delivery_process`` (what ``crmhooks serve`` passes, from the setting of that name),
+    by a child process started and stopped with the app (:class:`DeliveryProcess`).
     """
     settings = settings or Settings()
     limits.use(settings)  # also the limits of the webhooks the in-process router compiles
@@ -104,11 +253,15 @@ def create_app(
         guard = build_guard(settings)
         sender = build_sender(settings, guard)
         urls = UrlCheck(guard, settings.resolve_timeout, lookup or system_lookup)
-        dispatcher = build_dispatcher(db, settings, sender) if settings.delivery else None
+        child = DeliveryProcess(settings) if settings.delivery and delivery_process else None
+        dispatcher = (
+            build_dispatcher(db, settings, sender) if settings.delivery and child is None else None
+        )
+        wake = dispatcher or child
         writes = WritePath(
             db,
             recorders=[record_events],
-            after_commit=[dispatcher.notify] if dispatcher else [],
+            after_commit=[wake.notify] if wake else [],
             validators={"Webhooks": make_validator(guard, settings)},
             prechecks={"Webhooks": urls.refusals},
         )
@@ -119,16 +272,24 @@ def create_app(
         app.state.services = Services(
             settings, db, writes, keys, throttle, guard, sender, dispatcher
         )
-        app.state.dispatcher = dispatcher
+        # What the front-ends ask of delivery (services.context.Delivery): health, requeued.
+        app.state.dispatcher = wake
+        app.state.delivery_process = child
         if dispatcher is not None:
             await dispatcher.start()
+        if child is not None:
+            await child.start(db)
         try:
             yield
         finally:
             if dispatcher is not None:
                 await dispatcher.stop()
+            if child is not None:
+                await child.stop()
             await sender.close()
             await db.dispose()
+            if child is not None:
+                log.info("api stopped", **WRITE_LOCK.summary())
 
     # FastAPI only as the application shell (it serves /docs); every route is a Starlette
     # route (docs/architecture.md, Starlette routes in a FastAPI shell).
@@ -145,25 +306,49 @@ def create_app(
     return app
 
 
-async def run_worker(settings: Settings) -> None:
-    """``crmhooks worker``: the dispatcher without the API, until SIGTERM or SIGINT."""
-    db = open_database(settings.database_url, pool_size=settings.db_pool_size)
+async def run_worker(settings: Settings, *, wake_fd: int | None = None) -> None:
+    """``crmhooks worker``: the dispatcher without the API, until SIGTERM or SIGINT.
+
+    With ``wake_fd`` it is ``serve``'s delivery process: woken through that pipe
+    (``delivery.wakeups``) and stopped when the pipe's writer (the API process) is gone. Its
+    write transactions are never grouped (``open_database``): on SQLite a group would hold the
+    write lock, which an API process on the same file waits for, until this event loop comes
+    round to commit it.
+    """
+    db = open_database(settings.database_url, pool_size=settings.db_pool_size, group_commit=False)
     dispatcher = build_dispatcher(db, settings, build_sender(settings, build_guard(settings)))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    # serve's delivery process leaves Ctrl-C (sent to the whole process group) to serve.
+    for sig in (signal.SIGTERM,) if wake_fd is not None else (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    wakes: WakeReader | None = None
+    if wake_fd is not None:
+
+        def gone() -> None:
+            log.warning("the API process is gone; stopping")
+            stop.set()
+
+        wakes = WakeReader(
+            wake_fd, on_events=dispatcher.wake, on_requeued=dispatcher.requeued, on_gone=gone
+        )
+        wakes.start()
     await dispatcher.start()
     log.info("worker started")
     try:
         await stop.wait()
     finally:
+        if wakes is not None:
+            wakes.stop()
         await dispatcher.stop()
         await db.dispose()
         trips = db.round_trips
+        lock = WRITE_LOCK.summary() if db.dialect == "sqlite" else {}
         log.info(
             "worker stopped",
             db_statements=trips.statements,
             db_transactions=trips.transactions,
             db_round_trips=trips.total,
+            **lock,
+            **(wakes.summary() if wakes is not None else {}),
         )

@@ -140,7 +140,7 @@ def serve(
     # it found: a handler that does nothing lets `serve` end with status 0 after a clean stop.
     signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(
-        create_app(settings, migrate=False),
+        create_app(settings, migrate=False, delivery_process=settings.delivery_process),
         host=host,
         port=port,
         log_level="warning",
@@ -151,12 +151,30 @@ def serve(
 
 
 @app.command()
-def worker(database: DatabaseOption = None) -> None:
+def worker(
+    database: DatabaseOption = None,
+    wake_fd: Annotated[
+        int | None,
+        typer.Option(
+            "--wake-fd",
+            hidden=True,
+            help="serve's delivery process: the pipe serve wakes it through (and whose end "
+            "of file means serve is gone).",
+        ),
+    ] = None,
+) -> None:
     """Deliver webhooks only (beside `serve`, typically `serve --no-delivery`)."""
+    import uvloop
+
     from crmhooks.app import run_worker
 
     settings = _settings(database)
     configure(settings.log_level, json=settings.log_json)
+    if wake_fd is not None:  # started by serve, which migrated the database already
+        # Ctrl-C reaches the whole process group: serve stops this process itself.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        uvloop.run(run_worker(settings, wake_fd=wake_fd))
+        return
     try:
         upgrade(settings.database_url)
     except ConfigError as e:

@@ -25,7 +25,11 @@ class Settings(Limits):
     log_level: str = "info"
     log_json: bool = False
     # Delivery (docs/webhooks.md#settings).
-    delivery: bool = True  # run the dispatcher in this process
+    delivery: bool = True  # deliver webhooks from `serve` (false: `serve --no-delivery`)
+    # `serve` delivers from a child process of its own, started and stopped with it, so API
+    # writes never queue behind delivery work on one event loop (docs/deploy.md). False: in
+    # the API's own process. `create_app` alone (embedded, tests) always delivers in-process.
+    delivery_process: bool = True
     allowed_targets: str = ""  # CIDRs webhooks may reach although private, e.g. 127.0.0.0/8
     # Seconds a webhook URL's name may take to resolve at registration (before the write
     # transaction opens); a name slower than that is checked by the sender when it connects.

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from crmhooks.store.engine import Database, open_database
+from crmhooks.store import engine
+from crmhooks.store.engine import WRITE_LOCK, Database, open_database
 from crmhooks.store.group_commit import LostTransaction
 
 
@@ -130,3 +131,39 @@ async def test_waiting_for_another_process_lock_does_not_stall_the_event_loop(
     assert waited >= 0.4
     assert ticks >= 20, f"the loop ran {ticks} times in {waited:.2f} s"
     assert committed(db) == {"other": 0, "mine": 1}
+
+
+class _Busy:
+    """A driver connection whose BEGIN IMMEDIATE finds the lock taken ``times`` times."""
+
+    def __init__(self, times: int) -> None:
+        self.times = times
+        self.sqlite = self
+        self.lock_taken: float | None = None
+        self.on_release: object = None
+
+    def execute(self, sql: str) -> None:
+        assert sql == "BEGIN IMMEDIATE"
+        if self.times:
+            self.times -= 1
+            error = sqlite3.OperationalError("database is locked")
+            error.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
+            raise error
+
+
+def test_a_lock_taken_by_another_process_is_tried_again_within_the_spin(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A lock another process holds for a few statements is taken again within the spin, in
+    steps of SPIN_PAUSE on the thread, never at the event loop's next timer (a millisecond or
+    more); the wait and the busy transaction are counted."""
+    pauses: list[float] = []
+    monkeypatch.setattr(engine.time, "sleep", pauses.append)
+    busy0, waits0 = WRITE_LOCK.busy, len(WRITE_LOCK.waits)
+    driver = _Busy(times=5)
+    engine._begin_immediate(driver)  # type: ignore[arg-type]
+    assert pauses == [engine.SPIN_PAUSE] * 5
+    assert engine.SPIN_PAUSE < 0.0002
+    assert WRITE_LOCK.busy == busy0 + 1
+    assert len(WRITE_LOCK.waits) == min(waits0 + 1, WRITE_LOCK.keep)
+    assert driver.lock_taken is not None

@@ -16,10 +16,10 @@ from crmhooks.api.routes import (
     request_context,
     services,
 )
-from crmhooks.delivery.dispatcher import Dispatcher
 from crmhooks.delivery.log import get_delivery, list_deliveries, parse_log_query, parse_time
 from crmhooks.errors import NotFound, ParameterInvalid
 from crmhooks.hooks.subscription import Subscription
+from crmhooks.services.context import Delivery
 from crmhooks.services.deliveries import (
     load_webhook,
     recover_failed,
@@ -37,8 +37,8 @@ async def _webhook(request: Request) -> tuple[str, Subscription]:
     return ctx.space_id, await load_webhook(svc.db, ctx.space_id, webhook_id)
 
 
-def _dispatcher(request: Request) -> Dispatcher | None:
-    dispatcher: Dispatcher | None = request.app.state.dispatcher
+def _dispatcher(request: Request) -> Delivery | None:
+    dispatcher: Delivery | None = request.app.state.dispatcher
     return dispatcher
 
 

@@ -181,6 +181,10 @@ class Dispatcher:
             return
         self._route_wake.set()
 
+    def wake(self) -> None:
+        """Another process committed events (``delivery.wakeups``): route now."""
+        self._route_wake.set()
+
     def _rescan(self) -> None:
         """Another process stored or finished requests: look for webhooks with work again."""
         self._scanned = -math.inf
@@ -266,12 +270,15 @@ class Dispatcher:
             if at <= now:
                 self._work.add(w)
                 del self._due_later[w]
+        scan = self.clock.monotonic() - self._scanned >= self.cfg.poll_seconds
+        if not self._work and not scan:
+            return False  # no webhook to ask: no write transaction (the writer stays free)
         want = min(room, self.cfg.claim_batch)
         flow = self.per_webhook
         taken = 0
         lease = now + timedelta(seconds=self.cfg.lease_seconds)
         async with self.queue.claiming(now, lease) as claim:
-            if self.clock.monotonic() - self._scanned >= self.cfg.poll_seconds:
+            if scan:
                 self._work.update(await claim.pending_webhooks())
                 self._scanned = self.clock.monotonic()
             space_of: dict[str, str] = {}

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from starlette.requests import Request
 
@@ -17,6 +18,16 @@ from crmhooks.settings import Settings
 from crmhooks.store.engine import Database
 
 
+class Delivery(Protocol):
+    """What the front-ends ask of delivery (``app.state.dispatcher``): the dispatcher of this
+    process, or ``serve``'s delivery process (``app.DeliveryProcess``)."""
+
+    @property
+    def alive(self) -> bool: ...
+
+    def requeued(self) -> None: ...
+
+
 @dataclass
 class Services:
     """What the handlers and pages use; built once, when the application starts."""
@@ -28,7 +39,8 @@ class Services:
     throttle: FailureThrottle  # failed authentications, of the API and the dashboard sign-in
     guard: Guard  # the addresses webhooks may reach: registration and sending alike
     sender: HttpSender  # the one connection pool webhook requests go out on
-    dispatcher: Dispatcher | None  # None when this process does not deliver (--no-delivery)
+    # None when this process does not deliver: `--no-delivery`, or serve's delivery process does.
+    dispatcher: Dispatcher | None
 
 
 def services(request: Request) -> Services:

@@ -12,7 +12,6 @@ from typing import Any
 
 import orjson
 
-from crmhooks.delivery.dispatcher import Dispatcher
 from crmhooks.delivery.health import succeeded
 from crmhooks.delivery.log import get_delivery, window
 from crmhooks.delivery.model import Sender
@@ -22,6 +21,7 @@ from crmhooks.hooks.payload import element_id
 from crmhooks.hooks.subscription import Subscription, compile_webhook
 from crmhooks.schema.registry import WEBHOOKS
 from crmhooks.schema.values import format_datetime
+from crmhooks.services.context import Delivery
 from crmhooks.store.catalog import custom_types
 from crmhooks.store.engine import Database
 from crmhooks.store.records import fetch
@@ -38,7 +38,7 @@ async def load_webhook(db: Database, space_id: str, webhook_id: str) -> Subscrip
 
 
 async def resend_delivery(
-    db: Database, dispatcher: Dispatcher | None, sub: Subscription, delivery_id: str
+    db: Database, dispatcher: Delivery | None, sub: Subscription, delivery_id: str
 ) -> dict[str, Any]:
     """Queue one of the webhook's deliveries again now, as it was (same ``webhook-id``, same
     body) with a fresh retry budget; the delivery as it is then."""
@@ -55,7 +55,7 @@ async def resend_delivery(
 
 async def recover_failed(
     db: Database,
-    dispatcher: Dispatcher | None,
+    dispatcher: Delivery | None,
     sub: Subscription,
     since: datetime,
     until: datetime | None,

@@ -15,7 +15,7 @@ never wait for the writer, and a writer waiting for another process's write lock
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 
@@ -83,6 +83,10 @@ class Connection:
         self._conn = conn  # the name SQLAlchemy's adapter reaches for
         # The adapter looks at ``_connection`` to tell an open connection from a closed one.
         self._connection: sqlite3.Connection | None = conn
+        # When this connection took SQLite's write lock (``engine._begin_immediate``), and what
+        # to call when its transaction ends (``engine._released``).
+        self.lock_taken: float | None = None
+        self.on_release: Callable[[Connection], None] | None = None
 
     @property
     def isolation_level(self) -> str | None:
@@ -95,10 +99,20 @@ class Connection:
         return Cursor(self._conn.execute(sql, parameters))
 
     async def commit(self) -> None:
-        self._conn.commit()
+        try:
+            self._conn.commit()
+        finally:
+            self._ended()
 
     async def rollback(self) -> None:
-        self._conn.rollback()
+        try:
+            self._conn.rollback()
+        finally:
+            self._ended()
+
+    def _ended(self) -> None:
+        if self.on_release is not None and not self._conn.in_transaction:
+            self.on_release(self)
 
     async def create_function(self, *args: Any, **kwargs: Any) -> None:
         self._conn.create_function(*args, **kwargs)

@@ -15,7 +15,6 @@ import orjson
 from starlette.responses import Response
 from starlette.routing import Route
 
-from crmhooks.delivery.dispatcher import Dispatcher
 from crmhooks.delivery.log import get_delivery, list_deliveries, parse_log_query, parse_time
 from crmhooks.delivery.model import DeliveryStatus
 from crmhooks.delivery.queue import minute_counts, request_body
@@ -24,6 +23,7 @@ from crmhooks.errors import NotFound, ParameterInvalid
 from crmhooks.hooks.subscription import Subscription
 from crmhooks.netguard import shown_url
 from crmhooks.schema.values import parse_datetime
+from crmhooks.services.context import Delivery
 from crmhooks.services.deliveries import (
     load_webhook,
     recover_failed,
@@ -38,8 +38,8 @@ from crmhooks.ui.webhook_pages import NOTICES, load_record, shown_webhook
 POLL = "2s"
 
 
-def _dispatcher(page: Page) -> Dispatcher | None:
-    dispatcher: Dispatcher | None = page.request.app.state.dispatcher
+def _dispatcher(page: Page) -> Delivery | None:
+    dispatcher: Delivery | None = page.request.app.state.dispatcher
     return dispatcher
 
 
