@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import takewhile
 from typing import Any
 
 import orjson
@@ -35,6 +36,7 @@ from crmhooks.store.webhook_version import webhooks_version
 log = structlog.get_logger("crmhooks.router")
 
 ROUTER = "router"  # the router's row in dispatch_state (its cursor)
+BURST_PAGE = 128  # events read at a time to finish a burst a batch cut
 
 
 class _ReadJSON(TypeDecorator[Any]):
@@ -167,14 +169,23 @@ class Router:
             )
         )
         if len(rows) == self.batch:  # finish the last burst, so its chunks are planned whole
+            # A burst's events are consecutive (one transaction inserts them together, holding
+            # the outbox lock on PostgreSQL): read on by seq until the burst changes, a page at
+            # a time, never scanning the rest of the table (burst_id has no index).
             last = rows[-1]
-            rows += list(
-                await conn.execute(
-                    select(*_EVENT_COLUMNS)
-                    .where(events.c.burst_id == last.burst_id, events.c.seq > last.seq)
-                    .order_by(events.c.seq)
+            while True:
+                page = list(
+                    await conn.execute(
+                        select(*_EVENT_COLUMNS)
+                        .where(events.c.seq > rows[-1].seq)
+                        .order_by(events.c.seq)
+                        .limit(BURST_PAGE)
+                    )
                 )
-            )
+                same = list(takewhile(lambda r: r.burst_id == last.burst_id, page))
+                rows += same
+                if len(same) < BURST_PAGE:
+                    break
         return rows
 
     async def step(self) -> int:
