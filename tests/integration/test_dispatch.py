@@ -20,7 +20,7 @@ from crmhooks.delivery.router import ROUTER
 from crmhooks.settings import Settings
 from crmhooks.store.engine import open_database
 from crmhooks.store.keys import IssuedKey
-from crmhooks.store.tables import deliveries, dispatch_state
+from crmhooks.store.tables import deliveries, dispatch_state, events
 from tests.conftest import Api, free_port, new_space
 from tests.support.live import live_client, receiving
 
@@ -462,3 +462,30 @@ async def test_a_hanging_receiver_does_not_starve_a_healthy_one(
             assert time.monotonic() - started < 3.0
     finally:
         await runner.cleanup()
+
+
+async def test_the_write_renders_the_record_as_routing_would(
+    live: Api, inbox: Inbox, db_url: str
+) -> None:
+    """The default shape is rendered in the write (``events.rendered``) and sent as it is: the
+    record as the API shows it, its lists as they were when the write committed."""
+    await _hook(live, inbox, ["Contact.Create"])
+    account = await live.create("Accounts", {"name": "Acme"})
+    relation = {"account_id": account["id"], "is_primary": True}
+    body = {"last_name": "N", "account_relations": [relation]}
+    contact = await live.create("Contacts", body)
+    (event,) = await inbox.wait_for(1)
+    shown = (await live.get("Contacts", contact["id"])).json()["data"]
+    assert event["entity"] == shown
+    assert len(shown["account_relations"]) == 1
+    db = open_database(db_url)
+    try:
+        async with db.read() as conn:
+            rendered = (
+                await conn.execute(
+                    select(events.c.rendered).where(events.c.name == "Contact.Create")
+                )
+            ).scalar_one()
+    finally:
+        await db.dispose()
+    assert orjson.loads(rendered) == shown

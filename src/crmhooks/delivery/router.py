@@ -75,13 +75,14 @@ _EVENT_COLUMNS = (
     events.c.skip_key,
     events.c.burst_id,
     events.c.occurred,
+    events.c.rendered,  # JSON text, spliced into bodies as it is (never parsed)
 )
 
 
 def _event(row: Any, catalog: Catalog) -> Event | None:
     # By position: a row of _EVENT_COLUMNS (reading attributes by name costs more than the rest).
     (seq, id_, space_id, name, entity, record_id, record, changes) = row[:8]
-    (related_entity, related_id, related, skip_key, burst_id, occurred) = row[8:]
+    (related_entity, related_id, related, skip_key, burst_id, occurred, rendered) = row[8:]
     et = catalog.entity(space_id, entity)
     if et is None:
         return None
@@ -101,6 +102,7 @@ def _event(row: Any, catalog: Catalog) -> Event | None:
         skip_key=skip_key,
         burst_id=burst_id,
         occurred=occurred,
+        rendered=rendered,
     )
 
 
