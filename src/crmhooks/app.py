@@ -18,15 +18,17 @@ import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crmhooks import __version__, limits
 from crmhooks.api.app import api_routes, install
-from crmhooks.changes.outbox import WEBHOOK_INPUTS, record_events
-from crmhooks.changes.writer import Change, WriteContext, WritePath
+from crmhooks.changes.outbox import WEBHOOK_INPUTS, event_recorder
+from crmhooks.changes.writer import Change, Recorder, WriteContext, WritePath
 from crmhooks.delivery.dispatcher import Dispatcher, DispatchSettings
 from crmhooks.delivery.fairness import space_share
 from crmhooks.delivery.queue import SqlQueue
@@ -36,7 +38,9 @@ from crmhooks.delivery.sender import HttpSender
 from crmhooks.delivery.wakeups import WakeReader, WakeSender
 from crmhooks.hooks.registration import Lookup, UrlCheck, make_validator, system_lookup
 from crmhooks.netguard import Guard, parse_allowed
+from crmhooks.query.render import render
 from crmhooks.schema.registry import WEBHOOKS
+from crmhooks.schema.types import EntityType
 from crmhooks.services.context import Services
 from crmhooks.services.keys import KeyCache
 from crmhooks.services.throttle import FailureThrottle
@@ -80,11 +84,28 @@ def dispatch_settings(settings: Settings) -> DispatchSettings:
     )
 
 
+def public_base(settings: Settings) -> str:
+    """The base URL of the record URIs webhook payloads show."""
+    return (settings.public_url or "http://127.0.0.1:8000").rstrip("/")
+
+
+def build_recorder(settings: Settings) -> Recorder:
+    """The event outbox, keeping each changed record rendered as webhooks show it by default
+    (with the same base URL as routing, so the rendering is the one routing would make)."""
+    base = public_base(settings)
+
+    async def render_records(
+        conn: AsyncConnection, space_id: str, et: EntityType, records: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        return await render(conn, et, space_id, records, base)
+
+    return event_recorder(render_records)
+
+
 def build_dispatcher(db: Database, settings: Settings, sender: HttpSender) -> Dispatcher:
     """The dispatcher with its queue, router and webhook cache, sending through ``sender``;
     on PostgreSQL it also listens for other processes' wake-ups."""
-    base = (settings.public_url or "http://127.0.0.1:8000").rstrip("/")
-    router = Router(db, base)
+    router = Router(db, public_base(settings))
     listen = db.url if db.dialect == "postgresql" else None
     return Dispatcher(
         SqlQueue(db),
@@ -260,7 +281,7 @@ def create_app(
         wake = dispatcher or child
         writes = WritePath(
             db,
-            recorders=[record_events],
+            recorders=[build_recorder(settings)],
             after_commit=[wake.notify] if wake else [],
             validators={"Webhooks": make_validator(guard, settings)},
             prechecks={"Webhooks": urls.refusals},

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from aiohttp import web
 from sqlalchemy import select
@@ -18,7 +19,7 @@ from crmhooks.delivery.router import ROUTER
 from crmhooks.settings import Settings
 from crmhooks.store.engine import open_database
 from crmhooks.store.keys import IssuedKey
-from crmhooks.store.tables import deliveries, dispatch_state
+from crmhooks.store.tables import deliveries, dispatch_state, events
 from tests.support.api import Api
 from tests.support.databases import engine_independent, new_space
 from tests.support.live import Inbox, live_client
@@ -435,3 +436,30 @@ async def test_a_hanging_receiver_does_not_starve_a_healthy_one(
     finally:
         release.set()
         await runner.cleanup()
+
+
+async def test_the_write_renders_the_record_as_routing_would(
+    live: Api, inbox: Inbox, db_url: str
+) -> None:
+    """The default shape is rendered in the write (``events.rendered``) and sent as it is: the
+    record as the API shows it, its lists as they were when the write committed."""
+    await _hook(live, inbox, ["Contact.Create"])
+    account = await live.create("Accounts", {"name": "Acme"})
+    relation = {"account_id": account["id"], "is_primary": True}
+    body = {"last_name": "N", "account_relations": [relation]}
+    contact = await live.create("Contacts", body)
+    (event,) = await inbox.wait_for(1)
+    shown = (await live.get("Contacts", contact["id"])).json()["data"]
+    assert event["entity"] == shown
+    assert len(shown["account_relations"]) == 1
+    db = open_database(db_url)
+    try:
+        async with db.read() as conn:
+            rendered = (
+                await conn.execute(
+                    select(events.c.rendered).where(events.c.name == "Contact.Create")
+                )
+            ).scalar_one()
+    finally:
+        await db.dispose()
+    assert orjson.loads(rendered) == shown

@@ -208,6 +208,19 @@ async def test_an_unproven_webhook_gets_a_few_then_the_full_allowance() -> None:
     assert delivered(rig.queue, hook.id) == UNPROVEN_ALLOWANCE + 2 * PER_WEBHOOK
 
 
+async def test_outcomes_are_recorded_in_the_next_claims_transaction() -> None:
+    hook = webhook()
+    rig = Rig([hook])
+    await rig.add(hook, 10)
+    await rig.d.claim_once()
+    await rig.d.sent()
+    recorded, claims = rig.queue.recorded, rig.queue.claims
+    await rig.d.claim_once()  # the outcomes, then the next requests: one transaction
+    assert (rig.queue.recorded, rig.queue.claims) == (recorded + 1, claims + 1)
+    assert delivered(rig.queue, hook.id) == UNPROVEN_ALLOWANCE
+    assert rig.d.in_flight > 0
+
+
 async def test_a_failing_webhook_sends_one_at_a_time_and_retries_on_schedule() -> None:
     hook = webhook()
     answers = {hook.id: 500}

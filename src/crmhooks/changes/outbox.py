@@ -8,14 +8,15 @@ commit, so ``events.seq`` grows in commit order there too (SQLite has one writer
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import orjson
 from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crmhooks.changes.events import Draft, drafts
-from crmhooks.changes.writer import Change, WriteContext
+from crmhooks.changes.writer import Change, Recorder, WriteContext
 from crmhooks.metrics import EVENTS_RECORDED
 from crmhooks.schema.registry import BUILTIN
 from crmhooks.schema.types import EntityType
@@ -92,20 +93,48 @@ async def notify(conn: AsyncConnection, channel: str) -> None:
         await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": channel})
 
 
+# Records of one entity type in one space as a webhook shows them by default (the composition
+# root passes ``query.render`` with the public base URL: this layer cannot import it).
+RenderRecords = Callable[
+    [AsyncConnection, str, EntityType, list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]
+]
+
+
+def event_recorder(render: RenderRecords | None = None) -> Recorder:
+    """The outbox as a :data:`~crmhooks.changes.writer.Recorder`; with ``render``, each event
+    about the changed record itself also keeps that record rendered (``events.rendered``), so
+    that routing does not render it again."""
+
+    async def recorder(conn: AsyncConnection, ctx: WriteContext, changes: Sequence[Change]) -> None:
+        await record_events(conn, ctx, changes, render=render)
+
+    return recorder
+
+
 async def record_events(
-    conn: AsyncConnection, ctx: WriteContext, changes: Sequence[Change]
+    conn: AsyncConnection,
+    ctx: WriteContext,
+    changes: Sequence[Change],
+    *,
+    render: RenderRecords | None = None,
 ) -> None:
     """Store every event of ``changes`` (a :data:`~crmhooks.changes.writer.Recorder`), and
-    count a change to webhooks or custom entities in the webhooks version."""
+    count a change to webhooks or custom entities in the webhooks version. With ``render``,
+    the events about a changed record keep it rendered (see :func:`event_recorder`)."""
     if any(c.entity.name in WEBHOOK_INPUTS for c in changes):
         await bump_webhooks_version(conn)
     rows: list[dict[str, Any]] = []
     burst = str(uuid.uuid4())
+    # Rows to render, by entity type: (row index, record), rendered in one call per type.
+    to_render: dict[str, tuple[EntityType, list[tuple[int, dict[str, Any]]]]] = {}
     for change in changes:
         for d in drafts(change):
             resolved = d if d.record is not None else await _resolve(conn, ctx.space_id, d)
             if resolved is None or resolved.record is None:
                 continue
+            if render is not None and resolved.entity == change.entity.name:
+                group = to_render.setdefault(change.entity.name, (change.entity, []))
+                group[1].append((len(rows), resolved.record))
             rows.append(
                 {
                     "id": str(uuid.uuid4()),
@@ -122,10 +151,16 @@ async def record_events(
                     "burst_id": burst,
                     "key_id": ctx.key_id,
                     "occurred": change.at,
+                    "rendered": None,
                 }
             )
     if not rows:
         return
+    if render is not None:
+        for et, items in to_render.values():
+            shown = await render(conn, ctx.space_id, et, [r for _, r in items])
+            for (i, _), s in zip(items, shown, strict=True):
+                rows[i]["rendered"] = orjson.dumps(s, option=orjson.OPT_NON_STR_KEYS).decode()
     if conn.dialect.name == "postgresql":
         # The lock keeps seq in commit order; the notification reaches every listening worker
         # when (and only if) this transaction commits.

@@ -32,7 +32,7 @@ from crmhooks.delivery.flow import PerWebhook
 from crmhooks.delivery.health import succeeded
 from crmhooks.delivery.model import Claimed, DeliveryStatus, Outcome, Sender, SendResult
 from crmhooks.delivery.notifications import Listener
-from crmhooks.delivery.queue import DeliveryQueue, HealthChanges
+from crmhooks.delivery.queue import Claims, DeliveryQueue, HealthChanges
 from crmhooks.delivery.retry import (
     Verdict,
     decide,
@@ -111,6 +111,15 @@ class Routing(Protocol):
 class Sent:
     claimed: Claimed
     result: SendResult
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """Outcomes taken to record, with what they change of their webhooks' health."""
+
+    sent: list[Sent]
+    outcomes: list[Outcome]
+    health: HealthChanges
 
 
 class Dispatcher:
@@ -252,8 +261,9 @@ class Dispatcher:
         return made > 0 and self.router.backlog
 
     async def claim_once(self) -> bool:
-        """Lease requests due now, each webhook asked for no more than its room
-        (``flow.PerWebhook``) and its space's share; whether to claim again at once.
+        """Record the outcomes gathered so far and lease requests due now, in one transaction,
+        each webhook asked for no more than its room (``flow.PerWebhook``) and its space's
+        share; whether to claim again at once.
 
         One statement per webhook with work, reading only that webhook's queue in order: the
         cost follows what is claimed, not the backlog, and a webhook at its allowance (a
@@ -263,6 +273,7 @@ class Dispatcher:
         """
         room = self.cfg.max_in_flight - len(self._in_flight)
         if room <= 0:
+            await self.flush()  # nothing to claim: the outcomes alone
             return False
         now = self.clock.now()
         self._work.update(self.router.take_touched())
@@ -271,14 +282,44 @@ class Dispatcher:
                 self._work.add(w)
                 del self._due_later[w]
         scan = self.clock.monotonic() - self._scanned >= self.cfg.poll_seconds
-        if not self._work and not scan:
-            return False  # no webhook to ask: no write transaction (the writer stays free)
+        if not self._work and not scan and not self._results:
+            # No webhook to ask and nothing to record: no write transaction (the writer,
+            # shared with the API process on SQLite, stays free).
+            return False
+        outcomes = self._outcomes(now)
         want = min(room, self.cfg.claim_batch)
+        try:
+            claims, contended, taken = await self._claim(now, want, outcomes)
+        except asyncio.CancelledError:
+            if outcomes is not None:  # stopping: stop() records them
+                self._give_back(outcomes)
+            raise
+        if outcomes is not None:
+            self._recorded(outcomes)
+        for webhook_id, at in claims.later:
+            self._later(webhook_id, at)
+        for claimed in claims.claimed:
+            self._in_flight.add(claimed.id)
+            self.per_webhook.claimed(claimed.webhook_id)
+            task = asyncio.create_task(self._send(claimed))
+            self._sends.add(task)
+            task.add_done_callback(self._sends.discard)
+        if contended:
+            asyncio.get_running_loop().call_later(CLAIM_LOCK_RETRY, self._claim_wake.set)
+        return taken >= want and room > taken
+
+    async def _claim(
+        self, now: datetime, want: int, outcomes: Outcomes | None
+    ) -> tuple[Claims, bool, int]:
+        """One claim transaction (see claim_once): what was leased, whether another process
+        held a claim lock, how many were taken."""
         flow = self.per_webhook
         taken = 0
         lease = now + timedelta(seconds=self.cfg.lease_seconds)
         async with self.queue.claiming(now, lease) as claim:
-            if scan:
+            if outcomes is not None:
+                await claim.record(outcomes.outcomes, outcomes.health)
+            if self.clock.monotonic() - self._scanned >= self.cfg.poll_seconds:
                 self._work.update(await claim.pending_webhooks())
                 self._scanned = self.clock.monotonic()
             space_of: dict[str, str] = {}
@@ -313,17 +354,7 @@ class Dispatcher:
                 if got < n:  # nothing more due now: asked again when that changes
                     self._work.discard(w)
             claims = await claim.finish(self._chunk_delay)
-        for webhook_id, at in claims.later:
-            self._later(webhook_id, at)
-        for claimed in claims.claimed:
-            self._in_flight.add(claimed.id)
-            flow.claimed(claimed.webhook_id)
-            task = asyncio.create_task(self._send(claimed))
-            self._sends.add(task)
-            task.add_done_callback(self._sends.discard)
-        if contended:
-            asyncio.get_running_loop().call_later(CLAIM_LOCK_RETRY, self._claim_wake.set)
-        return taken >= want and room > taken
+        return claims, contended, taken
 
     def _chunk_delay(self, webhook_id: str) -> float:
         sub = self.webhooks.get(webhook_id)
@@ -393,24 +424,29 @@ class Dispatcher:
             ):
                 await asyncio.sleep(self.cfg.record_wait)  # more outcomes are on their way
             self._results_ready.clear()
-            try:
-                await self.flush()
-            except Exception:
-                log.exception("recording delivery outcomes failed")
-                await asyncio.sleep(self.cfg.poll_seconds)
             if self._stopping:
-                return
+                return  # stop() flushes what is left
+            # The next claim records them, in its own transaction (claim_once).
             self._claim_wake.set()
 
     async def flush(self) -> None:
         """Record the outcomes of the requests sent since the last flush (one transaction)."""
+        now = self.clock.now()
+        outcomes = self._outcomes(now)
+        if outcomes is None:
+            return
+        await self.queue.record(outcomes.outcomes, outcomes.health, now)
+        self._recorded(outcomes)
+
+    def _outcomes(self, now: datetime) -> Outcomes | None:
+        """The outcomes of the requests sent since they were last taken, to record (None:
+        nothing was sent)."""
         results, self._results = self._results, []
         # No longer counted as finished from here on, while their leases may still be in the
         # database until the commit: claims meanwhile err on the side of fewer (see claim_once).
         self._unrecorded.clear()
         if not results:
-            return
-        now = self.clock.now()
+            return None
         outcomes: list[Outcome] = []
         gone: set[str] = set()
         ok: set[str] = set()
@@ -443,13 +479,21 @@ class Dispatcher:
         failing -= ok
         cleared = ok - self._clean
         health = HealthChanges(cleared, failing, gone, self.cfg.disable_after)
-        await self.queue.record(outcomes, health, now)
-        self._clean.update(cleared)
-        self._clean.difference_update(failing)
-        # Committed: the next requests of these webhooks (held back by records these carried)
-        # may go now.
-        self._work.update(r.claimed.webhook_id for r in results)
-        for o in outcomes:
+        return Outcomes(results, outcomes, health)
+
+    def _give_back(self, taken: Outcomes) -> None:
+        """Outcomes whose transaction did not commit: recorded later after all."""
+        self._results[:0] = taken.sent
+        self._unrecorded.update(s.claimed.webhook_id for s in taken.sent)
+
+    def _recorded(self, taken: Outcomes) -> None:
+        """The outcomes are committed."""
+        health = taken.health
+        self._clean.update(health.cleared)
+        self._clean.difference_update(health.failing)
+        # The next requests of these webhooks (held back by records these carried) may go now.
+        self._work.update(o.claimed.webhook_id for o in taken.outcomes)
+        for o in taken.outcomes:
             _log_outcome(o)
 
 

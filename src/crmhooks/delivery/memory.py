@@ -49,7 +49,8 @@ class MemoryQueue:
         self.requests: dict[str, StoredRequest] = {}
         self.failing_since: dict[str, datetime] = {}  # webhook -> since when
         self.disabled: dict[str, str] = {}  # webhook -> reason
-        self.recorded = 0  # record() calls that wrote something (transactions)
+        self.recorded = 0  # record() calls that wrote something (alone or in a claim)
+        self.claims = 0  # claim transactions
 
     # --- what tests look at ---------------------------------------------------------------
 
@@ -85,6 +86,7 @@ class MemoryQueue:
 
     @asynccontextmanager
     async def claiming(self, now: datetime, lease_until: datetime) -> AsyncIterator[ClaimSession]:
+        self.claims += 1
         yield _MemoryClaim(self, now, lease_until)
 
     async def record(
@@ -200,6 +202,9 @@ class _MemoryClaim:
             r.lease_until = self.lease_until
         self.taken.extend(got)
         return len(got)
+
+    async def record(self, outcomes: Sequence[Outcome], health: HealthChanges) -> None:
+        await self.queue.record(outcomes, health, self.now)
 
     async def finish(self, chunk_delay: Callable[[str], float]) -> Claims:
         later: list[tuple[str, datetime]] = []

@@ -120,6 +120,11 @@ class ClaimSession(Protocol):
         None when another process is claiming for the webhook right now (ask again soon)."""
         ...
 
+    async def record(self, outcomes: Sequence[Outcome], health: HealthChanges) -> None:
+        """Record outcomes in this claim's transaction (``DeliveryQueue.record``), before the
+        claims: one transaction for both, and the records they free are claimable at once."""
+        ...
+
     async def finish(self, chunk_delay: Callable[[str], float]) -> Claims:
         """Space out the later chunks of the bursts started, and read the bodies."""
         ...
@@ -264,55 +269,8 @@ class SqlQueue:
         in one transaction."""
         if not outcomes:
             return
-        updates = [
-            {
-                "b_id": o.claimed.id,
-                "b_status": o.status,
-                "b_attempts": o.attempt,
-                "b_next": o.next_attempt_at,
-                "b_delivered": o.delivered_at,
-                "b_last_status": o.result.status,
-                "b_last_error": o.result.error,
-            }
-            for o in outcomes
-        ]
-        attempts = [
-            {
-                "delivery_id": o.claimed.id,
-                "attempt": o.attempt,
-                "started": o.result.started,
-                "status_code": o.result.status,
-                "latency_ms": o.result.latency_ms,
-                "error": o.result.error,
-                "response_body": o.result.body,
-            }
-            for o in outcomes
-        ]
         async with self.db.write() as conn:
-            await conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id == bindparam("b_id"))
-                .values(
-                    status=bindparam("b_status"),
-                    attempts=bindparam("b_attempts"),
-                    next_attempt_at=bindparam("b_next"),
-                    delivered_at=bindparam("b_delivered"),
-                    last_status=bindparam("b_last_status"),
-                    last_error=bindparam("b_last_error"),
-                    lease_until=None,
-                ),
-                updates,
-            )
-            await conn.execute(insert(delivery_attempts), attempts)
-            finished = [o.claimed.id for o in outcomes if o.status != PENDING]
-            if finished:  # their records no longer hold later requests back
-                await conn.execute(
-                    delete(delivery_records).where(delivery_records.c.delivery_id.in_(finished))
-                )
-                await notify(conn, REQUESTS_CHANNEL)  # in other workers too
-            if health.gone:
-                await _disable(conn, health.gone, GONE_REASON, now)
-            await _track_failures(conn, health, now)
+            await record_in(conn, outcomes, health, now)
 
     async def record_test(
         self,
@@ -479,6 +437,10 @@ class _SqlClaim:
         self.rows.extend(got)
         return len(got)
 
+    async def record(self, outcomes: Sequence[Outcome], health: HealthChanges) -> None:
+        if outcomes:
+            await record_in(self.conn, outcomes, health, self.now)
+
     async def finish(self, chunk_delay: Callable[[str], float]) -> Claims:
         rows, conn = self.rows, self.conn
         later: list[tuple[str, datetime]] = []
@@ -563,6 +525,60 @@ async def enqueue_in(
     await conn.execute(insert(delivery_bodies), bodies)
     await conn.execute(insert(delivery_records), records)
     await notify(conn, REQUESTS_CHANNEL)  # wake the workers of other processes
+
+
+async def record_in(
+    conn: AsyncConnection, outcomes: Sequence[Outcome], health: HealthChanges, now: datetime
+) -> None:
+    """Write the outcomes of sent requests in the caller's transaction (``SqlQueue.record``)."""
+    updates = [
+        {
+            "b_id": o.claimed.id,
+            "b_status": o.status,
+            "b_attempts": o.attempt,
+            "b_next": o.next_attempt_at,
+            "b_delivered": o.delivered_at,
+            "b_last_status": o.result.status,
+            "b_last_error": o.result.error,
+        }
+        for o in outcomes
+    ]
+    attempts = [
+        {
+            "delivery_id": o.claimed.id,
+            "attempt": o.attempt,
+            "started": o.result.started,
+            "status_code": o.result.status,
+            "latency_ms": o.result.latency_ms,
+            "error": o.result.error,
+            "response_body": o.result.body,
+        }
+        for o in outcomes
+    ]
+    await conn.execute(
+        update(deliveries)
+        .where(deliveries.c.id == bindparam("b_id"))
+        .values(
+            status=bindparam("b_status"),
+            attempts=bindparam("b_attempts"),
+            next_attempt_at=bindparam("b_next"),
+            delivered_at=bindparam("b_delivered"),
+            last_status=bindparam("b_last_status"),
+            last_error=bindparam("b_last_error"),
+            lease_until=None,
+        ),
+        updates,
+    )
+    await conn.execute(insert(delivery_attempts), attempts)
+    finished = [o.claimed.id for o in outcomes if o.status != PENDING]
+    if finished:  # their records no longer hold later requests back
+        await conn.execute(
+            delete(delivery_records).where(delivery_records.c.delivery_id.in_(finished))
+        )
+        await notify(conn, REQUESTS_CHANNEL)  # in other workers too
+    if health.gone:
+        await _disable(conn, health.gone, GONE_REASON, now)
+    await _track_failures(conn, health, now)
 
 
 async def resend_in(conn: AsyncConnection, ids: Sequence[str], now: datetime) -> None:

@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import takewhile
 from typing import Any
 
 import orjson
@@ -35,6 +36,7 @@ from crmhooks.store.webhook_version import webhooks_version
 log = structlog.get_logger("crmhooks.router")
 
 ROUTER = "router"  # the router's row in dispatch_state (its cursor)
+BURST_PAGE = 128  # events read at a time to finish a burst a batch cut
 
 
 class _ReadJSON(TypeDecorator[Any]):
@@ -73,13 +75,14 @@ _EVENT_COLUMNS = (
     events.c.skip_key,
     events.c.burst_id,
     events.c.occurred,
+    events.c.rendered,  # JSON text, spliced into bodies as it is (never parsed)
 )
 
 
 def _event(row: Any, catalog: Catalog) -> Event | None:
     # By position: a row of _EVENT_COLUMNS (reading attributes by name costs more than the rest).
     (seq, id_, space_id, name, entity, record_id, record, changes) = row[:8]
-    (related_entity, related_id, related, skip_key, burst_id, occurred) = row[8:]
+    (related_entity, related_id, related, skip_key, burst_id, occurred, rendered) = row[8:]
     et = catalog.entity(space_id, entity)
     if et is None:
         return None
@@ -99,6 +102,7 @@ def _event(row: Any, catalog: Catalog) -> Event | None:
         skip_key=skip_key,
         burst_id=burst_id,
         occurred=occurred,
+        rendered=rendered,
     )
 
 
@@ -167,14 +171,23 @@ class Router:
             )
         )
         if len(rows) == self.batch:  # finish the last burst, so its chunks are planned whole
+            # A burst's events are consecutive (one transaction inserts them together, holding
+            # the outbox lock on PostgreSQL): read on by seq until the burst changes, a page at
+            # a time, never scanning the rest of the table (burst_id has no index).
             last = rows[-1]
-            rows += list(
-                await conn.execute(
-                    select(*_EVENT_COLUMNS)
-                    .where(events.c.burst_id == last.burst_id, events.c.seq > last.seq)
-                    .order_by(events.c.seq)
+            while True:
+                page = list(
+                    await conn.execute(
+                        select(*_EVENT_COLUMNS)
+                        .where(events.c.seq > rows[-1].seq)
+                        .order_by(events.c.seq)
+                        .limit(BURST_PAGE)
+                    )
                 )
-            )
+                same = list(takewhile(lambda r: r.burst_id == last.burst_id, page))
+                rows += same
+                if len(same) < BURST_PAGE:
+                    break
         return rows
 
     async def step(self) -> int:

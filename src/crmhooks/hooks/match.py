@@ -37,6 +37,8 @@ class Event:
     skip_key: str | None
     burst_id: str
     occurred: datetime
+    # The record as the webhook shows it by default, JSON text made in the write (None: not made)
+    rendered: str | None = None
 
 
 def accepts(sub: Subscription, event: Event) -> bool:

@@ -8,6 +8,8 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+import orjson
+
 from crmhooks.hooks.match import Event
 from crmhooks.hooks.subscription import Subscription
 from crmhooks.schema.values import format_datetime
@@ -39,9 +41,10 @@ def _event_time(occurred: datetime) -> str:
 def element(
     sub: Subscription,
     event: Event,
-    entity: dict[str, Any],
+    entity: dict[str, Any] | orjson.Fragment,
     related: dict[str, Any] | None,
 ) -> dict[str, Any]:
+    """``entity``: the record shown, or that JSON already made (a ``Fragment``)."""
     return {
         "id": element_id(sub.id, event.id),
         "event": event.name,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -51,18 +52,29 @@ class Rendering:
         by_type: dict[str, list[int]] = {}
         for i, e in enumerate(evs):
             by_type.setdefault(e.entity, []).append(i)
-        entities: list[dict[str, Any] | None] = [None] * len(evs)
+        entities: list[dict[str, Any] | orjson.Fragment | None] = [None] * len(evs)
         for entity, idxs in by_type.items():
             et = self.catalog.entity(sub.space_id, entity)
             assert et is not None
             shape = (
                 opts[evs[idxs[0]].option_key].shape if evs[idxs[0]].option_key in opts else Shape()
             )
+            if not shape.expand and shape.load_only is None:
+                # The default shape: the rendering made in the write, where there is one.
+                for i in idxs:
+                    if (made := evs[i].rendered) is not None:
+                        entities[i] = orjson.Fragment(made)
+                idxs = [i for i in idxs if entities[i] is None]
+                if not idxs:
+                    continue
             shown = await renderer.shaped(et, [evs[i].record for i in idxs], shape)
             for i, s in zip(idxs, shown, strict=True):
                 entities[i] = s
         related = await self._related(sub, evs, renderer)
-        return [element(sub, e, entities[i] or {}, related[i]) for i, e in enumerate(evs)]
+        return [
+            element(sub, e, {} if (ent := entities[i]) is None else ent, related[i])
+            for i, e in enumerate(evs)
+        ]
 
     async def _related(
         self, sub: Subscription, evs: list[Event], renderer: Renderer

@@ -227,6 +227,10 @@ events = Table(
     Column("burst_id", ID, nullable=False),
     Column("key_id", ID, nullable=True),
     Column("occurred", UTCDateTime(), nullable=False),
+    # The record as a webhook shows it by default (the API's rendering, no expand or
+    # load-only), JSON text made in the write that changed it: routing splices it into the
+    # body as it is. Null for events that had none made (older releases, linked events).
+    Column("rendered", Text(), nullable=True),
 )
 Index(None, events.c.occurred)
 
