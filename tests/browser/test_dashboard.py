@@ -153,7 +153,8 @@ def test_sign_in_create_watch_fail_and_resend(
 
     # An Account.Create appears in the log without a reload.
     page.evaluate("() => { window.notReloaded = true; }")
-    api.post("/Accounts", json={"name": "Acme"}).raise_for_status()
+    owner = server.client_id  # the API user, as serve printed it
+    api.post("/Accounts", json={"name": "Acme", "owner_id": owner}).raise_for_status()
     delivered = page.locator("#live tr.delivery.delivered")
     sync_api.expect(delivered).to_have_count(1)
     assert page.evaluate("() => window.notReloaded === true")
@@ -170,7 +171,7 @@ def test_sign_in_create_watch_fail_and_resend(
     # The receiver fails: the next request fails, and the log says so, live.
     receiver.add_rule(path, status=500)
     page.goto(deliveries_url)
-    api.post("/Accounts", json={"name": "Globex"}).raise_for_status()
+    api.post("/Accounts", json={"name": "Globex", "owner_id": owner}).raise_for_status()
     failed = page.locator("#live tr.delivery.failed")
     sync_api.expect(failed).to_have_count(1)
     sync_api.expect(failed).to_contain_text("HTTP 500")
