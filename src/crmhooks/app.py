@@ -95,9 +95,13 @@ def build_recorder(settings: Settings) -> Recorder:
     base = public_base(settings)
 
     async def render_records(
-        conn: AsyncConnection, space_id: str, et: EntityType, records: list[dict[str, Any]]
+        conn: AsyncConnection,
+        space_id: str,
+        et: EntityType,
+        records: list[dict[str, Any]],
+        fresh: bool,
     ) -> list[dict[str, Any]]:
-        return await render(conn, et, space_id, records, base)
+        return await render(conn, et, space_id, records, base, fresh=fresh)
 
     return event_recorder(render_records)
 

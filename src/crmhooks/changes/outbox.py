@@ -16,7 +16,7 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crmhooks.changes.events import Draft, drafts
-from crmhooks.changes.writer import Change, Recorder, WriteContext
+from crmhooks.changes.writer import Action, Change, Recorder, WriteContext
 from crmhooks.metrics import EVENTS_RECORDED
 from crmhooks.schema.registry import BUILTIN
 from crmhooks.schema.types import EntityType
@@ -95,8 +95,11 @@ async def notify(conn: AsyncConnection, channel: str) -> None:
 
 # Records of one entity type in one space as a webhook shows them by default (the composition
 # root passes ``query.render`` with the public base URL: this layer cannot import it).
+# (connection, space, entity type, records, fresh) -> the records rendered; ``fresh``: the
+# records were created by this write and nothing else in it points at them (empty lists).
 RenderRecords = Callable[
-    [AsyncConnection, str, EntityType, list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]
+    [AsyncConnection, str, EntityType, list[dict[str, Any]], bool],
+    Awaitable[list[dict[str, Any]]],
 ]
 
 
@@ -156,9 +159,12 @@ async def record_events(
             )
     if not rows:
         return
+    # A write that is one create alone made a record nothing points at yet: its lists are
+    # empty, without the query (a nested or shorthand link is a change of its own).
+    fresh = len(changes) == 1 and changes[0].action is Action.CREATE
     if render is not None:
         for et, items in to_render.values():
-            shown = await render(conn, ctx.space_id, et, [r for _, r in items])
+            shown = await render(conn, ctx.space_id, et, [r for _, r in items], fresh)
             for (i, _), s in zip(items, shown, strict=True):
                 rows[i]["rendered"] = orjson.dumps(s, option=orjson.OPT_NON_STR_KEYS).decode()
     if conn.dialect.name == "postgresql":
