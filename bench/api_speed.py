@@ -778,22 +778,22 @@ def markdown_block(runs: list[EngineRun], opts: Options, command: str) -> str:
 
 BEGIN, END = "<!-- api_speed: figures -->", "<!-- /api_speed: figures -->"
 
-SKELETON = f"""{SECTION}
 
-{BEGIN}
-{END}
-"""
+def replace_figures(path: Path, block: str, section: str, begin: str, end: str) -> None:
+    """Replace a benchmark's generated figures between ``begin`` and ``end``, adding its
+    ``section`` heading and the markers at the end of the file if they are missing. The file is
+    read right before it is written, and nothing outside the markers changes."""
+    current = path.read_text() if path.exists() else "# Benchmarks\n"
+    if begin not in current or end not in current:
+        current = f"{current.rstrip()}\n\n{section}\n\n{begin}\n{end}\n"
+    head, rest = current.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{head}{begin}\n{block}\n{end}{tail}")
 
 
 def write_docs(path: Path, block: str) -> None:
-    """Replace the generated figures of this benchmark's section, creating it if missing."""
-    current = path.read_text() if path.exists() else "# Benchmarks\n"
-    if BEGIN not in current or END not in current:
-        current = current.rstrip("\n") + "\n\n" + SKELETON
-    head, rest = current.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}")
+    replace_figures(path, block, SECTION, BEGIN, END)
 
 
 # --- command line ---------------------------------------------------------------------------

@@ -58,7 +58,13 @@ from rich.console import Console
 from rich.table import Table
 
 import crmhooks
-from bench.api_speed import DEFAULT_PG, machine, postgres_database, postgres_version
+from bench.api_speed import (
+    DEFAULT_PG,
+    machine,
+    postgres_database,
+    postgres_version,
+    replace_figures,
+)
 from bench.receiver import nearest_rank
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -1107,21 +1113,8 @@ def markdown(rounds: list[Round], opts: Options, command: str, engine: str, befo
     return "\n".join(lines)
 
 
-SKELETON = f"""{SECTION}
-
-{BEGIN}
-{END}
-"""
-
-
 def write_docs(path: Path, block: str) -> None:
-    """Replace the generated figures of this benchmark's section, creating it if missing."""
-    current = path.read_text() if path.exists() else "# Benchmarks\n"
-    if BEGIN not in current or END not in current:
-        current = current.rstrip("\n") + "\n\n" + SKELETON
-    head, rest = current.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}")
+    replace_figures(path, block, SECTION, BEGIN, END)
 
 
 # --- command line ---------------------------------------------------------------------------

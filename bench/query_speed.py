@@ -59,6 +59,7 @@ from bench.api_speed import (
     postgres_database,
     postgres_version,
     process_cpu,
+    replace_figures,
     sqlite_database,
     start_server,
     stop_server,
@@ -908,17 +909,7 @@ BEGIN, END = "<!-- query_speed: figures -->", "<!-- /query_speed: figures -->"
 
 
 def write_docs(path: Path, block: str) -> None:
-    """Replace this benchmark's figures in its own section, adding the section if missing.
-
-    The file is read right before it is written and nothing outside the markers changes.
-    """
-    current = path.read_text() if path.exists() else "# Benchmarks\n"
-    if BEGIN not in current or END not in current:
-        current = f"{current.rstrip()}\n\n{HEADING}\n\n{BEGIN}\n{END}\n"
-    head, rest = current.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}")
+    replace_figures(path, block, HEADING, BEGIN, END)
 
 
 # --- command line ---------------------------------------------------------------------------
