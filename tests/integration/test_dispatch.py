@@ -303,7 +303,7 @@ async def test_retention_prunes_delivered_requests_and_routed_events(
 ) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from crmhooks.delivery.retention import prune
+    from crmhooks.delivery.queue import SqlQueue
     from crmhooks.store.tables import delivery_attempts, events
 
     await _hook(live, inbox, ["Account.Create"])
@@ -317,9 +317,9 @@ async def test_retention_prunes_delivered_requests_and_routed_events(
                     select(dispatch_state.c.last_seq).where(dispatch_state.c.name == ROUTER)
                 )
             ).one()
-        kept = await prune(db, datetime.now(UTC) - timedelta(days=1), cursor)
+        kept = await SqlQueue(db).prune(datetime.now(UTC) - timedelta(days=1), cursor)
         assert (kept.deliveries, kept.events) == (0, 0)
-        gone = await prune(db, datetime.now(UTC) + timedelta(seconds=1), cursor)
+        gone = await SqlQueue(db).prune(datetime.now(UTC) + timedelta(seconds=1), cursor)
         assert gone.deliveries == 1
         assert gone.events >= 1
         async with db.read() as conn:

@@ -64,14 +64,6 @@ def _lookup_query(
     return parts[0] if len(parts) == 1 else union_all(*parts)
 
 
-async def oldest_live_ids(
-    conn: AsyncConnection, targets: Sequence[str], space_id: str
-) -> dict[str, str | None]:
-    """Each target's oldest live record in the space (its default), or None: one query."""
-    found, _ = await lookup(conn, space_id, targets, {}, include_deleted=False)
-    return found
-
-
 async def lookup(
     conn: AsyncConnection,
     space_id: str,
