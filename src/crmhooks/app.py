@@ -48,6 +48,7 @@ from crmhooks.settings import Settings
 from crmhooks.store.engine import WRITE_LOCK, Database, open_database
 from crmhooks.store.migrate import upgrade
 from crmhooks.store.records import table_of
+from crmhooks.store.webhook_spaces import WebhookSpaces
 from crmhooks.ui.routes import dashboard_routes
 
 log = structlog.get_logger("crmhooks.worker")
@@ -103,7 +104,7 @@ def build_recorder(settings: Settings) -> Recorder:
     ) -> list[dict[str, Any]]:
         return await render(conn, et, space_id, records, base, fresh=fresh)
 
-    return event_recorder(render_records)
+    return event_recorder(render_records, WebhookSpaces())
 
 
 def build_dispatcher(db: Database, settings: Settings, sender: HttpSender) -> Dispatcher:

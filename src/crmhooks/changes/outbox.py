@@ -23,6 +23,7 @@ from crmhooks.schema.types import EntityType
 from crmhooks.store.catalog import custom_type, target_type
 from crmhooks.store.records import row_to_record, table_of
 from crmhooks.store.tables import events
+from crmhooks.store.webhook_spaces import WebhookSpaces
 from crmhooks.store.webhook_version import bump_webhooks_version
 
 OUTBOX_LOCK = 0x6372_6D68  # "crmh": one lock id for every event-writing transaction
@@ -103,13 +104,23 @@ RenderRecords = Callable[
 ]
 
 
-def event_recorder(render: RenderRecords | None = None) -> Recorder:
+def event_recorder(
+    render: RenderRecords | None = None, listening: WebhookSpaces | None = None
+) -> Recorder:
     """The outbox as a :data:`~crmhooks.changes.writer.Recorder`; with ``render``, each event
     about the changed record itself also keeps that record rendered (``events.rendered``), so
-    that routing does not render it again."""
+    that routing does not render it again; with ``listening`` too, only in spaces that have a
+    webhook (elsewhere nobody routes the event, or routing renders it when the cache was
+    stale)."""
 
     async def recorder(conn: AsyncConnection, ctx: WriteContext, changes: Sequence[Change]) -> None:
-        await record_events(conn, ctx, changes, render=render)
+        shows = render
+        if listening is not None:
+            if any(c.entity.name in WEBHOOK_INPUTS for c in changes):
+                listening.forget(ctx.space_id)
+            if shows is not None and not await listening.any(conn, ctx.space_id):
+                shows = None
+        await record_events(conn, ctx, changes, render=shows)
 
     return recorder
 
