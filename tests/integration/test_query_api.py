@@ -324,3 +324,22 @@ async def test_concurrent_reads_during_writes(api: Api) -> None:
 
     await asyncio.gather(*(write(i) for i in range(20)), *(api.get("Accounts") for _ in range(5)))
     assert (await api.get("Accounts")).json()["total"] == 20
+
+
+async def test_totals_count_each_kind_of_a_shared_table_and_only_live_records(api: Api) -> None:
+    """Leads and Opportunities share a table, as do the records of every custom entity; the
+    total of an unfiltered list counts its own kind, live records only (on SQLite from the
+    partial index of live records, ``query.sql._total``)."""
+    leads = [(await api.create("Leads", {"name": f"l{i}"}))["id"] for i in range(3)]
+    await api.create("Opportunities", {"name": "o", "step_id": await _pipeline_step(api)})
+    for name in ("CE_Bid", "CE_Ask"):
+        await api.create("CustomEntities", {"api_name": name, "name": name[3:]})
+    bids = [(await api.create("CE_Bid", {"name": f"b{i}"}))["id"] for i in range(2)]
+    await api.create("CE_Ask", {"name": "a"})
+    assert (await api.http.delete(api.path("Leads", leads[0]))).status_code == 200
+    assert (await api.http.delete(api.path("CE_Bid", bids[0]))).status_code == 200
+    totals = {e: (await api.get(e)).json()["total"] for e in ("Leads", "Opportunities")}
+    totals |= {e: (await api.get(e)).json()["total"] for e in ("CE_Bid", "CE_Ask")}
+    assert totals == {"Leads": 2, "Opportunities": 1, "CE_Bid": 1, "CE_Ask": 1}
+    deleted = await api.get("Leads", params={"include-deleted": "true"})
+    assert deleted.json()["total"] == 3

@@ -8,6 +8,7 @@ tests use ``instr``/``strpos`` rather than ``LIKE`` (whose case rules differ).
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -21,11 +22,13 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    text,
     tuple_,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import BigInteger, Integer, String
 
@@ -271,6 +274,33 @@ def cursor_of(order: tuple[OrderKey, ...], record: Record) -> Cursor:
     )
 
 
+@cache
+def _live_count_sqlite(table: str, discriminator: str | None) -> TextClause:
+    """The live records of a space counted from the table's partial index of live records.
+
+    Without statistics (a table filled since the last ``ANALYZE``) SQLite weighs every index
+    that starts with ``space_id`` alike and may take a relation index, which does not hold
+    ``is_deleted`` and so costs a table visit per row (3-6 ms instead of 2 for 20,000 rows).
+    The names are the schema's own (``store.tables``); the values are bound."""
+    kind = f" AND {discriminator} = :kind" if discriminator else ""
+    return text(
+        f"SELECT count(*) FROM {table} INDEXED BY ix_{table}_live"
+        f" WHERE space_id = :space_id{kind} AND is_deleted = 0"
+    )
+
+
+async def _total(conn: AsyncConnection, et: EntityType, space_id: str, q: ListQuery) -> int:
+    """How many records the list matches (all pages)."""
+    if conn.dialect.name == "sqlite" and not q.conditions and not q.include_deleted:
+        disc = et.discriminator
+        stmt = _live_count_sqlite(table_of(et).name, disc[0] if disc else None)
+        params = {"space_id": space_id, **({"kind": disc[1]} if disc else {})}
+        return int((await conn.execute(stmt, params)).scalar_one())
+    where = where_clause(et, space_id, q.conditions, q.include_deleted)
+    stmt_any = select(func.count()).select_from(table_of(et)).where(where)
+    return int((await conn.execute(stmt_any)).scalar_one())
+
+
 async def list_page(
     conn: AsyncConnection, et: EntityType, space_id: str, q: ListQuery
 ) -> tuple[list[Record], int, dict[str, Any]]:
@@ -287,10 +317,7 @@ async def list_page(
     trimmed = q.trim is not None and len(records) > q.trim
     if trimmed:
         records = records[-(q.trim or 0) :]
-    where = where_clause(et, space_id, q.conditions, q.include_deleted)
-    total = (
-        await conn.execute(select(func.count()).select_from(table_of(et)).where(where))
-    ).scalar_one()
+    total = await _total(conn, et, space_id, q)
     has_previous = more if not forward else trimmed
     has_next = more if forward else False
     # Anything on the cursor's side of the page? Rows up to an ``after`` cursor come before the
