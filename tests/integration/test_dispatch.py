@@ -463,3 +463,27 @@ async def test_the_write_renders_the_record_as_routing_would(
     finally:
         await db.dispose()
     assert orjson.loads(rendered) == shown
+
+
+async def test_a_space_without_webhooks_stores_no_rendering(
+    live: Api, inbox: Inbox, db_url: str
+) -> None:
+    """Nobody routes the events of a space without webhooks: its writes skip the rendering
+    (``store.webhook_spaces``); the process that makes the space's first webhook renders the
+    very next write's records again."""
+    await live.create("Accounts", {"name": "Before"})
+    await _hook(live, inbox, ["Account.Create"])
+    await live.create("Accounts", {"name": "After"})
+    await inbox.wait_for(1)
+    db = open_database(db_url)
+    try:
+        async with db.read() as conn:
+            rows = await conn.execute(
+                select(events.c.record["name"].as_string(), events.c.rendered)
+                .where(events.c.name == "Account.Create")
+                .order_by(events.c.seq)
+            )
+            stored = [(name, rendered is not None) for name, rendered in rows]
+    finally:
+        await db.dispose()
+    assert stored == [("Before", False), ("After", True)]
