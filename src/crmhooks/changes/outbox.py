@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import insert, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crmhooks.changes.events import Draft, drafts
@@ -21,6 +21,7 @@ from crmhooks.metrics import EVENTS_RECORDED
 from crmhooks.schema.registry import BUILTIN
 from crmhooks.schema.types import EntityType
 from crmhooks.store.catalog import custom_type, target_type
+from crmhooks.store.inline_sqlite import insert_rows
 from crmhooks.store.records import row_to_record, table_of
 from crmhooks.store.tables import events
 from crmhooks.store.webhook_spaces import WebhookSpaces
@@ -189,5 +190,5 @@ async def record_events(
             ),
             {"k": OUTBOX_LOCK, "channel": EVENTS_CHANNEL},
         )
-    await conn.execute(insert(events), rows)
+    await insert_rows(conn, events, rows)
     EVENTS_RECORDED.inc(len(rows))  # counted before the commit: an aborted write over-counts

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -40,6 +40,7 @@ from crmhooks.schema.validate import FULL, Validation, check_write
 from crmhooks.schema.values import format_datetime
 from crmhooks.store.catalog import target_type
 from crmhooks.store.engine import Database
+from crmhooks.store.inline_sqlite import insert_rows
 from crmhooks.store.records import (
     Record,
     existing_ids,
@@ -319,9 +320,9 @@ class Writer:
         row, after = self._new_row(et, stored)
         if et.name in UNIQUE:
             async with self._unique_name(et, stored.get("api_name")):
-                await self.conn.execute(insert(table_of(et)), [row])
+                await insert_rows(self.conn, table_of(et), [row])
         else:  # the common case, without a context manager per create
-            await self.conn.execute(insert(table_of(et)), [row])
+            await insert_rows(self.conn, table_of(et), [row])
         after = self._created(et, after)
         if et.name in links.RELATION_ENTITIES:
             await links.after_relation_write(self, et, after)
@@ -359,7 +360,7 @@ class Writer:
                 rows.append(row)
                 out[i] = after
         if rows:
-            await self.conn.execute(insert(table_of(et)), rows)
+            await insert_rows(self.conn, table_of(et), rows)
         for item in out:
             if isinstance(item, dict):
                 self._created(et, item)

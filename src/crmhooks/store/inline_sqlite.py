@@ -15,9 +15,13 @@ never wait for the writer, and a writer waiting for another process's write lock
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
+from sqlalchemy import Table, insert
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 
@@ -152,3 +156,44 @@ def driver_of(conn: AsyncConnection) -> sqlite3.Connection | None:
         return None
     driver = sync.connection.driver_connection
     return driver.sqlite if isinstance(driver, Connection) else None
+
+
+@dataclass(frozen=True)
+class _Insert:
+    sql: str
+    processors: tuple[Callable[[Any], Any] | None, ...]
+
+
+@lru_cache(maxsize=512)
+def _compiled_insert(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> _Insert:
+    """``INSERT INTO table (columns) VALUES (?, ...)`` and each column's bind processor for
+    ``dialect`` (the very ones SQLAlchemy applies: JSON through the engine's serializer,
+    date-times through ``UTCDateTime``, booleans as integers)."""
+    quote = dialect.identifier_preparer.quote
+    names = ", ".join(quote(c) for c in columns)
+    marks = ", ".join("?" * len(columns))
+    processors = tuple(
+        table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns
+    )
+    return _Insert(f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})", processors)
+
+
+async def insert_rows(
+    conn: AsyncConnection, table: Table, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """Insert ``rows`` (each naming the same columns) into ``table``: on the SQLite driver
+    when ``conn`` runs on one (:func:`driver_of`; every create inserts its record and its
+    events, and SQLAlchemy's ~80 µs per statement was a tenth of a create), through
+    SQLAlchemy otherwise. Columns left out get no Python-side default: name them all."""
+    if not rows:
+        return
+    driver = driver_of(conn)
+    if driver is None:
+        await conn.execute(insert(table), list(rows))
+        return
+    columns = tuple(rows[0])
+    ins = _compiled_insert(conn.dialect, table, columns)
+    pairs = tuple(zip(columns, ins.processors, strict=True))
+    driver.executemany(
+        ins.sql, [[v if p is None else p(v) for c, p in pairs for v in (r[c],)] for r in rows]
+    )
