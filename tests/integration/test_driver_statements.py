@@ -10,11 +10,11 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table, bindparam, insert, literal, select
 from sqlalchemy.types import JSON, BigInteger, Boolean, Date, Double, Integer, SmallInteger
 
 from crmhooks.store.engine import open_database
-from crmhooks.store.inline_sqlite import driver_of, insert_rows
+from crmhooks.store.inline_sqlite import driver_of, driver_rows, insert_rows
 from crmhooks.store.tables import UTCDateTime, metadata
 from tests.support.databases import migrated_sqlite
 
@@ -81,3 +81,30 @@ async def test_insert_rows_stores_what_sqlalchemy_stores(tmp_path: Path) -> None
     for t in tables:
         assert len(stored["driver"][t.name]) >= 3, t.name  # and what migrations put there
         assert stored["driver"][t.name] == stored["sqlalchemy"][t.name], t.name
+
+
+async def test_driver_rows_answers_what_sqlalchemy_answers(tmp_path: Path) -> None:
+    """A statement with an expanding parameter, a single one and literals of its own, run on
+    the driver for several lengths of the list, gives SQLAlchemy's rows."""
+    t = metadata.tables["clients"]
+    rows = [{c.name: _value(t, c.name, 0) for c in t.c} | {"space_id": space} for space in "ab" * 3]
+    stmt = (
+        select(literal("tag").label("tag"), t.c.space_id, t.c.id)
+        .where(t.c.id.in_(bindparam("ids", expanding=True)), t.c.space_id == bindparam("space"))
+        .order_by(t.c.id)
+    )
+    db = open_database(f"sqlite:///{migrated_sqlite(tmp_path / 'rows.db')}")
+    try:
+        async with db.write() as conn:
+            await insert_rows(conn, t, rows)
+            ids = sorted(r["id"] for r in rows)
+            for n in (0, 1, 4, 6):
+                params = {"ids": ids[:n], "space": "a"}
+                expected = [tuple(r) for r in await conn.execute(stmt, params)]
+                got = [tuple(r) for r in await driver_rows(conn, stmt, params)]
+                assert got == expected, n
+                assert len(got) == sum(
+                    1 for r in rows if r["id"] in ids[:n] and r["space_id"] == "a"
+                )
+    finally:
+        await db.dispose()

@@ -39,6 +39,7 @@ from crmhooks.schema.registry import BUILTIN, GROUPS
 from crmhooks.schema.types import EntityType, Field, Kind, KindLink, ToMany
 from crmhooks.schema.values import in_zone
 from crmhooks.store.catalog import custom_type
+from crmhooks.store.inline_sqlite import driver_rows
 from crmhooks.store.records import Record, by_ids, row_to_record, scope, table_of
 
 API_PREFIX = "/api/v100/rest/spaces"
@@ -315,8 +316,8 @@ class Renderer:
         out: dict[str, dict[str, list[Any]]] = {tm.name: {i: [] for i in ids} for tm in lists}
         if not lists:
             return out
-        found = await self.conn.execute(
-            _lists_statement(tuple(lists)), {"ids": ids, "space": self.space_id}
+        found = await driver_rows(
+            self.conn, _lists_statement(tuple(lists)), {"ids": ids, "space": self.space_id}
         )
         for name, source, parent, rid, _ in found:
             if name is not None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Executable, Table, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -197,3 +197,48 @@ async def insert_rows(
     driver.executemany(
         ins.sql, [[v if p is None else p(v) for c, p in pairs for v in (r[c],)] for r in rows]
     )
+
+
+@dataclass(frozen=True)
+class _Select:
+    sql: str
+    names: tuple[str, ...]  # of the positional parameters, in order
+    fixed: dict[str, Any]  # the values of the statement's own (literal) parameters
+
+
+@lru_cache(maxsize=512)
+def _compiled_select(
+    dialect: Dialect, stmt: Executable, shape: tuple[tuple[str, int | None], ...]
+) -> _Select:
+    """``stmt`` compiled for ``dialect``, each parameter of ``shape`` with its length when it
+    is an expanding one (as many positional parameters, which SQLAlchemy names ``<name>_1`` ..
+    ``<name>_<n>``), None when it is a single value."""
+    sample = {name: None if n is None else [None] * n for name, n in shape}
+    ours = {
+        f"{name}_{i}" if n is not None else name
+        for name, n in shape
+        for i in (range(1, n + 1) if n is not None else (0,))
+    }
+    state = stmt.compile(dialect=dialect).construct_expanded_state(sample)  # type: ignore[attr-defined]
+    own = {n: v for n, v in state.parameters.items() if n not in ours}
+    return _Select(state.statement, tuple(state.positiontup or ()), own)
+
+
+async def driver_rows(
+    conn: AsyncConnection, stmt: Executable, params: Mapping[str, Any]
+) -> Iterable[Any]:
+    """The rows of ``stmt`` (built once, its parameters plain strings and numbers; a list
+    value is an expanding parameter) on the SQLite driver when ``conn`` runs on one, else
+    through SQLAlchemy. The rows are the driver's: no result type processing."""
+    driver = driver_of(conn)
+    if driver is None:
+        return await conn.execute(stmt, dict(params))
+    shape = tuple((k, len(v) if isinstance(v, list | tuple) else None) for k, v in params.items())
+    sel = _compiled_select(conn.dialect, stmt, shape)
+    given = dict(sel.fixed)
+    for k, v in params.items():
+        if isinstance(v, list | tuple):
+            given.update({f"{k}_{i}": x for i, x in enumerate(v, 1)})
+        else:
+            given[k] = v
+    return driver.execute(sel.sql, [given[n] for n in sel.names])
