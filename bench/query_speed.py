@@ -48,7 +48,8 @@ import aiohttp
 import orjson
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy import Engine, Select, create_engine, func, insert, select, text
+from sqlalchemy import Engine, Select, create_engine, insert, text
+from sqlalchemy.sql.elements import TextClause
 
 from bench.api_speed import (
     BenchError,
@@ -67,7 +68,7 @@ from bench.api_speed import (
 )
 from crmhooks.query.memory import matches
 from crmhooks.query.params import ascii_lower, conditions, parse_list
-from crmhooks.query.sql import page_statement, where_clause
+from crmhooks.query.sql import page_statement, total_statement
 from crmhooks.schema.registry import BUILTIN
 from crmhooks.schema.types import EntityType
 from crmhooks.store.engine import sync_url
@@ -303,7 +304,7 @@ class SqlTiming:
     plan: str
 
 
-def _explain(engine: Engine, stmt: Select[Any]) -> str:
+def _explain(engine: Engine, stmt: Select[Any] | TextClause) -> str:
     """The plan the database picks for ``stmt`` (PostgreSQL: also run, with its timings)."""
     compiled = stmt.compile(engine)
     sql = str(compiled)
@@ -321,9 +322,8 @@ def time_sql(db_url: str, entity: str, query: Mapping[str, str], repeat: int) ->
     et = BUILTIN[entity]
     q = parse_list(et, query)
     page = page_statement(et, SPACE, q, q.cursor, True, q.limit + 1)
-    where = where_clause(et, SPACE, q.conditions, q.include_deleted)
-    count = select(func.count()).select_from(table_of(et)).where(where)
     engine = create_engine(sync_url(db_url))
+    count = total_statement(engine.dialect.name, et, SPACE, q)
     try:
         plan = f"page:\n{_explain(engine, page)}\ntotal:\n{_explain(engine, count)}"
         with engine.connect() as conn:

@@ -289,16 +289,19 @@ def _live_count_sqlite(table: str, discriminator: str | None) -> TextClause:
     )
 
 
-async def _total(conn: AsyncConnection, et: EntityType, space_id: str, q: ListQuery) -> int:
-    """How many records the list matches (all pages)."""
-    if conn.dialect.name == "sqlite" and not q.conditions and not q.include_deleted:
+def total_statement(
+    dialect: str, et: EntityType, space_id: str, q: ListQuery
+) -> Select[Any] | TextClause:
+    """The count behind a list's ``total`` (its values bound): on SQLite an unfiltered list
+    counts from the live-row index (:func:`_live_count_sqlite`)."""
+    if dialect == "sqlite" and not q.conditions and not q.include_deleted:
         disc = et.discriminator
         stmt = _live_count_sqlite(table_of(et).name, disc[0] if disc else None)
-        params = {"space_id": space_id, **({"kind": disc[1]} if disc else {})}
-        return int((await conn.execute(stmt, params)).scalar_one())
+        if disc:
+            return stmt.bindparams(space_id=space_id, kind=disc[1])
+        return stmt.bindparams(space_id=space_id)
     where = where_clause(et, space_id, q.conditions, q.include_deleted)
-    stmt_any = select(func.count()).select_from(table_of(et)).where(where)
-    return int((await conn.execute(stmt_any)).scalar_one())
+    return select(func.count()).select_from(table_of(et)).where(where)
 
 
 async def list_page(
@@ -317,7 +320,9 @@ async def list_page(
     trimmed = q.trim is not None and len(records) > q.trim
     if trimmed:
         records = records[-(q.trim or 0) :]
-    total = await _total(conn, et, space_id, q)
+    total = int(
+        (await conn.execute(total_statement(conn.dialect.name, et, space_id, q))).scalar_one()
+    )
     has_previous = more if not forward else trimmed
     has_next = more if forward else False
     # Anything on the cursor's side of the page? Rows up to an ``after`` cursor come before the
