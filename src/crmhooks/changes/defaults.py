@@ -8,28 +8,18 @@ One query per writer, however many records a batch creates.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from sqlalchemy import (
-    CompoundSelect,
-    Executable,
-    Select,
-    bindparam,
-    false,
-    literal,
-    select,
-    union_all,
-)
-from sqlalchemy.dialects import sqlite
+from sqlalchemy import Executable, bindparam, false, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crmhooks.schema.registry import BUILTIN, DEFAULTED_RELATIONS
 from crmhooks.schema.types import EntityType
 from crmhooks.store.catalog import target_type
-from crmhooks.store.inline_sqlite import driver_of
+from crmhooks.store.inline_sqlite import driver_rows
 from crmhooks.store.records import by_ids, scope, table_of
 
 
@@ -53,46 +43,26 @@ def _oldest_parts(targets: tuple[str, ...]) -> list[Any]:
     return parts
 
 
-def _lookup_statement(
-    oldest: tuple[str, ...], asked: tuple[str, ...], include_deleted: bool, counts: tuple[int, ...]
-) -> Select[Any] | CompoundSelect[Any]:
+@cache
+def _lookup_query(
+    oldest: tuple[str, ...], asked: tuple[str, ...], include_deleted: bool
+) -> Executable:
     """Each ``oldest`` target's oldest live record and, in the same statement, which of the
-    ids bound to ``ids_<n>`` (``counts``: one parameter per id, ``ids_<n>_<k>``; empty: one
-    expanding parameter per target) are records of the ``asked`` targets (tagged
-    ``=<target>``): one round trip for both."""
+    ids bound to ``ids_<n>`` are records of the ``asked`` targets (tagged ``=<target>``): one
+    round trip for both, built once per shape (building costs more than running it)."""
     # One flat UNION ALL: SQLite takes no parenthesised compound inside another.
     parts = _oldest_parts(oldest)
     for n, target in enumerate(asked):
         et = target_type(target)
         t = table_of(et)
-        ids: Any = (
-            [bindparam(f"ids_{n}_{k}") for k in range(counts[n])]
-            if counts
-            else bindparam(f"ids_{n}", expanding=True)
+        where = by_ids(
+            et,
+            bindparam("space_id"),
+            bindparam(f"ids_{n}", expanding=True),
+            include_deleted=include_deleted,
         )
-        where = by_ids(et, bindparam("space_id"), ids, include_deleted=include_deleted)
         parts.append(select(literal(f"={target}").label("target"), t.c.id).where(where))
     return parts[0] if len(parts) == 1 else union_all(*parts)
-
-
-@cache
-def _lookup_query(
-    oldest: tuple[str, ...], asked: tuple[str, ...], include_deleted: bool
-) -> Executable:
-    """The lookup for SQLAlchemy, built once per shape (building costs more than running it)."""
-    return _lookup_statement(oldest, asked, include_deleted, ())
-
-
-@cache
-def _lookup_sqlite(
-    oldest: tuple[str, ...], asked: tuple[str, ...], include_deleted: bool, counts: tuple[int, ...]
-) -> tuple[str, tuple[str, ...], dict[str, Any]]:
-    """The lookup compiled for SQLite, to run on the driver (``inline_sqlite.driver_of``): its
-    SQL, the names of its positional parameters, and the values of its fixed ones."""
-    compiled = _lookup_statement(oldest, asked, include_deleted, counts).compile(
-        dialect=sqlite.dialect()
-    )
-    return str(compiled), tuple(compiled.positiontup or ()), dict(compiled.params)
 
 
 async def lookup(
@@ -103,24 +73,15 @@ async def lookup(
     *,
     include_deleted: bool,
 ) -> tuple[dict[str, str | None], dict[str, set[str]]]:
-    """The defaults of ``oldest`` and which ``asked`` ids exist, per target: one query (run
-    on the SQLite driver itself where it can: it is part of every create)."""
+    """The defaults of ``oldest`` and which ``asked`` ids exist, per target: one query (on the
+    SQLite driver itself where it can, ``inline_sqlite.driver_rows``: it is part of every
+    create)."""
     targets = tuple(sorted(asked))
-    ordered = [sorted(asked[target]) for target in targets]
-    driver = driver_of(conn)
-    rows: Iterable[Any]
-    if driver is not None:
-        counts = tuple(len(ids) for ids in ordered)
-        sql, names, fixed = _lookup_sqlite(tuple(oldest), targets, include_deleted, counts)
-        given: dict[str, Any] = {"space_id": space_id}
-        for n, ids in enumerate(ordered):
-            given.update({f"ids_{n}_{k}": v for k, v in enumerate(ids)})
-        rows = driver.execute(sql, [given[p] if p in given else fixed[p] for p in names])
-    else:
-        params: dict[str, Any] = {"space_id": space_id}
-        params.update({f"ids_{n}": ids for n, ids in enumerate(ordered)})
-        query = _lookup_query(tuple(oldest), targets, include_deleted)
-        rows = await conn.execute(query, params)
+    params: dict[str, Any] = {"space_id": space_id}
+    for n, target in enumerate(targets):
+        params[f"ids_{n}"] = sorted(asked[target])
+    query = _lookup_query(tuple(oldest), targets, include_deleted)
+    rows = await driver_rows(conn, query, params)
     defaults: dict[str, str | None] = dict.fromkeys(oldest)
     exist: dict[str, set[str]] = {t: set() for t in targets}
     for tag, record_id in rows:
