@@ -43,6 +43,7 @@ from crmhooks.delivery.health import GONE_REASON, failing_limit, succeeded, worn
 from crmhooks.delivery.model import Claimed, DeliveryStatus, Outcome, PlannedRequest, SendResult
 from crmhooks.schema.registry import WEBHOOKS
 from crmhooks.store.engine import Database
+from crmhooks.store.inline_sqlite import insert_rows
 from crmhooks.store.records import table_of
 from crmhooks.store.tables import (
     deliveries,
@@ -521,9 +522,9 @@ async def enqueue_in(
         for p in planned
         for record_id in p.record_ids
     ]
-    await conn.execute(insert(deliveries), rows)
-    await conn.execute(insert(delivery_bodies), bodies)
-    await conn.execute(insert(delivery_records), records)
+    await insert_rows(conn, deliveries, rows)
+    await insert_rows(conn, delivery_bodies, bodies)
+    await insert_rows(conn, delivery_records, records)
     await notify(conn, REQUESTS_CHANNEL)  # wake the workers of other processes
 
 
@@ -569,7 +570,7 @@ async def record_in(
         ),
         updates,
     )
-    await conn.execute(insert(delivery_attempts), attempts)
+    await insert_rows(conn, delivery_attempts, attempts)
     finished = [o.claimed.id for o in outcomes if o.status != PENDING]
     if finished:  # their records no longer hold later requests back
         await conn.execute(
