@@ -15,10 +15,8 @@ from collections.abc import Callable
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from crmhooks.schema.registry import BUILTIN
+from crmhooks.schema.registry import WEBHOOKS
 from crmhooks.store.records import scope, table_of
-
-WEBHOOKS = BUILTIN["Webhooks"]
 
 
 class WebhookSpaces:
