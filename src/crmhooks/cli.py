@@ -116,22 +116,31 @@ def serve(
     ] = False,
 ) -> None:
     """Run the API (on an empty database, create space `default` and print its key once)."""
-    import uvicorn
-
-    from crmhooks.app import create_app
-
     settings = _settings(database)
     if not settings.public_url:
         settings = settings.model_copy(update={"public_url": f"http://{host}:{port}"})
     if no_delivery:
         settings = settings.model_copy(update={"delivery": False})
     configure(settings.log_level, json=settings.log_json)
+    child = None
+    if settings.delivery and settings.delivery_process:
+        from crmhooks.worker import DeliveryProcess
+
+        # First: the delivery process imports while this one imports the API and migrates;
+        # it opens the database only once the app has started (delivery.wakeups.wait_ready).
+        child = DeliveryProcess(settings)
+        child.spawn()
+
+    import uvicorn
+
+    from crmhooks.app import create_app
+
     try:
         upgrade(settings.database_url)
         issued = asyncio.run(_create_space(settings, "default", only_if_empty=True))
     except ConfigError as e:
         err.print(f"error: {e}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(2) from None  # the delivery process ends with this one (its pipe)
     if issued is not None:
         console.print("Created space 'default'.")
         _print_key(issued)
@@ -140,7 +149,7 @@ def serve(
     # it found: a handler that does nothing lets `serve` end with status 0 after a clean stop.
     signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(
-        create_app(settings, migrate=False, delivery_process=settings.delivery_process),
+        create_app(settings, migrate=False, delivery_process=child),
         host=host,
         port=port,
         log_level="warning",
@@ -166,14 +175,16 @@ def worker(
     """Deliver webhooks only (beside `serve`, typically `serve --no-delivery`)."""
     import uvloop
 
-    from crmhooks.app import run_worker
+    from crmhooks.delivery.wakeups import wait_ready
+    from crmhooks.worker import run_worker
 
     settings = _settings(database)
     configure(settings.log_level, json=settings.log_json)
-    if wake_fd is not None:  # started by serve, which migrated the database already
+    if wake_fd is not None:  # started by serve, which migrates the database
         # Ctrl-C reaches the whole process group: serve stops this process itself.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        uvloop.run(run_worker(settings, wake_fd=wake_fd))
+        if wait_ready(wake_fd):  # serve has migrated and started; False: serve is gone
+            uvloop.run(run_worker(settings, wake_fd=wake_fd))
         return
     try:
         upgrade(settings.database_url)

@@ -29,7 +29,7 @@ LAYERS: list[set[str]] = [
     {"hooks"},
     {"delivery"},
     {"services"},
-    {"api", "ui"},
+    {"api", "ui", "worker"},
     {"app", "listen"},
     {"cli"},
     {"__main__"},

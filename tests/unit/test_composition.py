@@ -8,10 +8,10 @@ from dataclasses import fields
 
 import pytest
 
-from crmhooks.app import dispatch_settings
 from crmhooks.delivery.dispatcher import DispatchSettings
 from crmhooks.delivery.retry import parse_schedule
 from crmhooks.settings import Settings
+from crmhooks.worker import dispatch_settings
 
 
 def test_the_dispatcher_gets_the_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

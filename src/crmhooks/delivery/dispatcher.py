@@ -52,7 +52,7 @@ def _default(name: str) -> Any:
 
 @dataclass(frozen=True)
 class DispatchSettings:
-    """What the dispatcher is told; ``app.dispatch_settings`` maps :class:`Settings` onto it.
+    """What the dispatcher is told; ``worker.dispatch_settings`` maps :class:`Settings` onto it.
     The defaults are the settings' own (read from there, never written twice)."""
 
     schedule: Sequence[float]

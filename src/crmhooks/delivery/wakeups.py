@@ -7,6 +7,12 @@ the record is dropped. Each record is a kind and the writer's monotonic clock (t
 in every process of the machine), so the delivery process knows how long each wake took. The
 delivery process reads the pipe from its event loop; end of file means the API process is gone
 (nothing else holds the pipe's write end), and the delivery process stops.
+
+The delivery process may be started before the API process has migrated the database (``serve``
+starts it first, so the two import at once): it waits in ``wait_ready`` for the first record
+before it opens the database. The API process writes ``READY`` once it has started, and again
+whenever it starts a new delivery process; any record means the same, since none is written
+before.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ log = structlog.get_logger("crmhooks.wakeups")
 
 EVENTS = b"e"  # events were committed: route
 REQUEUED = b"r"  # requests were put back in the queue: claim
+READY = b"g"  # the API process has started (the database is migrated): begin
 _RECORD = struct.Struct("<cd")
 # Whole records per read: writes of a record are atomic (below PIPE_BUF), so reads of a
 # multiple of its size never split one.
@@ -52,6 +59,24 @@ class WakeSender:
 
     def requeued(self) -> None:
         self._send(REQUEUED)
+
+    def ready(self) -> None:
+        """The API process has started: a delivery process waiting in ``wait_ready`` begins.
+        Dropped only when the pipe is full, of records that mean the same."""
+        self._send(READY)
+
+
+def wait_ready(fd: int) -> bool:
+    """Block until the API process writes its first record (see the module's text); False
+    when the pipe ends first (the API process stopped before it started)."""
+    os.set_blocking(fd, True)  # a reader before this one may have left it non-blocking
+    data = b""
+    while len(data) < _RECORD.size:
+        chunk = os.read(fd, _RECORD.size - len(data))
+        if not chunk:
+            return False
+        data += chunk
+    return True
 
 
 class WakeReader:

@@ -20,7 +20,7 @@ from crmhooks.store.engine import Database
 
 class Delivery(Protocol):
     """What the front-ends ask of delivery (``app.state.dispatcher``): the dispatcher of this
-    process, or ``serve``'s delivery process (``app.DeliveryProcess``)."""
+    process, or ``serve``'s delivery process (``worker.DeliveryProcess``)."""
 
     @property
     def alive(self) -> bool: ...
