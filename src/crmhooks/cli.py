@@ -126,10 +126,11 @@ def serve(
     if settings.delivery and settings.delivery_process:
         from crmhooks.worker import DeliveryProcess
 
-        # First: the delivery process imports while this one imports the API and migrates;
-        # it opens the database only once the app has started (delivery.wakeups.wait_ready).
+        # First, while nothing runs that a copy could break: the delivery process, forked
+        # with the delivery side imported, opens the database only once the app has started
+        # (delivery.wakeups.wait_ready).
         child = DeliveryProcess(settings)
-        child.spawn()
+        child.spawn(fork=True)
 
     import uvicorn
 
@@ -173,18 +174,12 @@ def worker(
     ] = None,
 ) -> None:
     """Deliver webhooks only (beside `serve`, typically `serve --no-delivery`)."""
-    import uvloop
-
-    from crmhooks.delivery.wakeups import wait_ready
-    from crmhooks.worker import run_worker
+    from crmhooks.worker import delivery_main, run_worker
 
     settings = _settings(database)
     configure(settings.log_level, json=settings.log_json)
-    if wake_fd is not None:  # started by serve, which migrates the database
-        # Ctrl-C reaches the whole process group: serve stops this process itself.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if wait_ready(wake_fd):  # serve has migrated and started; False: serve is gone
-            uvloop.run(run_worker(settings, wake_fd=wake_fd))
+    if wake_fd is not None:  # started by serve (again, after a crash), which migrates
+        delivery_main(settings, wake_fd)
         return
     try:
         upgrade(settings.database_url)

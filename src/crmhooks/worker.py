@@ -18,8 +18,10 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from contextlib import suppress
+from typing import Protocol
 
 import structlog
 from sqlalchemy import select
@@ -32,7 +34,7 @@ from crmhooks.delivery.queue import SqlQueue
 from crmhooks.delivery.retry import parse_schedule
 from crmhooks.delivery.router import Router
 from crmhooks.delivery.sender import HttpSender
-from crmhooks.delivery.wakeups import WakeReader, WakeSender
+from crmhooks.delivery.wakeups import WakeReader, WakeSender, wait_ready
 from crmhooks.netguard import Guard, parse_allowed
 from crmhooks.schema.registry import WEBHOOKS
 from crmhooks.settings import Settings
@@ -93,10 +95,66 @@ def build_dispatcher(db: Database, settings: Settings, sender: HttpSender) -> Di
     )
 
 
+class _Child(Protocol):
+    """What the supervisor asks of its delivery process: ``subprocess.Popen``'s terms."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def terminate(self) -> None: ...
+    def kill(self) -> None: ...
+
+
+class _Forked:
+    """A forked child in ``subprocess.Popen``'s terms (``_Child``)."""
+
+    WAIT_STEP = 0.01
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                done, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere: gone all the same
+                self.returncode = -1
+            else:
+                if done:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        end = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if end is not None and time.monotonic() >= end:
+                raise subprocess.TimeoutExpired(f"delivery process {self.pid}", timeout or 0.0)
+            time.sleep(self.WAIT_STEP)
+        return code
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self.poll() is None:
+            with suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+
 class DeliveryProcess:
     """``crmhooks serve``'s delivery: ``crmhooks worker`` in a child process, woken through a
     pipe after each commit that stored events (``delivery.wakeups``).
 
+    ``serve`` forks the first one before it starts anything else (no thread, socket or
+    database connection exists yet to be copied), so that child has the delivery side
+    imported already and waits only for the API to start; later ones (after a crash) are
+    started afresh as ``crmhooks worker --wake-fd``, since forking a running server is unsafe.
     The child stops by itself when this process dies (end of file on the pipe, even after a
     SIGKILL); when the child dies, it is started again after a pause that doubles from
     ``RESTART_FIRST`` to ``RESTART_MAX`` while it keeps dying within ``STEADY`` seconds.
@@ -115,7 +173,7 @@ class DeliveryProcess:
         self._read, write = os.pipe()  # not inherited by children, unless passed on
         self._wakes = WakeSender(write)
         self._write = write
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: _Child | None = None
         self._stopping = False
         self._ready = False  # start() was called: a new delivery process may begin at once
         self.started_at = 0.0
@@ -168,21 +226,41 @@ class DeliveryProcess:
         """Deliveries were put back in the queue (resend, recover)."""
         self._wakes.requeued()
 
-    def spawn(self) -> None:
-        """Start the delivery process now; it imports, then waits until ``start`` tells it the
-        database is ready (``wakeups.wait_ready``). ``serve`` calls this first thing, so the
-        child's start-up runs while the API process imports and migrates."""
-        env = {
-            **os.environ,
-            "CRMHOOKS_DATABASE_URL": self._settings.database_url,
-            "CRMHOOKS_PUBLIC_URL": self._settings.public_url or "",
-        }
-        command = [sys.executable, "-m", "crmhooks", "worker", "--wake-fd", str(self._read)]
-        self._proc = subprocess.Popen(command, env=env, pass_fds=(self._read,))
+    def spawn(self, *, fork: bool = False) -> None:
+        """Start the delivery process now; it waits until ``start`` tells it the database is
+        ready (``wakeups.wait_ready``). ``serve`` calls this first thing with ``fork``: the
+        child is a copy of this process, with the delivery side imported already (the caller
+        has imported this module) and nothing running that a copy could break."""
+        if fork:
+            self._proc = self._fork()
+        else:
+            env = {
+                **os.environ,
+                "CRMHOOKS_DATABASE_URL": self._settings.database_url,
+                "CRMHOOKS_PUBLIC_URL": self._settings.public_url or "",
+            }
+            command = [sys.executable, "-m", "crmhooks", "worker", "--wake-fd", str(self._read)]
+            self._proc = subprocess.Popen(command, env=env, pass_fds=(self._read,))
         self.started_at = time.monotonic()
-        supervisor_log.info("delivery process started", pid=self._proc.pid)
+        supervisor_log.info("delivery process started", pid=self._proc.pid, forked=fork)
         if self._ready:
             self._wakes.ready()
+
+    def _fork(self) -> _Forked:
+        pid = os.fork()
+        if pid:
+            return _Forked(pid)
+        code = 0  # the child, from here on: it never returns
+        try:
+            os.close(self._write)  # else the pipe never ends when the API process dies
+            delivery_main(self._settings, self._read)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
 
     async def start(self, db: Database) -> None:
         """The API has started on ``db``: let the delivery process begin (spawning it if
@@ -234,6 +312,17 @@ class DeliveryProcess:
         for fd in (self._read, self._write):
             with suppress(OSError):
                 os.close(fd)
+
+
+def delivery_main(settings: Settings, wake_fd: int) -> None:
+    """The body of ``serve``'s delivery process (forked, or ``crmhooks worker --wake-fd``):
+    wait until the API process has started, then deliver until it is gone or SIGTERM."""
+    import uvloop
+
+    # Ctrl-C reaches the whole process group: serve stops this process itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if wait_ready(wake_fd):  # the API has migrated and started; False: it is gone
+        uvloop.run(run_worker(settings, wake_fd=wake_fd))
 
 
 async def run_worker(settings: Settings, *, wake_fd: int | None = None) -> None:

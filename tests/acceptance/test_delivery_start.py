@@ -59,8 +59,19 @@ def test_the_delivery_process_opens_nothing_before_the_api_starts_and_ends_with_
         os.close(child._read)
 
 
-def test_serve_starts_its_delivery_process_before_it_answers(tmp_path: Path) -> None:
-    """The child exists by the time ``serve`` prints anything: it was started first."""
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has ended; only its parent's wait is missing
+
+
+def test_serve_forks_its_delivery_process_first_and_the_child_ends_with_it(
+    tmp_path: Path,
+) -> None:
+    """The child exists by the time ``serve`` prints anything (it was forked first), and a
+    SIGKILL of ``serve`` ends it: the forked copy did not keep the pipe's write end open."""
     env = {
         **os.environ,
         "CRMHOOKS_DATABASE_URL": f"sqlite:///{tmp_path / 'first.db'}",
@@ -78,6 +89,18 @@ def test_serve_starts_its_delivery_process_before_it_answers(tmp_path: Path) -> 
         serve.stdout.readline()  # its first line: the space it created, after migrating
         children = Path(f"/proc/{serve.pid}/task/{serve.pid}/children").read_text().split()
         assert len(children) == 1
+        child = int(children[0])
+        cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        assert b"serve" in cmdline  # a copy of serve, not a fresh `crmhooks worker`
+        time.sleep(1.0)  # let it begin delivering
+        assert _alive(child)
+        serve.kill()
+        serve.wait(10)
+        deadline = time.monotonic() + 15
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child)
     finally:
-        serve.terminate()
-        serve.wait(20)
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait(20)
