@@ -173,21 +173,30 @@ class Router:
         if len(rows) == self.batch:  # finish the last burst, so its chunks are planned whole
             # A burst's events are consecutive (one transaction inserts them together, holding
             # the outbox lock on PostgreSQL): read on by seq until the burst changes, a page at
-            # a time, never scanning the rest of the table (burst_id has no index).
-            last = rows[-1]
+            # a time, never scanning the rest of the table (burst_id has no index). Each page
+            # reads seq and burst_id only; whole events only for those of the burst (often
+            # none: a batch that ends where its last burst ends).
+            # Pages grow from one event: a batch mostly ends where its last burst ends.
+            last, size = rows[-1], 1
             while True:
                 page = list(
                     await conn.execute(
-                        select(*_EVENT_COLUMNS)
+                        select(events.c.seq, events.c.burst_id)
                         .where(events.c.seq > rows[-1].seq)
                         .order_by(events.c.seq)
-                        .limit(BURST_PAGE)
+                        .limit(size)
                     )
                 )
                 same = list(takewhile(lambda r: r.burst_id == last.burst_id, page))
-                rows += same
-                if len(same) < BURST_PAGE:
+                if same:
+                    rows += await conn.execute(
+                        select(*_EVENT_COLUMNS)
+                        .where(events.c.seq > rows[-1].seq, events.c.seq <= same[-1].seq)
+                        .order_by(events.c.seq)
+                    )
+                if len(same) < size:
                     break
+                size = min(size * 8, BURST_PAGE)
         return rows
 
     async def step(self) -> int:
