@@ -897,8 +897,9 @@ def markdown(r: Results, command: str) -> str:
         "are created by batch-modify while `serve` runs with `CRMHOOKS_DELIVERY=false`; for "
         f"chunk_size 100 that database is copied and its events copied up to {c100.events:,} "
         "(new event ids, same records) in SQL. `serve` is then started with delivery on and "
-        "timed from its first HTTP answer (the dispatcher starts just before it) to the last "
-        "event at the receiver. The ceiling is a bare aiohttp client, one session, "
+        "timed from its first HTTP answer (its delivery process, forked first, begins once the "
+        "API has started) to the last event at the receiver; the CPU figures are `serve`'s and "
+        "its delivery process's together. The ceiling is a bare aiohttp client, one session, "
         f"{PER_WEBHOOK} requests in flight, posting the bodies the dispatcher sent (read back "
         "from `deliveries`, same headers) to the same receiver. Each delivery run is followed "
         f"by a ceiling run, {len(c1.run_rates)} of each; the best of each is shown (the machine "
@@ -912,7 +913,8 @@ def markdown(r: Results, command: str) -> str:
         "`Account.Create` in other spaces), the index already loaded; process CPU (all "
         "threads) per event, best of the rounds. First all events in one step (the stored "
         "events), then one event per step followed by `Dispatcher.claim_once` (sending "
-        "stubbed out), as live traffic at a low rate is dispatched.",
+        "stubbed out), as live traffic at a low rate is dispatched; the claim's figure counts "
+        "the stubbed sends and the outcomes recorded in the next claim's transaction.",
         *details(r),
         "",
         "Bottlenecks found (py-spy on `serve`, in-process timings of each routing stage):",
