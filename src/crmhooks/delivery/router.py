@@ -8,14 +8,12 @@ and loses nothing: the cursor moves only with the deliveries it produced.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import takewhile
 from typing import Any
 
-import orjson
 import structlog
 from sqlalchemy import JSON, Dialect, Text, TypeDecorator, func, insert, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -26,7 +24,7 @@ from crmhooks.delivery.model import PlannedRequest
 from crmhooks.delivery.planner import match, plan_requests
 from crmhooks.delivery.queue import enqueue_in
 from crmhooks.delivery.webhooks import WebhookCache
-from crmhooks.hooks.match import Event
+from crmhooks.hooks.match import Event, stored_json
 from crmhooks.hooks.names import option_key
 from crmhooks.hooks.rendering import Catalog, Rendering
 from crmhooks.store.engine import Database
@@ -40,9 +38,9 @@ BURST_PAGE = 128  # events read at a time to finish a burst a batch cut
 
 
 class _ReadJSON(TypeDecorator[Any]):
-    """A JSON column as the router reads it. On SQLite: the stored text parsed with orjson, or
-    with ``json`` for what orjson refuses (NaN, integers past 64 bits), so the values are the
-    ones the JSON type gives, several times faster. Elsewhere: the JSON type itself."""
+    """A JSON column as the router reads it. On SQLite: the stored text parsed by
+    ``hooks.match.stored_json`` (the values the JSON type gives, several times faster).
+    Elsewhere: the JSON type itself."""
 
     impl = JSON
     cache_ok = True
@@ -51,12 +49,18 @@ class _ReadJSON(TypeDecorator[Any]):
         return dialect.type_descriptor(Text() if dialect.name == "sqlite" else JSON())
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
-        if dialect.name != "sqlite" or not isinstance(value, str):
-            return value
-        try:
-            return orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return json.loads(value)
+        return stored_json(value) if dialect.name == "sqlite" else value
+
+
+class _StoredJSON(TypeDecorator[Any]):
+    """A JSON column read as stored: the text on SQLite (``Event`` parses it when it is
+    read), the JSON type elsewhere. No step per row on SQLite."""
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        return dialect.type_descriptor(Text() if dialect.name == "sqlite" else JSON())
 
 
 # What routing reads of an event, in this order (see ``_event``).
@@ -67,11 +71,11 @@ _EVENT_COLUMNS = (
     events.c.name,
     events.c.entity,
     events.c.record_id,
-    type_coerce(events.c.record, _ReadJSON()).label("record"),
+    type_coerce(events.c.record, _StoredJSON()).label("record"),
     type_coerce(events.c.changes, _ReadJSON()).label("changes"),
     events.c.related_entity,
     events.c.related_id,
-    type_coerce(events.c.related, _ReadJSON()).label("related"),
+    type_coerce(events.c.related, _StoredJSON()).label("related"),
     events.c.skip_key,
     events.c.burst_id,
     events.c.occurred,
@@ -94,11 +98,11 @@ def _event(row: Any, catalog: Catalog) -> Event | None:
         entity=entity,
         option_key=option_key(et),
         record_id=record_id,
-        record=record,
+        record_json=record,
         changes=changes,
         related_entity=related_entity,
         related_id=related_id,
-        related=related,
+        related_json=related,
         skip_key=skip_key,
         burst_id=burst_id,
         occurred=occurred,

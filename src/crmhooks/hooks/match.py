@@ -8,19 +8,40 @@ decision for one webhook and one event, a pure function.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
+
+import orjson
 
 from crmhooks.hooks.names import CUSTOM_PREFIX, candidates
 from crmhooks.hooks.subscription import Subscription
 from crmhooks.query.memory import matches
 
 
+def stored_json(value: Any) -> Any:
+    """A JSON column's value as stored: text (SQLite) parsed with orjson, or with ``json`` for
+    what orjson refuses (NaN, integers past 64 bits), so the values are the ones SQLAlchemy's
+    JSON type gives, several times faster; anything else (parsed already: PostgreSQL) as it is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return json.loads(value)
+
+
 @dataclass(frozen=True)
 class Event:
-    """A stored event as matching and rendering read it."""
+    """A stored event as matching and rendering read it.
+
+    The record and the related record come as stored (``record_json``, ``related_json``: JSON
+    text on SQLite, parsed on PostgreSQL) and are parsed when first read (``record``,
+    ``related``): a webhook with the default shape and no filter on the record never needs
+    them, since the write rendered the record already (``rendered``)."""
 
     seq: int
     id: str
@@ -29,16 +50,26 @@ class Event:
     entity: str  # route name of the record's type
     option_key: str  # key of options.entity for it ("Account", "CE_Bid")
     record_id: str
-    record: dict[str, Any]
+    record_json: Any
     changes: dict[str, Any] | None
     related_entity: str | None
     related_id: str | None
-    related: dict[str, Any] | None
+    related_json: Any
     skip_key: str | None
     burst_id: str
     occurred: datetime
     # The record as the webhook shows it by default, JSON text made in the write (None: not made)
     rendered: str | None = None
+
+    @cached_property
+    def record(self) -> dict[str, Any]:
+        found: dict[str, Any] = stored_json(self.record_json)
+        return found
+
+    @cached_property
+    def related(self) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = stored_json(self.related_json)
+        return found
 
 
 def accepts(sub: Subscription, event: Event) -> bool:
