@@ -90,15 +90,12 @@ class NoRouter:
     def __init__(self) -> None:
         self.touched: set[str] = set()
 
-    async def step(self, lease: object = None) -> int:
+    async def step(self) -> int:
         return 0
 
     def take_touched(self) -> set[str]:
         touched, self.touched = self.touched, set()
         return touched
-
-    def take_leased(self) -> list[PlannedRequest]:
-        return []
 
     async def close(self) -> None:
         pass

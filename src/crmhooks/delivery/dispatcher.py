@@ -30,14 +30,7 @@ from crmhooks.changes.writer import Change, WriteContext
 from crmhooks.delivery.fairness import space_share, take_turns
 from crmhooks.delivery.flow import PerWebhook
 from crmhooks.delivery.health import succeeded
-from crmhooks.delivery.model import (
-    Claimed,
-    DeliveryStatus,
-    Outcome,
-    PlannedRequest,
-    Sender,
-    SendResult,
-)
+from crmhooks.delivery.model import Claimed, DeliveryStatus, Outcome, Sender, SendResult
 from crmhooks.delivery.notifications import Listener
 from crmhooks.delivery.queue import Claims, DeliveryQueue, HealthChanges
 from crmhooks.delivery.retry import (
@@ -107,13 +100,9 @@ class Routing(Protocol):
     @property
     def stored_cursor(self) -> int | None: ...
 
-    async def step(
-        self, lease: Callable[[PlannedRequest], datetime | None] | None = None
-    ) -> int: ...
+    async def step(self) -> int: ...
 
     def take_touched(self) -> set[str]: ...
-
-    def take_leased(self) -> list[PlannedRequest]: ...
 
     async def close(self) -> None: ...
 
@@ -265,9 +254,7 @@ class Dispatcher:
             wake.clear()
 
     async def _route_once(self) -> bool:
-        made = await self.router.step(self._lease_now)
-        for p in self.router.take_leased():  # stored leased to this process: send them now
-            self._start(Claimed(p.id, p.webhook_id, p.body, 0))
+        made = await self.router.step()
         if made:
             self._claim_wake.set()
         # Go round again at once only for a backlog; otherwise the next commit wakes it.
@@ -312,7 +299,11 @@ class Dispatcher:
         for webhook_id, at in claims.later:
             self._later(webhook_id, at)
         for claimed in claims.claimed:
-            self._start(claimed)
+            self._in_flight.add(claimed.id)
+            self.per_webhook.claimed(claimed.webhook_id)
+            task = asyncio.create_task(self._send(claimed))
+            self._sends.add(task)
+            task.add_done_callback(self._sends.discard)
         if contended:
             asyncio.get_running_loop().call_later(CLAIM_LOCK_RETRY, self._claim_wake.set)
         return taken >= want and room > taken
@@ -364,29 +355,6 @@ class Dispatcher:
                     self._work.discard(w)
             claims = await claim.finish(self._chunk_delay)
         return claims, contended, taken
-
-    def _start(self, claimed: Claimed) -> None:
-        """Send a request leased to this process (claimed, or stored leased by routing)."""
-        self._in_flight.add(claimed.id)
-        self.per_webhook.claimed(claimed.webhook_id)
-        task = asyncio.create_task(self._send(claimed))
-        self._sends.add(task)
-        task.add_done_callback(self._sends.discard)
-
-    def _lease_now(self, planned: PlannedRequest) -> datetime | None:
-        """Routing asks, for a request of an idle webhook: send it at once? (Then it is stored
-        leased until the returned time.) Yes when a claim would take it now: the webhook, its
-        space and this process have room, and the webhook is active."""
-        sub = self.webhooks.get(planned.webhook_id)
-        if self._stopping or sub is None or not sub.is_active:
-            return None
-        if len(self._in_flight) >= self.cfg.max_in_flight:
-            return None
-        if self.per_webhook.room(planned.webhook_id) <= 0:
-            return None
-        if self._held_by_space()[sub.space_id] >= self.cfg.max_in_flight_per_space:
-            return None
-        return self.clock.now() + timedelta(seconds=self.cfg.lease_seconds)
 
     def _chunk_delay(self, webhook_id: str) -> float:
         sub = self.webhooks.get(webhook_id)

@@ -488,30 +488,12 @@ async def _pending_webhooks(conn: AsyncConnection) -> set[str]:
     return {row[0] for row in found}
 
 
-async def pending_among(conn: AsyncConnection, webhook_ids: Sequence[str]) -> set[str]:
-    """Those of these webhooks with an unfinished request (one index probe each)."""
-    if not webhook_ids:
-        return set()
-    found = await conn.execute(
-        select(deliveries.c.webhook_id)
-        .where(deliveries.c.status == PENDING, deliveries.c.webhook_id.in_(sorted(webhook_ids)))
-        .distinct()
-    )
-    return {str(row[0]) for row in found}
-
-
 async def enqueue_in(
-    conn: AsyncConnection,
-    planned: Sequence[PlannedRequest],
-    now: datetime,
-    leased: dict[str, datetime] | None = None,
+    conn: AsyncConnection, planned: Sequence[PlannedRequest], now: datetime
 ) -> None:
-    """Store planned requests (in the caller's transaction: the router's, with its cursor);
-    those in ``leased`` (id: lease end) are stored leased to this process, to be sent at once
-    without a claim."""
+    """Store planned requests (in the caller's transaction: the router's, with its cursor)."""
     if not planned:
         return
-    leased = leased or {}
     rows = [
         {
             "id": p.id,
@@ -526,7 +508,6 @@ async def enqueue_in(
             "chunk_group": p.chunk_group,
             "chunk_index": p.chunk_index,
             "next_attempt_at": now + timedelta(seconds=p.delay),
-            "lease_until": leased.get(p.id),
         }
         for p in planned
     ]

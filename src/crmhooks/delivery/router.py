@@ -8,8 +8,7 @@ and loses nothing: the cursor moves only with the deliveries it produced.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import takewhile
@@ -23,7 +22,7 @@ from sqlalchemy.types import TypeEngine
 from crmhooks.delivery.leader import LeaderLock
 from crmhooks.delivery.model import PlannedRequest
 from crmhooks.delivery.planner import match, plan_requests
-from crmhooks.delivery.queue import enqueue_in, pending_among
+from crmhooks.delivery.queue import enqueue_in
 from crmhooks.delivery.webhooks import WebhookCache
 from crmhooks.hooks.match import Event, stored_json
 from crmhooks.hooks.names import option_key
@@ -35,10 +34,6 @@ from crmhooks.store.webhook_version import webhooks_version
 log = structlog.get_logger("crmhooks.router")
 
 ROUTER = "router"  # the router's row in dispatch_state (its cursor)
-
-# Asked, for a request a step made for an idle webhook, whether the caller will send it at once:
-# the end of its lease if so, None if not (``Dispatcher`` answers from its flow limits).
-LeaseNow = Callable[[PlannedRequest], datetime | None]
 BURST_PAGE = 128  # events read at a time to finish a burst a batch cut
 
 
@@ -127,7 +122,6 @@ class Router:
     _stored_at: datetime = field(default_factory=lambda: datetime.min.replace(tzinfo=UTC))
     backlog: bool = False  # the last step may have left events to route now
     _touched: set[str] = field(default_factory=set)  # webhooks given requests since last asked
-    _leased: list[PlannedRequest] = field(default_factory=list)  # stored leased, not handed yet
     _leader: LeaderLock = field(init=False)  # which process routes (PostgreSQL)
 
     def __post_init__(self) -> None:
@@ -146,15 +140,9 @@ class Router:
         await self._leader.release()
 
     def take_touched(self) -> set[str]:
-        """The webhooks this router has stored new requests for since the last call (those
-        stored leased, to be handed over by ``take_leased``, aside)."""
+        """The webhooks this router has stored new requests for since the last call."""
         touched, self._touched = self._touched, set()
         return touched
-
-    def take_leased(self) -> list[PlannedRequest]:
-        """The requests stored leased to this process since the last call: to send now."""
-        leased, self._leased = self._leased, []
-        return leased
 
     @property
     def stored_cursor(self) -> int | None:
@@ -215,14 +203,8 @@ class Router:
                 size = min(size * 8, BURST_PAGE)
         return rows
 
-    async def step(self, lease: LeaseNow | None = None) -> int:
+    async def step(self) -> int:
         """Route the next batch of events; the number of deliveries made (0: nothing to do).
-
-        With ``lease``, a request made for a webhook that has no other unfinished request (and
-        is its only one of the step, due now) is stored leased when ``lease`` says so, and
-        handed over by ``take_leased``: sent without a claim, one write transaction less per
-        event at a low rate. Per-record order holds, since nothing of that webhook is
-        unfinished; the lease runs out if the process dies before sending, as for a claim.
 
         The cursor is stored with the deliveries it produced. Events that fire no webhook move
         it only in memory, stored at most once a second: after a crash they are read again and
@@ -249,12 +231,10 @@ class Router:
                 return 0
             planned = await self._plan(conn, rows)
         self._memory = rows[-1].seq
-        await self._store_cursor(planned, force=bool(planned), lease=lease)
+        await self._store_cursor(planned, force=bool(planned))
         return max(len(planned), 1)
 
-    async def _store_cursor(
-        self, planned: list[PlannedRequest], *, force: bool, lease: LeaseNow | None = None
-    ) -> None:
+    async def _store_cursor(self, planned: list[PlannedRequest], *, force: bool) -> None:
         now = datetime.now(UTC)
         if self._memory == (self._stored or 0) and not planned:
             return
@@ -268,12 +248,9 @@ class Router:
                 self._loaded = False  # another router moved it: start again from the table
                 self.backlog = True
                 return
-            leased: dict[str, datetime] = {}
             if planned:
-                if lease is not None:
-                    leased = await self._lease(conn, planned, lease)
-                self._touched.update(p.webhook_id for p in planned if p.id not in leased)
-                await enqueue_in(conn, planned, now, leased)
+                self._touched.update(p.webhook_id for p in planned)
+                await enqueue_in(conn, planned, now)
             values = {"last_seq": self._memory, "updated": now}
             if self._stored is None:
                 await conn.execute(insert(dispatch_state).values(name=ROUTER, **values))
@@ -283,22 +260,6 @@ class Router:
                 )
         self._stored = self._memory
         self._stored_at = now
-        self._leased.extend(p for p in planned if p.id in leased)
-
-    async def _lease(
-        self, conn: AsyncConnection, planned: list[PlannedRequest], lease: LeaseNow
-    ) -> dict[str, datetime]:
-        """Which of the step's requests to store leased (see ``step``): id -> lease end."""
-        per_webhook = Counter(p.webhook_id for p in planned)
-        alone = [p for p in planned if per_webhook[p.webhook_id] == 1 and p.delay == 0]
-        if not alone:
-            return {}
-        busy = await pending_among(conn, [p.webhook_id for p in alone])
-        out: dict[str, datetime] = {}
-        for p in alone:
-            if p.webhook_id not in busy and (until := lease(p)) is not None:
-                out[p.id] = until
-        return out
 
     async def _plan(self, conn: AsyncConnection, rows: Sequence[Any]) -> list[PlannedRequest]:
         catalog = self.webhooks.catalog
