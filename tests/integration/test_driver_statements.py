@@ -14,7 +14,7 @@ from sqlalchemy import Table, bindparam, insert, literal, select
 from sqlalchemy.types import JSON, BigInteger, Boolean, Date, Double, Integer, SmallInteger
 
 from crmhooks.store.engine import open_database
-from crmhooks.store.inline_sqlite import driver_of, driver_rows, insert_rows
+from crmhooks.store.inline_sqlite import driver_executemany, driver_of, driver_rows, insert_rows
 from crmhooks.store.tables import UTCDateTime, metadata
 from tests.support.databases import migrated_sqlite
 
@@ -108,3 +108,47 @@ async def test_driver_rows_answers_what_sqlalchemy_answers(tmp_path: Path) -> No
                 )
     finally:
         await db.dispose()
+
+
+async def test_typed_parameters_go_in_as_sqlalchemy_sends_them(tmp_path: Path) -> None:
+    """``driver_rows`` and ``driver_executemany`` apply each parameter's bind processor: an
+    UPDATE with a date-time and a boolean, run many times on the driver, leaves the rows as the
+    same UPDATE through SQLAlchemy does, and a date-time compares in a WHERE as it is stored."""
+    t = metadata.tables["webhooks"]
+    rows = [{c.name: _value(t, c.name, i) for c in t.c} for i in range(4)]
+    change = (
+        t.update()
+        .where(t.c.id == bindparam("w_id"))
+        .values(
+            failing_since=bindparam("w_at", type_=t.c.failing_since.type),
+            is_active=bindparam("w_on", type_=t.c.is_active.type),
+        )
+    )
+    at = datetime(2027, 3, 4, 5, 6, 7, 891011, tzinfo=PLUS_TWO)
+    source = migrated_sqlite(tmp_path / "typed.db")
+    twin = tmp_path / "twin.db"
+    shutil.copy(source, twin)
+    stored: list[list[tuple[Any, ...]]] = []
+    for path, on_driver in ((source, True), (twin, False)):
+        db = open_database(f"sqlite:///{path}")
+        try:
+            async with db.write() as conn:
+                await conn.execute(insert(t), rows)
+                sets = [
+                    {"w_id": r["id"], "w_at": at, "w_on": bool(i % 2)} for i, r in enumerate(rows)
+                ]
+                if on_driver:
+                    assert driver_of(conn) is not None
+                    await driver_executemany(conn, change, sets)
+                    later = select(t.c.id).where(
+                        t.c.failing_since >= bindparam("since", type_=t.c.failing_since.type)
+                    )
+                    found = await driver_rows(conn, later, {"since": at - timedelta(seconds=1)})
+                    assert sorted(r[0] for r in found) == sorted(r["id"] for r in rows)
+                else:
+                    await conn.execute(change, sets)
+        finally:
+            await db.dispose()
+        with sqlite3.connect(path) as raw:
+            stored.append(raw.execute("SELECT * FROM webhooks ORDER BY id").fetchall())
+    assert stored[0] == stored[1]

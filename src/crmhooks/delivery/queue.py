@@ -43,7 +43,7 @@ from crmhooks.delivery.health import GONE_REASON, failing_limit, succeeded, worn
 from crmhooks.delivery.model import Claimed, DeliveryStatus, Outcome, PlannedRequest, SendResult
 from crmhooks.schema.registry import WEBHOOKS
 from crmhooks.store.engine import Database
-from crmhooks.store.inline_sqlite import insert_rows
+from crmhooks.store.inline_sqlite import driver_executemany, driver_rows, insert_rows
 from crmhooks.store.records import table_of
 from crmhooks.store.tables import (
     deliveries,
@@ -57,6 +57,28 @@ from crmhooks.store.webhook_version import bump_webhooks_version
 log = structlog.get_logger("crmhooks.dispatcher")
 
 PENDING, DELIVERED, FAILED = DeliveryStatus.PENDING, DeliveryStatus.DELIVERED, DeliveryStatus.FAILED
+
+# The statements of every claim and every outcome, built once (``inline_sqlite``: on SQLite
+# they run on the driver, ~5 µs each instead of SQLAlchemy's ~80).
+_BODIES = select(delivery_bodies.c.delivery_id, delivery_bodies.c.body).where(
+    delivery_bodies.c.delivery_id.in_(bindparam("ids", expanding=True))
+)
+_OUTCOME = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status", type_=deliveries.c.status.type),
+        attempts=bindparam("b_attempts", type_=deliveries.c.attempts.type),
+        next_attempt_at=bindparam("b_next", type_=deliveries.c.next_attempt_at.type),
+        delivered_at=bindparam("b_delivered", type_=deliveries.c.delivered_at.type),
+        last_status=bindparam("b_last_status", type_=deliveries.c.last_status.type),
+        last_error=bindparam("b_last_error", type_=deliveries.c.last_error.type),
+        lease_until=None,
+    )
+)
+_FINISHED_RECORDS = delete(delivery_records).where(
+    delivery_records.c.delivery_id.in_(bindparam("ids", expanding=True))
+)
 
 # Claims of one webhook take turns across processes (PostgreSQL; held to the commit). Tried,
 # not waited for: a claim asks webhooks in turns of spaces, not in one order every process
@@ -415,7 +437,7 @@ class _SqlClaim:
         self.postgresql = postgresql
         self.now = now
         self.lease_until = lease_until
-        self.rows: list[Any] = []
+        self.rows: list[_Leased] = []
 
     async def pending_webhooks(self) -> set[str]:
         """Every webhook with a pending request: one index probe per webhook, not per request
@@ -431,10 +453,12 @@ class _SqlClaim:
             "c_now": self.now,
             "c_lease": self.lease_until,
             "c_limit": limit,
-            "c_hold": hold,
             "c_webhook": webhook_id,
         }
-        got = (await self.conn.execute(self.statement, params)).all()
+        if self.postgresql:
+            params["c_hold"] = hold
+        # (id, webhook_id, attempts, chunk_group, chunk_index), as the statement returns them
+        got = [_Leased(*r) for r in await driver_rows(self.conn, self.statement, params)]
         self.rows.extend(got)
         return len(got)
 
@@ -474,13 +498,21 @@ class _SqlClaim:
                 )
         bodies: dict[str, str] = {}
         if rows:
-            t = delivery_bodies
-            found_bodies = await conn.execute(
-                select(t.c.delivery_id, t.c.body).where(t.c.delivery_id.in_([r.id for r in rows]))
-            )
+            found_bodies = await driver_rows(conn, _BODIES, {"ids": [r.id for r in rows]})
             bodies = {row[0]: row[1] for row in found_bodies}
         claimed = [Claimed(r.id, r.webhook_id, bodies[r.id], r.attempts) for r in rows]
         return Claims(claimed, later)
+
+
+@dataclass(frozen=True, slots=True)
+class _Leased:
+    """A row the claim statement returned."""
+
+    id: str
+    webhook_id: str
+    attempts: int
+    chunk_group: str | None
+    chunk_index: int | None
 
 
 async def _pending_webhooks(conn: AsyncConnection) -> set[str]:
@@ -556,26 +588,11 @@ async def record_in(
         }
         for o in outcomes
     ]
-    await conn.execute(
-        update(deliveries)
-        .where(deliveries.c.id == bindparam("b_id"))
-        .values(
-            status=bindparam("b_status"),
-            attempts=bindparam("b_attempts"),
-            next_attempt_at=bindparam("b_next"),
-            delivered_at=bindparam("b_delivered"),
-            last_status=bindparam("b_last_status"),
-            last_error=bindparam("b_last_error"),
-            lease_until=None,
-        ),
-        updates,
-    )
+    await driver_executemany(conn, _OUTCOME, updates)
     await insert_rows(conn, delivery_attempts, attempts)
     finished = [o.claimed.id for o in outcomes if o.status != PENDING]
     if finished:  # their records no longer hold later requests back
-        await conn.execute(
-            delete(delivery_records).where(delivery_records.c.delivery_id.in_(finished))
-        )
+        await driver_rows(conn, _FINISHED_RECORDS, {"ids": finished})
         await notify(conn, REQUESTS_CHANNEL)  # in other workers too
     if health.gone:
         await _disable(conn, health.gone, GONE_REASON, now)

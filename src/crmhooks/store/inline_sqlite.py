@@ -203,6 +203,8 @@ class _Select:
     sql: str
     names: tuple[str, ...]  # of the positional parameters, in order
     fixed: dict[str, Any]  # the values of the statement's own (literal) parameters
+    # each positional parameter's bind processor (None: the value as it is), in that order
+    processors: tuple[Callable[[Any], Any] | None, ...]
 
 
 @lru_cache(maxsize=512)
@@ -211,33 +213,67 @@ def _compiled_select(
 ) -> _Select:
     """``stmt`` compiled for ``dialect``, each parameter of ``shape`` with its length when it
     is an expanding one (as many positional parameters, which SQLAlchemy names ``<name>_1`` ..
-    ``<name>_<n>``), None when it is a single value."""
+    ``<name>_<n>``), None when it is a single value; with the bind processors SQLAlchemy
+    applies (date-times through ``UTCDateTime``, booleans as integers)."""
     sample = {name: None if n is None else [None] * n for name, n in shape}
     ours = {
         f"{name}_{i}" if n is not None else name
         for name, n in shape
         for i in (range(1, n + 1) if n is not None else (0,))
     }
-    state = stmt.compile(dialect=dialect).construct_expanded_state(sample)  # type: ignore[attr-defined]
+    compiled: Any = stmt.compile(dialect=dialect)  # type: ignore[attr-defined]
+    state = compiled.construct_expanded_state(sample)
     own = {n: v for n, v in state.parameters.items() if n not in ours}
-    return _Select(state.statement, tuple(state.positiontup or ()), own)
+    names = tuple(state.positiontup or ())
+    of_name: dict[str, Any] = dict(compiled._bind_processors)
+    of_name.update(state.processors)
+    expanded = {f"{name}_{i}": name for name, n in shape if n for i in range(1, n + 1)}
+    processors = tuple(of_name.get(n) or of_name.get(expanded.get(n, "")) for n in names)
+    return _Select(state.statement, names, own, processors)
 
 
-async def driver_rows(
-    conn: AsyncConnection, stmt: Executable, params: Mapping[str, Any]
-) -> Iterable[Any]:
-    """The rows of ``stmt`` (built once, its parameters plain strings and numbers; a list
-    value is an expanding parameter) on the SQLite driver when ``conn`` runs on one, else
-    through SQLAlchemy. The rows are the driver's: no result type processing."""
-    driver = driver_of(conn)
-    if driver is None:
-        return await conn.execute(stmt, dict(params))
-    shape = tuple((k, len(v) if isinstance(v, list | tuple) else None) for k, v in params.items())
-    sel = _compiled_select(conn.dialect, stmt, shape)
+def _positional(sel: _Select, params: Mapping[str, Any]) -> list[Any]:
     given = dict(sel.fixed)
     for k, v in params.items():
         if isinstance(v, list | tuple):
             given.update({f"{k}_{i}": x for i, x in enumerate(v, 1)})
         else:
             given[k] = v
-    return driver.execute(sel.sql, [given[n] for n in sel.names])
+    return [
+        given[n] if p is None or given[n] is None else p(given[n])
+        for n, p in zip(sel.names, sel.processors, strict=True)
+    ]
+
+
+def _shape(params: Mapping[str, Any]) -> tuple[tuple[str, int | None], ...]:
+    return tuple((k, len(v) if isinstance(v, list | tuple) else None) for k, v in params.items())
+
+
+async def driver_rows(
+    conn: AsyncConnection, stmt: Executable, params: Mapping[str, Any]
+) -> Iterable[Any]:
+    """The rows of ``stmt`` (built once; a list value is an expanding parameter) on the SQLite
+    driver when ``conn`` runs on one, else through SQLAlchemy. Values go in through their
+    bind processors, as SQLAlchemy would send them; the rows are the driver's (tuples, no
+    result type processing). Any statement: an UPDATE or DELETE runs, and its ``RETURNING``
+    rows are the result."""
+    driver = driver_of(conn)
+    if driver is None:
+        return await conn.execute(stmt, dict(params))
+    sel = _compiled_select(conn.dialect, stmt, _shape(params))
+    return driver.execute(sel.sql, _positional(sel, params))
+
+
+async def driver_executemany(
+    conn: AsyncConnection, stmt: Executable, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """``stmt`` once per parameter set of ``rows`` (all of one shape, no list values), on the
+    SQLite driver when ``conn`` runs on one, else through SQLAlchemy's executemany."""
+    if not rows:
+        return
+    driver = driver_of(conn)
+    if driver is None:
+        await conn.execute(stmt, [dict(r) for r in rows])
+        return
+    sel = _compiled_select(conn.dialect, stmt, _shape(rows[0]))
+    driver.executemany(sel.sql, [_positional(sel, r) for r in rows])
