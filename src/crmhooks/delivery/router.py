@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from itertools import takewhile
 from typing import Any
 
@@ -40,7 +41,7 @@ from crmhooks.hooks.names import option_key
 from crmhooks.hooks.rendering import Catalog, Rendering
 from crmhooks.store.engine import Database
 from crmhooks.store.inline_sqlite import driver_rows
-from crmhooks.store.tables import dispatch_state, events
+from crmhooks.store.tables import UTCDateTime, dispatch_state, events
 from crmhooks.store.webhook_version import webhooks_version
 
 log = structlog.get_logger("crmhooks.router")
@@ -62,6 +63,28 @@ class _ReadJSON(TypeDecorator[Any]):
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
         return stored_json(value) if dialect.name == "sqlite" else value
+
+
+class _StoredTime(TypeDecorator[Any]):
+    """A date-time column read as stored: SQLite's naive UTC text (``_occurred`` parses it,
+    once per distinct value), the column's own type elsewhere (aware datetimes)."""
+
+    impl = UTCDateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        return dialect.type_descriptor(Text() if dialect.name == "sqlite" else UTCDateTime())
+
+
+@lru_cache(maxsize=4096)
+def _stored_time(text: str) -> datetime:
+    """SQLite's stored text of a ``UTCDateTime`` as the type reads it: the events of one write
+    share their time, so most of a batch's are parsed once."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def _occurred(value: Any) -> datetime:
+    return _stored_time(value) if isinstance(value, str) else value
 
 
 class _StoredJSON(TypeDecorator[Any]):
@@ -104,7 +127,7 @@ _EVENT_COLUMNS = (
     type_coerce(events.c.related, _StoredJSON()).label("related"),
     events.c.skip_key,
     events.c.burst_id,
-    events.c.occurred,
+    type_coerce(events.c.occurred, _StoredTime()).label("occurred"),
     events.c.rendered,  # JSON text, spliced into bodies as it is (never parsed)
 )
 
@@ -131,7 +154,7 @@ def _event(row: Any, catalog: Catalog) -> Event | None:
         related_json=related,
         skip_key=skip_key,
         burst_id=burst_id,
-        occurred=occurred,
+        occurred=_occurred(occurred),
         rendered=rendered,
     )
 
