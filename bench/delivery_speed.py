@@ -58,6 +58,7 @@ from bench.api_speed import (
     api_user,
     machine,
     machine_cpu,
+    replace_figures,
     stop_server,
     wait_for_quiet,
 )
@@ -81,6 +82,7 @@ from crmhooks.store.tables import deliveries, dispatch_state, events
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
 HEADING = "## Webhook delivery"
+BEGIN, END = "<!-- delivery_speed: figures -->", "<!-- /delivery_speed: figures -->"
 HOST = "127.0.0.1"
 SPACE = "default"
 ACCOUNTS = f"/api/v100/rest/spaces/{SPACE}/entities/Accounts"
@@ -867,8 +869,6 @@ def _load(v: tuple[float, float, float]) -> str:
 def markdown(r: Results, command: str) -> str:
     c1, c100, rt = r.chunk1, r.chunk100, r.routing
     lines = [
-        HEADING,
-        "",
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `bench/delivery_speed.py` on "
         f"{machine()}: a shared virtual machine with noisy neighbours; `crmhooks serve`, the "
         f"receiver and the load share its {os.cpu_count()} cores. Load average (1 / 5 / 15 min) "
@@ -916,90 +916,13 @@ def markdown(r: Results, command: str) -> str:
         "stubbed out), as live traffic at a low rate is dispatched; the claim's figure counts "
         "the stubbed sends and the outcomes recorded in the next claim's transaction.",
         *details(r),
-        "",
-        "Bottlenecks found (py-spy on `serve`, in-process timings of each routing stage):",
-        "",
-        *BOTTLENECKS,
-        "",
     ]
     return "\n".join(lines)
 
 
-BOTTLENECKS: list[str] = [
-    "- **A slower host for this run.** The figures above were taken at 16:21 UTC, when this "
-    "virtual machine ran about 2.5 times slower than at 15:00 the same day (its kernel build "
-    "changed between the two: it had moved host). The bare client spent 185 µs per request "
-    "against 64 µs then, and reached 5,225 requests/s against 15,451. The 15:00 run of the "
-    "same benchmark, before the webhooks version counter and the exact per-webhook limit on "
-    "PostgreSQL (neither changes what SQLite does per request): chunk_size 1 2,785 events/s "
-    "(18% of its ceiling), chunk_size 100 16,710 events/s, latency p50 3.77 ms and p99 "
-    "11.5 ms, routing with 10,000 webhooks 0.96x and 1.01x. Compare shares, not rates, "
-    "between the two.",
-    "- **Since these notes were written** (before the 15:00 run): SQL statements "
-    "run on the event loop's thread (no aiosqlite hand-offs), request bodies live in a table of"
-    " their own (claims and outcomes no longer rewrite them), claims ask each webhook with work"
-    " for its own requests (one indexed statement each; the previous claim scanned the queue "
-    "and handed back what was over a webhook's allowance, which had cut chunk_size 1 to ~700 "
-    "events/s before it was measured), and a finished request refills its webhook at once. Per "
-    "request the work listed below remains; chunk_size 1 is back at the figure of the previous "
-    "run (2,785 against 2,798 events/s) and chunk_size 100 gained 18%.",
-    "- **chunk_size 1.** `serve` is CPU-bound on its one Python thread (about one core busy "
-    "while delivering; the receiver uses about a quarter of the other): ~300 µs of CPU per "
-    "request where the bare client spends 70-90 µs. The share is lowest on a quiet machine: "
-    "in a run with nothing else busy the ceiling was 13,100/s (client and receiver each on a "
-    "core) and the dispatcher 3,100/s, 24%; neighbours slow the ceiling more than `serve`. Per "
-    "request: routing ~75 µs (read and decode the event, render the record, build and "
-    "serialise the element, insert one `deliveries` row), the aiohttp send itself about what "
-    "the bare client spends, and around it one task and two semaphores, the claim "
-    "(`UPDATE ... RETURNING`), the outcome (one `UPDATE` and one `INSERT` row), the metrics, "
-    "and 3-4 round trips to aiosqlite's thread per SQL statement, each a GIL hand-off. What "
-    "would fix it: route in another process or thread than the one that sends (-75 µs per "
-    "request), and send from one long-lived task per webhook fed by a queue instead of a task "
-    "and two semaphores per request. Even so the dispatcher does more per request than a "
-    "client that only posts (lease, sign, record): 70% of this ceiling is ~100 µs per request "
-    "in all, which needs the sending spread over more than one process (`crmhooks worker`, "
-    "PostgreSQL).",
-    "- **chunk_size 100.** Routing is the limit: ~45-50 µs of CPU per event in one Python "
-    "thread (in-process, quiet machine): reading and decoding the event rows ~16 µs (SQLite "
-    "returns the 1.2 KB record text, then JSON), rendering the record as the API shows it "
-    "~11 µs (`query/render.py`), `Event`, matching and element ~9 µs, serialising ~2 µs, "
-    "inserting the requests ~7 µs. That alone caps one thread at ~20,000-22,000 events/s, and "
-    "the same thread also sends (~5 µs per event) and waits for SQLite: about a quarter of the "
-    "time it sits idle behind the one writer, which also rewrites each ~110 KB `deliveries` "
-    "row twice, for the lease at claim and for the outcome (an UPDATE rewrites the whole row "
-    "with its overflow pages: ~1.1 ms per request, ~11 µs per event). What would fix it: route "
-    "on a core of its own (a routing process or thread beside the sending one), keep request "
-    "bodies out of the rows that claim and record update (a table of their own, written once), "
-    "and read the next batch of events while the previous one is planned and stored; past "
-    "~22,000/s, cheaper rendering per event or routing batches in parallel.",
-    "- **Latency.** Per event (stages timed inside `serve`, p50, quiet moment): routing step "
-    "~4.8 ms (events, with the read transaction's start, 1.3; planning with its render queries "
-    "0.9; storing requests and cursor 2.1), claim ~1.1 ms, HTTP ~0.7 ms; the step starts ~1 ms "
-    "before the client has its 201. Each SQL statement is 3-4 round trips to aiosqlite's "
-    "thread (0.1-0.3 ms each here), and each event takes four write transactions in the one "
-    "SQLite writer (the API's, the router's, the claim, the outcome), which queue behind each "
-    "other. The p99 comes from stalls of the machine: single transactions taking 20-200 ms "
-    "while neighbours were busy, and the events behind them waiting for the writer. What "
-    "would fix it: insert the requests a routing step makes already leased and hand them "
-    "straight to the sender (one write transaction and ~1 ms less per event), and record "
-    "outcomes in the next claim's transaction (one fewer); the tail needs a quieter machine.",
-    "- **Many webhooks.** Matching does not grow with webhooks (the index files them by space "
-    "and event name), and neither does the rest of a step now: every step reads the webhooks "
-    "version (a counter row that every write to `webhooks` or `custom_entities` moves in its "
-    "own transaction) in the statement that reads the last event to route, O(1); the full "
-    "fingerprint (count / max(modified) / sum(revision) over the whole `webhooks` table, "
-    "~0.6 ms with 10 webhooks and ~2.5-3 ms with 10,000), kept for writes by an older release "
-    "during a rolling upgrade, runs at most once a second (on every step it made one-event "
-    "steps 1.5x dearer with 10,000). What is left: any webhook change reloads and compiles "
-    "every webhook (~0.5-0.6 s with 10,000, blocking the event loop), where reloading only the "
-    "rows modified since the last load would do. The claim used to build the set of all "
-    "active webhooks on every claim (~10 ms with 10,000 on SQLite); it now looks up each "
-    "candidate's webhook by id (0.3 ms).",
-]
-
-
-def write_docs(path: Path, section: str, heading: str = HEADING) -> None:
-    """Replace the section under ``heading`` (up to the next ``## ``), or add it at the end."""
+def write_section(path: Path, section: str, heading: str) -> None:
+    """Replace the section under ``heading`` (up to the next ``## ``), or add it at the end
+    (the whole section is generated: bench/reliability.py, bench/scale_out.py)."""
     current = path.read_text() if path.exists() else "# Benchmarks\n"
     start = current.find(heading + "\n")
     if start < 0:
@@ -1010,6 +933,12 @@ def write_docs(path: Path, section: str, heading: str = HEADING) -> None:
         updated = current[:start] + section.rstrip("\n") + "\n" + ("\n" + tail if tail else "")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(updated)
+
+
+def write_docs(path: Path, block: str) -> None:
+    """Replace the figures between this benchmark's markers in ``path`` (the notes around
+    them, written by hand from these and other measurements, stay as they are)."""
+    replace_figures(path, block, HEADING, BEGIN, END)
 
 
 # --- command line ---------------------------------------------------------------------------

@@ -62,7 +62,7 @@ from bench.delivery_speed import (
     wait_answering,
     wait_for_events,
     write_accounts,
-    write_docs,
+    write_section,
 )
 from crmhooks import logs
 from crmhooks.delivery.dispatcher import Dispatcher, DispatchSettings
@@ -597,7 +597,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_docs:
         shown = [a for a in args_in if a != "--no-docs"]
         command = " ".join([".venv/bin/python -m bench.reliability", *shown])
-        write_docs(args.docs, markdown(iso, back, command), HEADING)
+        write_section(args.docs, markdown(iso, back, command), HEADING)
         console.print(f"updated {args.docs}")
 
 

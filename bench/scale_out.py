@@ -51,7 +51,7 @@ from bench.delivery_speed import (
     start_receiver,
     start_serve,
     write_accounts,
-    write_docs,
+    write_section,
 )
 from crmhooks.store.engine import sync_url
 from crmhooks.store.tables import events
@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> None:
     if not opts.no_docs:
         shown = [a for a in args_in if a != "--no-docs"]
         command = " ".join([".venv/bin/python -m bench.scale_out", *shown])
-        write_docs(opts.docs, markdown(results, command), HEADING)
+        write_section(opts.docs, markdown(results, command), HEADING)
         console.print(f"updated {opts.docs}")
 
 
