@@ -204,8 +204,8 @@ class Router:
 
     async def _cursor(self, conn: AsyncConnection, *, lock: bool = False) -> int | None:
         query = _CURSOR_LOCKED if lock and conn.dialect.name == "postgresql" else _CURSOR
-        row = next(iter(await driver_rows(conn, query, {})), None)
-        return None if row is None else int(row[0])
+        rows = list(await driver_rows(conn, query, {}))  # read to the end: no open statement
+        return int(rows[0][0]) if rows else None
 
     async def _bound(self, conn: AsyncConnection) -> tuple[int, int | None]:
         """The last event committed and the webhooks version, read together (one snapshot)."""
