@@ -50,16 +50,23 @@ ROUTER = "router"  # the router's row in dispatch_state (its cursor)
 BURST_PAGE = 128  # events read at a time to finish a burst a batch cut
 
 
-class _ReadJSON(TypeDecorator[Any]):
-    """A JSON column as the router reads it. On SQLite: the stored text parsed by
-    ``hooks.match.stored_json`` (the values the JSON type gives, several times faster).
-    Elsewhere: the JSON type itself."""
+class _StoredJSON(TypeDecorator[Any]):
+    """A JSON column read as stored: the text on SQLite (``Event`` parses it when it is
+    read), the JSON type elsewhere. No step per row on SQLite."""
 
     impl = JSON
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         return dialect.type_descriptor(Text() if dialect.name == "sqlite" else JSON())
+
+
+class _ReadJSON(_StoredJSON):
+    """A JSON column as the router reads it parsed. On SQLite: the stored text parsed by
+    ``hooks.match.stored_json`` (the values the JSON type gives, several times faster).
+    Elsewhere: the JSON type itself."""
+
+    cache_ok = True
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
         return stored_json(value) if dialect.name == "sqlite" else value
@@ -85,17 +92,6 @@ def _stored_time(text: str) -> datetime:
 
 def _occurred(value: Any) -> datetime:
     return _stored_time(value) if isinstance(value, str) else value
-
-
-class _StoredJSON(TypeDecorator[Any]):
-    """A JSON column read as stored: the text on SQLite (``Event`` parses it when it is
-    read), the JSON type elsewhere. No step per row on SQLite."""
-
-    impl = JSON
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        return dialect.type_descriptor(Text() if dialect.name == "sqlite" else JSON())
 
 
 # The statements of every step, built once (``inline_sqlite``: on SQLite they run on the
@@ -225,9 +221,8 @@ class Router:
             # A burst's events are consecutive (one transaction inserts them together, holding
             # the outbox lock on PostgreSQL): read on by seq until the burst changes, a page at
             # a time, never scanning the rest of the table (burst_id has no index). Each page
-            # reads seq and burst_id only; whole events only for those of the burst (often
-            # none: a batch that ends where its last burst ends).
-            # Pages grow from one event: a batch mostly ends where its last burst ends.
+            # reads seq and burst_id only, whole events only for those of the burst; pages
+            # grow from one event, since a batch mostly ends where its last burst ends.
             last, size = rows[-1], 1
             while True:
                 page = list(

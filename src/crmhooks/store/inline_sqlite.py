@@ -148,9 +148,9 @@ def driver_of(conn: AsyncConnection) -> sqlite3.Connection | None:
 
     For the few statements a hot path runs many times: through SQLAlchemy a statement costs
     ~70-100 µs of CPU here (compiled-cache lookup, parameter and result processing, greenlet
-    hand-offs), straight on the driver 2-5 µs. Each such statement is compiled once, and
-    either its values need no type processing (:func:`driver_rows`) or it applies SQLAlchemy's
-    own bind processors (:func:`insert_rows`).
+    hand-offs), straight on the driver 2-5 µs. Each such statement is compiled once, and its
+    values go in through SQLAlchemy's own bind processors (:func:`insert_rows`,
+    :func:`driver_rows`, :func:`driver_executemany`); rows come back as the driver's tuples.
     """
     sync = conn.sync_connection
     if sync is None or sync.closed or sync.invalidated:
@@ -216,18 +216,15 @@ def _compiled_select(
     ``<name>_<n>``), None when it is a single value; with the bind processors SQLAlchemy
     applies (date-times through ``UTCDateTime``, booleans as integers)."""
     sample = {name: None if n is None else [None] * n for name, n in shape}
-    ours = {
-        f"{name}_{i}" if n is not None else name
-        for name, n in shape
-        for i in (range(1, n + 1) if n is not None else (0,))
-    }
+    # each positional name of an expanding parameter -> that parameter's name
+    expanded = {f"{name}_{i}": name for name, n in shape if n for i in range(1, n + 1)}
+    ours = set(expanded) | {name for name, n in shape if n is None}
     compiled: Any = stmt.compile(dialect=dialect)  # type: ignore[attr-defined]
     state = compiled.construct_expanded_state(sample)
     own = {n: v for n, v in state.parameters.items() if n not in ours}
     names = tuple(state.positiontup or ())
     of_name: dict[str, Any] = dict(compiled._bind_processors)
     of_name.update(state.processors)
-    expanded = {f"{name}_{i}": name for name, n in shape if n for i in range(1, n + 1)}
     processors = tuple(of_name.get(n) or of_name.get(expanded.get(n, "")) for n in names)
     return _Select(state.statement, names, own, processors)
 
