@@ -40,6 +40,9 @@ class Settings(Limits):
     # What one space's webhooks may hold of max_in_flight, per process; unset: half of it
     # (at least 16). See docs/webhooks.md, Isolation.
     max_in_flight_per_space: int | None = None
+    # Milliseconds of filter matching one space gets in each routing step; past it, the rest
+    # of its events wait for later steps (docs/webhooks.md, Isolation).
+    routing_budget_ms: float = 50.0
     connect_timeout: float = 5.0
     request_timeout: float = 15.0
     disable_after_seconds: float = 5 * 86400  # failing continuously this long: disabled

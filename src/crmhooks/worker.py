@@ -83,7 +83,7 @@ def public_base(settings: Settings) -> str:
 def build_dispatcher(db: Database, settings: Settings, sender: HttpSender) -> Dispatcher:
     """The dispatcher with its queue, router and webhook cache, sending through ``sender``;
     on PostgreSQL it also listens for other processes' wake-ups."""
-    router = Router(db, public_base(settings))
+    router = Router(db, public_base(settings), budget=settings.routing_budget_ms / 1000)
     listen = db.url if db.dialect == "postgresql" else None
     return Dispatcher(
         SqlQueue(db),

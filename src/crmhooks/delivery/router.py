@@ -4,11 +4,15 @@ Each step reads the events after its cursor, finds the webhooks each one fires (
 renders the payload elements, groups them into requests by webhook and chunk, and stores those
 requests together with the new cursor in one transaction. A crash between steps repeats nothing
 and loses nothing: the cursor moves only with the deliveries it produced.
+
+Matching has a budget per space and step (``delivery.budget``): the events of a space past it
+are stored as held (``routing_deferred``) in the same transaction, and the next steps route
+them first, oldest first, before any newer event of that space.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -22,6 +26,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     bindparam,
+    delete,
     func,
     insert,
     select,
@@ -31,23 +36,27 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import TypeEngine
 
+from crmhooks.delivery.budget import Budget, Matched, match_within
 from crmhooks.delivery.leader import LeaderLock
 from crmhooks.delivery.model import PlannedRequest
-from crmhooks.delivery.planner import match, plan_requests
+from crmhooks.delivery.planner import plan_requests
 from crmhooks.delivery.queue import enqueue_in
 from crmhooks.delivery.webhooks import WebhookCache
 from crmhooks.hooks.match import Event, stored_json
 from crmhooks.hooks.names import option_key
 from crmhooks.hooks.rendering import Catalog, Rendering
+from crmhooks.hooks.subscription import Subscription
 from crmhooks.store.engine import Database
 from crmhooks.store.inline_sqlite import driver_rows
-from crmhooks.store.tables import UTCDateTime, dispatch_state, events
+from crmhooks.store.tables import UTCDateTime, dispatch_state, events, routing_deferred
 from crmhooks.store.webhook_version import webhooks_version
 
 log = structlog.get_logger("crmhooks.router")
 
 ROUTER = "router"  # the router's row in dispatch_state (its cursor)
 BURST_PAGE = 128  # events read at a time to finish a burst a batch cut
+# Matching seconds per event assumed for a space with held events, until measured.
+HELD_COST = 1e-3
 
 
 class _StoredJSON(TypeDecorator[Any]):
@@ -128,6 +137,14 @@ _EVENT_COLUMNS = (
 )
 
 
+# A space's held events, oldest first, with the seq of the hold (its event may be gone).
+_HELD_COLUMNS = (routing_deferred.c.seq, *_EVENT_COLUMNS)
+_HELD_FROM = routing_deferred.outerjoin(events, events.c.seq == routing_deferred.c.seq)
+_BEHIND = select(routing_deferred.c.space_id, func.min(routing_deferred.c.seq)).group_by(
+    routing_deferred.c.space_id
+)
+
+
 def _event(row: Any, catalog: Catalog) -> Event | None:
     # By position: a row of _EVENT_COLUMNS (reading attributes by name costs more than the rest).
     (seq, id_, space_id, name, entity, record_id, record, changes) = row[:8]
@@ -160,12 +177,15 @@ class Router:
     db: Database
     base_url: str
     batch: int = 2000
+    budget: float = 0.05  # seconds of matching per space and step (delivery.budget)
     webhooks: WebhookCache = field(default_factory=WebhookCache)
     _loaded: bool = False
     _stored: int | None = None  # the cursor as stored
     _memory: int = 0  # the cursor as routed
     _stored_at: datetime = field(default_factory=lambda: datetime.min.replace(tzinfo=UTC))
     backlog: bool = False  # the last step may have left events to route now
+    _behind: dict[str, int] = field(default_factory=dict)  # space: its oldest held seq, stored
+    _cost: dict[str, float] = field(default_factory=dict)  # matching seconds per event
     _touched: set[str] = field(default_factory=set)  # webhooks given requests since last asked
     _leader: LeaderLock = field(init=False)  # which process routes (PostgreSQL)
 
@@ -191,8 +211,16 @@ class Router:
 
     @property
     def stored_cursor(self) -> int | None:
-        """The last event seq whose routing is stored (None before the first)."""
-        return self._stored if self._loaded else None
+        """The last event seq up to which every event's routing is stored (None before the
+        first): the cursor, or the seq before the oldest event held for a later step."""
+        if not self._loaded or self._stored is None:
+            return None
+        return min([self._stored, *(seq - 1 for seq in self._behind.values())])
+
+    @property
+    def behind(self) -> dict[str, int]:
+        """The spaces with events held for a later step, each with its oldest held seq."""
+        return dict(self._behind)
 
     async def load(self, conn: AsyncConnection) -> None:
         """The webhooks as they are now, reloaded if they changed."""
@@ -260,25 +288,79 @@ class Router:
             if not self._loaded:
                 self._stored = await self._cursor(conn)
                 self._memory = self._stored or 0
+                self._behind = {s: int(q) for s, q in await conn.execute(_BEHIND)}
                 self._loaded = True
             # The version is read with the last event to route, in one snapshot: a webhook
             # change committed before any of those events (seq follows commit order on both
             # engines), through any process, is loaded before they are routed.
             bound, version = await self._bound(conn)
             await self.webhooks.refresh(conn, version)
+            budget, found = Budget(self.budget), Matched()
+            # Held events first: they are older than any new event of their space.
+            released = await self._match_held(conn, budget, found)
             rows = await self._events(conn, self._memory, bound)
+            catalog = self.webhooks.catalog
+            evs = [e for row in rows if (e := _event(row, catalog)) is not None]
+            await match_within(evs, self.webhooks.route, budget, found, self._behind)
+            self._measure(budget, found)
             self.backlog = len(rows) >= self.batch
-            if not rows:
+            if not rows and not released:
                 await self._store_cursor([], force=False)
                 return 0
-            planned = await self._plan(conn, rows)
-        self._memory = rows[-1].seq
-        await self._store_cursor(planned, force=bool(planned))
+            planned = await self._plan(conn, found.fired())
+        if rows:
+            self._memory = rows[-1].seq
+        hold = [(e.space_id, e.seq) for e in found.held]
+        await self._store_cursor(planned, force=True, hold=hold, release=released)
+        self.backlog = self.backlog or bool(self._behind)
         return max(len(planned), 1)
 
-    async def _store_cursor(self, planned: list[PlannedRequest], *, force: bool) -> None:
+    async def _match_held(
+        self, conn: AsyncConnection, budget: Budget, found: Matched
+    ) -> dict[str, int]:
+        """Match the held events of each space behind, as many as its budget allows; for each,
+        the seq up to which its held events are done (routed now or firing nothing)."""
+        released: dict[str, int] = {}
+        catalog = self.webhooks.catalog
+        for space_id in sorted(self._behind):
+            most = budget.events_for(space_id, self._cost.get(space_id, HELD_COST), self.batch)
+            rows = list(
+                await conn.execute(
+                    select(*_HELD_COLUMNS)
+                    .select_from(_HELD_FROM)
+                    .where(routing_deferred.c.space_id == space_id)
+                    .order_by(routing_deferred.c.seq)
+                    .limit(most)
+                )
+            )
+            if not rows:
+                continue
+            evs = [e for r in rows if r[1] is not None and (e := _event(r[1:], catalog))]
+            held = len(found.held)
+            await match_within(evs, self.webhooks.route, budget, found)
+            still = found.held[held:]  # past its budget again: they stay held as they are
+            del found.held[held:]
+            released[space_id] = still[0].seq - 1 if still else int(rows[-1][0])
+        return released
+
+    def _measure(self, budget: Budget, found: Matched) -> None:
+        """Keep what matching one event cost the spaces that are or go behind."""
+        for event in found.held:
+            self._cost.setdefault(event.space_id, HELD_COST)
+        for space_id, count in found.matched.items():
+            if space_id in self._behind or space_id in self._cost:
+                self._cost[space_id] = budget.spent[space_id] / count
+
+    async def _store_cursor(
+        self,
+        planned: list[PlannedRequest],
+        *,
+        force: bool,
+        hold: Sequence[tuple[str, int]] = (),
+        release: Mapping[str, int] | None = None,
+    ) -> None:
         now = datetime.now(UTC)
-        if self._memory == (self._stored or 0) and not planned:
+        if self._memory == (self._stored or 0) and not (planned or hold or release):
             return
         if not force and (now - self._stored_at).total_seconds() < 1.0:
             return
@@ -293,6 +375,18 @@ class Router:
             if planned:
                 self._touched.update(p.webhook_id for p in planned)
                 await enqueue_in(conn, planned, now)
+            behind = None
+            if hold or release:
+                if hold:
+                    rows = [{"space_id": s, "seq": q} for s, q in hold]
+                    await conn.execute(insert(routing_deferred), rows)
+                for space_id, upto in (release or {}).items():
+                    await conn.execute(
+                        delete(routing_deferred).where(
+                            routing_deferred.c.space_id == space_id, routing_deferred.c.seq <= upto
+                        )
+                    )
+                behind = {s: int(q) for s, q in await conn.execute(_BEHIND)}
             if self._stored is None:
                 values = {"last_seq": self._memory, "updated": now}
                 await conn.execute(insert(dispatch_state).values(name=ROUTER, **values))
@@ -300,14 +394,16 @@ class Router:
                 await driver_rows(conn, _STORE_CURSOR, {"r_seq": self._memory, "r_at": now})
         self._stored = self._memory
         self._stored_at = now
+        if behind is not None:
+            self._behind = behind
+            self._cost = {s: c for s, c in self._cost.items() if s in behind}
 
-    async def _plan(self, conn: AsyncConnection, rows: Sequence[Any]) -> list[PlannedRequest]:
-        catalog = self.webhooks.catalog
-        evs = (e for row in rows if (e := _event(row, catalog)) is not None)
-        matched = match(evs, self.webhooks.route)
+    async def _plan(
+        self, conn: AsyncConnection, matched: list[tuple[Subscription, list[Event]]]
+    ) -> list[PlannedRequest]:
         if not matched:
             return []
-        renderer = Rendering(conn, self.base_url, catalog)
+        renderer = Rendering(conn, self.base_url, self.webhooks.catalog)
         now = datetime.now(UTC)
         planned: list[PlannedRequest] = []
         for sub, evs_of in matched:

@@ -243,6 +243,15 @@ dispatch_state = Table(
     Column("updated", UTCDateTime(), nullable=False),
 )
 
+# Events of a space past its matching budget in a routing step, routed in later steps in seq
+# order (``delivery.budget``); behind the router's cursor, which has moved past them.
+routing_deferred = Table(
+    "routing_deferred",
+    metadata,
+    Column("space_id", String(64), primary_key=True),
+    Column("seq", SEQ, primary_key=True, autoincrement=False),
+)
+
 # One delivery is one HTTP request to one webhook (``webhook-id``), tried until it succeeds.
 deliveries = Table(
     "deliveries",
