@@ -7,13 +7,17 @@ import hashlib
 import hmac
 import random
 import time
+from datetime import UTC, datetime
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from crmhooks.delivery.budget import Budget, Matched, match_within
 from crmhooks.delivery.chunking import plan_chunks
 from crmhooks.delivery.retry import DEFAULT_SCHEDULE, Verdict, decide, parse_schedule
 from crmhooks.delivery.signing import pipeliner_signature, standard_signature
+from crmhooks.hooks.match import Event
+from crmhooks.hooks.subscription import Subscription
 from crmhooks.netguard import Guard, parse_allowed
 
 
@@ -120,3 +124,50 @@ def test_standard_signature_verifies_with_the_reference_library() -> None:
     Webhook(secret).verify(body, headers)  # raises if the signature is refused
     with pytest.raises(Exception, match="signature"):
         Webhook(secret).verify(body + b" ", headers)
+
+
+def _event(seq: int, space_id: str) -> Event:
+    return Event(
+        seq=seq,
+        id=f"e{seq}",
+        space_id=space_id,
+        name="Account.Create",
+        entity="Accounts",
+        option_key="Account",
+        record_id=f"r{seq}",
+        record_json="{}",
+        changes=None,
+        related_entity=None,
+        related_id=None,
+        related_json=None,
+        skip_key=None,
+        burst_id=f"b{seq}",
+        occurred=datetime(2026, 12, 1, tzinfo=UTC),
+    )
+
+
+async def test_a_space_past_its_matching_budget_has_its_next_events_held() -> None:
+    now = [0.0]
+    cost = {"costly": 10.0, "calm": 0.5, "behind": 0.5}  # seconds of matching per event
+
+    def route(event: Event) -> list[Subscription]:
+        now[0] += cost[event.space_id]
+        return []
+
+    spaces = ["costly", "calm", "costly", "costly", "behind", "calm", "costly", "calm"]
+    evs = [_event(seq, space) for seq, space in enumerate(spaces, start=1)]
+    budget, found = Budget(25.0, clock=lambda: now[0]), Matched()
+    await match_within(evs, route, budget, found, behind={"behind"})
+    # The costly space: 10, 20, 30 (past 25 after its third); its fourth is held, and so is
+    # every event of the space behind; the calm space is never held.
+    assert [e.seq for e in found.held] == [5, 7]
+    assert found.matched == {"costly": 3, "calm": 3}
+    assert budget.spent == {"costly": 30.0, "calm": 1.5}
+    # A budget of nothing still moves every space on by one event per step.
+    none, found = Budget(0.0, clock=lambda: now[0]), Matched()
+    await match_within(evs, route, none, found)
+    assert found.matched == {"costly": 1, "calm": 1, "behind": 1}
+    # Held events to read for what is left of a space's budget, at least one.
+    assert budget.events_for("calm", 0.5, 100) == 48
+    assert budget.events_for("calm", 0.5, 10) == 10
+    assert budget.events_for("costly", 10.0, 100) == 1

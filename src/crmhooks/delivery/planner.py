@@ -1,14 +1,15 @@
 """Planning: from routed events to the requests to store, pure (no SQL, no clock of its own).
 
-:func:`match` finds the webhooks each event fires, grouped by webhook; once their elements are
-rendered (``hooks.rendering``), :func:`plan_requests` groups one webhook's elements into
-requests by chunk (``chunking.plan_chunks``) as :class:`~crmhooks.delivery.model.PlannedRequest`.
+:func:`~crmhooks.delivery.budget.match_within` finds the webhooks each event fires, grouped by
+webhook; once their elements are rendered (``hooks.rendering``), :func:`plan_requests` groups
+one webhook's elements into requests by chunk (``chunking.plan_chunks``) as
+:class:`~crmhooks.delivery.model.PlannedRequest`.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,18 +23,6 @@ from crmhooks.hooks.subscription import Subscription
 
 def new_id() -> str:
     return str(uuid.uuid4())
-
-
-def match(
-    events: Iterable[Event], route: Callable[[Event], list[Subscription]]
-) -> list[tuple[Subscription, list[Event]]]:
-    """Each webhook some of the events fire, with those events in order; webhooks in the order
-    of their first event."""
-    matched: dict[str, tuple[Subscription, list[Event]]] = {}
-    for event in events:
-        for sub in route(event):
-            matched.setdefault(sub.id, (sub, []))[1].append(event)
-    return list(matched.values())
 
 
 def plan_requests(
