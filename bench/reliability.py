@@ -42,7 +42,7 @@ import orjson
 from aiohttp import web
 from rich.table import Table
 
-from bench.api_speed import machine, process_cpu, stop_server, wait_for_quiet
+from bench.api_speed import machine, stop_server, wait_for_quiet
 from bench.delivery_speed import (
     ACCOUNTS,
     BATCH,
@@ -64,6 +64,7 @@ from bench.delivery_speed import (
     write_accounts,
     write_section,
 )
+from bench.end_to_end import descendants, tree_cpu
 from crmhooks import logs
 from crmhooks.delivery.dispatcher import Dispatcher, DispatchSettings
 from crmhooks.delivery.queue import SqlQueue
@@ -218,9 +219,10 @@ def isolation_run(
     console.print(f"  isolation: delivering, {label}", style="dim")
     serve = start_serve(f"sqlite:///{db_file}", db_file.parent, delivery=True, key=key)
     try:
-        cpu0 = process_cpu(serve.process.pid)
+        # serve and what runs below it: since issue 13 its delivery process is a child.
+        cpu0 = tree_cpu(serve.process.pid)
         stats = wait_for_events(receiver, result.healthy_events, within=180)
-        cpu = process_cpu(serve.process.pid) - cpu0
+        cpu = tree_cpu(serve.process.pid) - cpu0
         held = hanging.held() - held0
     finally:
         serve.process.kill()  # the hanging requests would hold a graceful stop for its grace
@@ -380,13 +382,17 @@ async def _time_claims(db_file: Path, rounds: int) -> tuple[list[float], list[fl
 
 
 def _rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    """Resident memory of ``pid`` and every process below it (serve's delivery process)."""
+    total = 0.0
+    for p in (pid, *descendants(pid)):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            if p == pid:
+                return float("nan")
+    return total
 
 
 def measure_backlog(result: Backlog, receiver: Receiver, workdir: Path, rounds: int) -> None:
