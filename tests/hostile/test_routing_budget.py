@@ -108,10 +108,12 @@ async def test_costly_filters_of_one_space_do_not_delay_another(
     # All of them, once (they are different records: nothing orders their requests).
     assert sorted(e["entity"]["name"] for e in got) == sorted(made)
     assert [e["entity"]["name"] for _, _, body in inbox.requests for e in body] == ["calm"]
-    # The costly space's events took seconds to route; the calm space's were not behind them.
+    # The costly space's events took seconds to route; the calm space's were not behind them
+    # (a fraction of that, on a loaded machine too: 0.08-0.14 of it measured; about 0.95 before
+    # the budget, when it waited for all of them).
     assert all_in > 1.0, all_in
-    assert calm_in < 0.5, (calm_in, all_in)
-    assert max(late) < 0.2, (max(late), len(late))
+    assert calm_in < all_in / 3, (calm_in, all_in)
+    assert max(late) < 0.5, (max(late), len(late))  # 0.07-0.09 s measured; 2.75 s before
 
 
 async def _lateness(late: list[float]) -> None:
