@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,10 @@ def _value(table: Table, column: str, i: int) -> Any:
         return None
     t = c.type
     if isinstance(t, UTCDateTime):
-        return datetime(2026, 12, 1, 10, 30, 15, 123456, tzinfo=PLUS_TWO) + timedelta(days=i)
+        # Rows share date-times, as a write's rows share its ``now``, one of them written at
+        # another offset (insert_rows processes each distinct value once).
+        base = datetime(2026, 12, 1, 10, 30, 15, 123456, tzinfo=PLUS_TWO)
+        return [base, base + timedelta(days=1), base.astimezone(UTC), base][i % 4]
     if isinstance(t, JSON):
         return {"name": f"Ærø {i}", "list": [1, 2.5, None, True], "nested": {"k": "v"}}
     if isinstance(t, Boolean):
@@ -52,7 +55,7 @@ async def test_insert_rows_stores_what_sqlalchemy_stores(tmp_path: Path) -> None
     rows = {
         t.name: [
             {c.name: _value(t, c.name, i) for c in t.c if c.autoincrement is not True}
-            for i in range(3)
+            for i in range(4)
         ]
         for t in tables
     }
@@ -79,7 +82,7 @@ async def test_insert_rows_stores_what_sqlalchemy_stores(tmp_path: Path) -> None
         finally:
             conn.close()
     for t in tables:
-        assert len(stored["driver"][t.name]) >= 3, t.name  # and what migrations put there
+        assert len(stored["driver"][t.name]) >= 4, t.name  # and what migrations put there
         assert stored["driver"][t.name] == stored["sqlalchemy"][t.name], t.name
 
 

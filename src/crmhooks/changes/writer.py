@@ -15,9 +15,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -266,7 +267,7 @@ class Writer:
             self._rows_made += 1
             at += timedelta(microseconds=self._rows_made)
         row = {
-            **_empty_row(et),
+            **_no_values(table_of(et)),
             **cols,
             "id": str(uuid.uuid4()),
             "space_id": self.ctx.space_id,
@@ -551,8 +552,10 @@ class Writer:
         return None if row is None else str(row[0])
 
 
-def _empty_row(et: EntityType) -> dict[str, Any]:
-    return {c.name: None for c in table_of(et).columns}
+@lru_cache(maxsize=256)
+def _no_values(table: Table) -> dict[str, None]:
+    """Every column of ``table``, None (copied for each new row, never changed)."""
+    return {c.name: None for c in table.columns}
 
 
 class WritePath:

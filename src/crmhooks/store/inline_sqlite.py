@@ -24,6 +24,8 @@ from sqlalchemy import Executable, Table, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from crmhooks.store.tables import UTCDateTime
+
 
 class Cursor:
     __slots__ = ("_cursor",)
@@ -163,6 +165,7 @@ def driver_of(conn: AsyncConnection) -> sqlite3.Connection | None:
 class _Insert:
     sql: str
     processors: tuple[Callable[[Any], Any] | None, ...]
+    once: tuple[bool, ...]  # per column: processed once per distinct value (date-times)
 
 
 @lru_cache(maxsize=512)
@@ -176,7 +179,26 @@ def _compiled_insert(dialect: Dialect, table: Table, columns: tuple[str, ...]) -
     processors = tuple(
         table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns
     )
-    return _Insert(f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})", processors)
+    once = tuple(isinstance(table.c[c].type, UTCDateTime) for c in columns)
+    sql = f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})"
+    return _Insert(sql, processors, once)
+
+
+def _once_per_value(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``process`` run once per distinct value of one statement's rows: the rows of one write
+    share their date-times (its ``now``), and SQLAlchemy's date-time processing is ~2 µs.
+    For ``UTCDateTime`` only, whose output depends on the instant alone: values equal as
+    instants (the same time at two offsets) make the same text."""
+    done: dict[Any, Any] = {}
+
+    def processed(value: Any) -> Any:
+        try:
+            return done[value]
+        except KeyError:
+            out = done[value] = process(value)
+            return out
+
+    return processed
 
 
 async def insert_rows(
@@ -194,7 +216,11 @@ async def insert_rows(
         return
     columns = tuple(rows[0])
     ins = _compiled_insert(conn.dialect, table, columns)
-    pairs = tuple(zip(columns, ins.processors, strict=True))
+    processors = (
+        _once_per_value(p) if p is not None and once and len(rows) > 1 else p
+        for p, once in zip(ins.processors, ins.once, strict=True)
+    )
+    pairs = tuple(zip(columns, processors, strict=True))
     driver.executemany(ins.sql, [[r[c] if p is None else p(r[c]) for c, p in pairs] for r in rows])
 
 
