@@ -28,6 +28,7 @@ from crmhooks.hooks.registration import Lookup, UrlCheck, make_validator, system
 from crmhooks.query.render import render
 from crmhooks.schema.types import EntityType
 from crmhooks.services.context import Services
+from crmhooks.services.feed import FeedSignals
 from crmhooks.services.keys import KeyCache
 from crmhooks.services.throttle import FailureThrottle
 from crmhooks.settings import Settings
@@ -94,10 +95,11 @@ def create_app(
             build_dispatcher(db, settings, sender) if settings.delivery and child is None else None
         )
         wake = dispatcher or child
+        feed = FeedSignals()
         writes = WritePath(
             db,
             recorders=[build_recorder(settings)],
-            after_commit=[wake.notify] if wake else [],
+            after_commit=[*([wake.notify] if wake else []), feed.committed],
             validators={"Webhooks": make_validator(guard, settings)},
             prechecks={"Webhooks": urls.refusals},
         )
@@ -106,7 +108,7 @@ def create_app(
             settings.auth_failure_limit, settings.auth_failure_window_seconds
         )
         app.state.services = Services(
-            settings, db, writes, keys, throttle, guard, sender, dispatcher
+            settings, db, writes, keys, throttle, guard, sender, dispatcher, feed
         )
         # What the front-ends ask of delivery (services.context.Delivery): health, requeued.
         app.state.dispatcher = wake

@@ -11,6 +11,7 @@
         ├── NotFound                 404 ERROR_ENTITY_NOT_FOUND
         │   └── UnknownType          404 ERROR_UNKNOWN_TYPE (no collection of that name)
         ├── MethodNotAllowed         405 ERROR_METHOD_NOT_ALLOWED
+        ├── CursorExpired            410 ERROR_CURSOR_EXPIRED, with ``oldest_cursor`` (ours)
         ├── PayloadTooLarge          413 ERROR_PAYLOAD_TOO_LARGE
         ├── ValidationFailed         422 ERROR_ENTITY_VALIDATION, with field errors
         ├── BatchFailed              422 ERROR_ENTITY_VALIDATION, each failed item at its index
@@ -142,6 +143,22 @@ class MethodNotAllowed(ApiError):
     http_status = 405
     name = "ERROR_METHOD_NOT_ALLOWED"
     code = 405
+
+
+class CursorExpired(ApiError):
+    """410: a change feed cursor older than what retention keeps (docs/webhooks.md, Change
+    feed); ``oldest_cursor`` is where reading can start again."""
+
+    http_status = 410
+    name = "ERROR_CURSOR_EXPIRED"
+    code = 410
+
+    def __init__(self, message: str, oldest_cursor: str) -> None:
+        super().__init__(message)
+        self.oldest_cursor = oldest_cursor
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "oldest_cursor": self.oldest_cursor}
 
 
 class PayloadTooLarge(ApiError):

@@ -4,11 +4,12 @@ event."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from crmhooks.delivery.router import Router, _event
+from crmhooks.delivery.queue import SqlQueue
+from crmhooks.delivery.router import Router, stored_event
 from crmhooks.hooks.rendering import Catalog
 from crmhooks.store.engine import open_database
 from crmhooks.store.tables import deliveries, events
@@ -71,13 +72,35 @@ async def test_routing_reads_event_times_as_the_column_type_does(api: Api, db_ur
         router = Router(db, "http://testserver")
         async with db.read() as conn:
             rows = await router._events(conn, 0, 10**9)
-            read = [_event(row, Catalog()) for row in rows]
+            read = [stored_event(row, Catalog()) for row in rows]
             typed = [
                 r[0] for r in await conn.execute(select(events.c.occurred).order_by(events.c.seq))
             ]
         assert [e.occurred for e in read if e is not None] == typed
         assert all(t.utcoffset() == timedelta(0) for t in typed)
         assert len(typed) == 4
+    finally:
+        await router.close()
+        await db.dispose()
+
+
+async def test_events_after_retention_emptied_the_outbox_are_routed(api: Api, db_url: str) -> None:
+    """Pruning keeps the newest event: on SQLite seq is the rowid, and an emptied table would
+    number the next event 1 again, behind the router's cursor (and every feed cursor)."""
+    hook = {"url": TARGET, "events": ["Account.Create"], "insecure_ssl": False}
+    await api.create("Webhooks", {**hook, "options": {"chunk_size": 1}})
+    await _burst_then_one(api, 3)
+    db = open_database(db_url)
+    try:
+        router = Router(db, "http://testserver")
+        assert await router.step() == 4
+        cursor = router.stored_cursor
+        assert cursor is not None
+        # Every event is routed and past retention (a cutoff a day ahead).
+        await SqlQueue(db).prune(datetime.now(UTC) + timedelta(days=1), cursor)
+        await api.create("Accounts", {"name": "after the quiet month"})
+        assert await router.step() == 1
+        assert (await _events_per_request(db_url))[4:] == [1]
     finally:
         await router.close()
         await db.dispose()

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from crmhooks import __version__
 from crmhooks.api import envelopes
 from crmhooks.api.deliveries import delivery_routes
+from crmhooks.api.feed import feed_routes
 from crmhooks.api.openapi import build_openapi
 from crmhooks.api.ops import ops_routes
 from crmhooks.api.routes import routes
@@ -93,7 +94,7 @@ def api_routes() -> list[BaseRoute]:
     """Every route of the API and the operations routes, in the order they are matched."""
     # The delivery routes come first: /entities/Webhooks/{id}/deliveries would otherwise be
     # taken for a record route.
-    return [*delivery_routes(), *routes(), *ops_routes()]
+    return [*delivery_routes(), *feed_routes(), *routes(), *ops_routes()]
 
 
 def install(app: FastAPI, settings: Settings) -> None:

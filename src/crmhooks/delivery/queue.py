@@ -44,6 +44,7 @@ from crmhooks.delivery.model import Claimed, DeliveryStatus, Outcome, PlannedReq
 from crmhooks.schema.registry import WEBHOOKS
 from crmhooks.store.engine import Database
 from crmhooks.store.inline_sqlite import driver_executemany, driver_rows, insert_rows
+from crmhooks.store.pruned import mark_pruned
 from crmhooks.store.records import table_of
 from crmhooks.store.tables import (
     deliveries,
@@ -400,17 +401,25 @@ class SqlQueue:
             await asyncio.sleep(0)
         while routed_up_to is not None:
             async with db.write() as conn:
+                # The newest event stays, however old: on SQLite seq is the rowid, and an
+                # empty table would number the next event 1 again, behind every cursor.
+                newest = select(func.max(events.c.seq)).scalar_subquery()
                 seqs = [
                     r[0]
                     for r in await conn.execute(
                         select(events.c.seq)
-                        .where(events.c.occurred < cutoff, events.c.seq <= routed_up_to)
+                        .where(
+                            events.c.occurred < cutoff,
+                            events.c.seq <= routed_up_to,
+                            events.c.seq < newest,
+                        )
                         .order_by(events.c.seq)
                         .limit(PRUNE_BATCH)
                     )
                 ]
                 if seqs:
                     await conn.execute(delete(events).where(events.c.seq.in_(seqs)))
+                    await mark_pruned(conn, max(seqs))
             out.events += len(seqs)
             if len(seqs) < PRUNE_BATCH:
                 break

@@ -117,8 +117,8 @@ _STORE_CURSOR = (
     )
 )
 
-# What routing reads of an event, in this order (see ``_event``).
-_EVENT_COLUMNS = (
+# What routing reads of an event, in this order (see ``stored_event``).
+EVENT_COLUMNS = (
     events.c.seq,
     events.c.id,
     events.c.space_id,
@@ -138,15 +138,17 @@ _EVENT_COLUMNS = (
 
 
 # A space's held events, oldest first, with the seq of the hold (its event may be gone).
-_HELD_COLUMNS = (routing_deferred.c.seq, *_EVENT_COLUMNS)
+_HELD_COLUMNS = (routing_deferred.c.seq, *EVENT_COLUMNS)
 _HELD_FROM = routing_deferred.outerjoin(events, events.c.seq == routing_deferred.c.seq)
 _BEHIND = select(routing_deferred.c.space_id, func.min(routing_deferred.c.seq)).group_by(
     routing_deferred.c.space_id
 )
 
 
-def _event(row: Any, catalog: Catalog) -> Event | None:
-    # By position: a row of _EVENT_COLUMNS (reading attributes by name costs more than the rest).
+def stored_event(row: Any, catalog: Catalog) -> Event | None:
+    """An event as routing (and the change feed) reads it, from a row of ``EVENT_COLUMNS``;
+    None when its record's type no longer exists (a deleted custom entity)."""
+    # By position (reading attributes by name costs more than the rest).
     (seq, id_, space_id, name, entity, record_id, record, changes) = row[:8]
     (related_entity, related_id, related, skip_key, burst_id, occurred, rendered) = row[8:]
     et = catalog.entity(space_id, entity)
@@ -239,7 +241,7 @@ class Router:
     async def _events(self, conn: AsyncConnection, after: int, upto: int) -> list[Any]:
         rows = list(
             await conn.execute(
-                select(*_EVENT_COLUMNS)
+                select(*EVENT_COLUMNS)
                 .where(events.c.seq > after, events.c.seq <= upto)
                 .order_by(events.c.seq)
                 .limit(self.batch)
@@ -264,7 +266,7 @@ class Router:
                 same = list(takewhile(lambda r: r.burst_id == last.burst_id, page))
                 if same:
                     rows += await conn.execute(
-                        select(*_EVENT_COLUMNS)
+                        select(*EVENT_COLUMNS)
                         .where(events.c.seq > rows[-1].seq, events.c.seq <= same[-1].seq)
                         .order_by(events.c.seq)
                     )
@@ -300,7 +302,7 @@ class Router:
             released = await self._match_held(conn, budget, found)
             rows = await self._events(conn, self._memory, bound)
             catalog = self.webhooks.catalog
-            evs = [e for row in rows if (e := _event(row, catalog)) is not None]
+            evs = [e for row in rows if (e := stored_event(row, catalog)) is not None]
             await match_within(evs, self.webhooks.route, budget, found, self._behind)
             self._measure(budget, found)
             self.backlog = len(rows) >= self.batch
@@ -335,7 +337,7 @@ class Router:
             )
             if not rows:
                 continue
-            evs = [e for r in rows if r[1] is not None and (e := _event(r[1:], catalog))]
+            evs = [e for r in rows if r[1] is not None and (e := stored_event(r[1:], catalog))]
             held = len(found.held)
             await match_within(evs, self.webhooks.route, budget, found)
             still = found.held[held:]  # past its budget again: they stay held as they are

@@ -34,7 +34,7 @@ def element_id(webhook_id: str, event_id: str) -> str:
 
 
 @lru_cache(maxsize=1024)
-def _event_time(occurred: datetime) -> str:
+def event_time(occurred: datetime) -> str:
     return format_datetime(occurred)  # the events of one write share their time
 
 
@@ -48,7 +48,7 @@ def element(
     return {
         "id": element_id(sub.id, event.id),
         "event": event.name,
-        "event_time": _event_time(event.occurred),
+        "event_time": event_time(event.occurred),
         "team_space_id": event.space_id,
         "webhook": sub.webhook,
         "entity": entity,

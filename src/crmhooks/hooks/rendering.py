@@ -5,6 +5,7 @@ as the API shows the records, shaped by the webhook's options, into payload elem
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,18 +48,32 @@ class Rendering:
         return self._renderers[space_id]
 
     async def elements(self, sub: Subscription, evs: list[Event]) -> list[dict[str, Any]]:
-        renderer = self._renderer(sub.space_id)
         opts = sub.entity
+        entities = await self.entities(
+            sub.space_id, evs, lambda key: opts[key].shape if key in opts else Shape()
+        )
+        related = await self._related(sub, evs, self._renderer(sub.space_id))
+        return [
+            element(sub, e, {} if (ent := entities[i]) is None else ent, related[i])
+            for i, e in enumerate(evs)
+        ]
+
+    async def entities(
+        self, space_id: str, evs: list[Event], shape_of: Callable[[str], Shape]
+    ) -> list[dict[str, Any] | orjson.Fragment | None]:
+        """Each event's record as the API shows it, shaped by ``shape_of(option key)``: the
+        rendering made in the write where the shape is the default one. None for a record of
+        a type that no longer exists (a deleted custom entity)."""
+        renderer = self._renderer(space_id)
         by_type: dict[str, list[int]] = {}
         for i, e in enumerate(evs):
             by_type.setdefault(e.entity, []).append(i)
         entities: list[dict[str, Any] | orjson.Fragment | None] = [None] * len(evs)
         for entity, idxs in by_type.items():
-            et = self.catalog.entity(sub.space_id, entity)
-            assert et is not None
-            shape = (
-                opts[evs[idxs[0]].option_key].shape if evs[idxs[0]].option_key in opts else Shape()
-            )
+            et = self.catalog.entity(space_id, entity)
+            if et is None:
+                continue
+            shape = shape_of(evs[idxs[0]].option_key)
             if not shape.expand and shape.load_only is None:
                 # The default shape: the rendering made in the write, where there is one.
                 for i in idxs:
@@ -70,11 +85,7 @@ class Rendering:
             shown = await renderer.shaped(et, [evs[i].record for i in idxs], shape)
             for i, s in zip(idxs, shown, strict=True):
                 entities[i] = s
-        related = await self._related(sub, evs, renderer)
-        return [
-            element(sub, e, {} if (ent := entities[i]) is None else ent, related[i])
-            for i, e in enumerate(evs)
-        ]
+        return entities
 
     async def _related(
         self, sub: Subscription, evs: list[Event], renderer: Renderer

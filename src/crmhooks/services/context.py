@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from starlette.requests import Request
@@ -12,6 +12,7 @@ from crmhooks.changes.writer import WritePath
 from crmhooks.delivery.dispatcher import Dispatcher
 from crmhooks.delivery.sender import HttpSender
 from crmhooks.netguard import Guard
+from crmhooks.services.feed import FeedSignals
 from crmhooks.services.keys import KeyCache
 from crmhooks.services.throttle import FailureThrottle
 from crmhooks.settings import Settings
@@ -41,6 +42,7 @@ class Services:
     sender: HttpSender  # the one connection pool webhook requests go out on
     # None when this process does not deliver: `--no-delivery`, or serve's delivery process does.
     dispatcher: Dispatcher | None
+    feed: FeedSignals = field(default_factory=FeedSignals)  # wakes change feed long-polls
 
 
 def services(request: Request) -> Services:

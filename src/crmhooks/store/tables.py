@@ -233,6 +233,7 @@ events = Table(
     Column("rendered", Text(), nullable=True),
 )
 Index(None, events.c.occurred)
+Index("ix_events_space_seq", events.c.space_id, events.c.seq)  # the change feed
 
 # How far the router has turned events into deliveries.
 dispatch_state = Table(
