@@ -24,6 +24,7 @@ from crmhooks import __version__, limits
 from crmhooks.api.app import api_routes, install
 from crmhooks.changes.outbox import event_recorder
 from crmhooks.changes.writer import Recorder, WritePath
+from crmhooks.delivery.notifications import Listener
 from crmhooks.hooks.registration import Lookup, UrlCheck, make_validator, system_lookup
 from crmhooks.query.render import render
 from crmhooks.schema.types import EntityType
@@ -103,6 +104,12 @@ def create_app(
             validators={"Webhooks": make_validator(guard, settings)},
             prechecks={"Webhooks": urls.refusals},
         )
+        # On PostgreSQL other API processes write too: their commits wake this one's polls.
+        heard = None
+        if db.dialect == "postgresql":
+            heard = Listener(db.url, on_events=feed.notify, on_requests=lambda _: None)
+            feed.hears_others = heard.listening
+            heard.start()
         keys = KeyCache(db, ttl=settings.key_cache_seconds)
         throttle = FailureThrottle(
             settings.auth_failure_limit, settings.auth_failure_window_seconds
@@ -124,6 +131,8 @@ def create_app(
                 await dispatcher.stop()
             if child is not None:
                 await child.stop()
+            if heard is not None:
+                await heard.stop()
             await sender.close()
             await db.dispose()
             if child is not None:

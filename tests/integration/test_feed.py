@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from crmhooks.delivery.queue import SqlQueue
+from crmhooks.settings import Settings
 from crmhooks.store.engine import open_database
-from tests.support.api import BASE, Api
+from tests.support.api import BASE, Api, asgi_client
 from tests.support.databases import new_space
 
 ELEMENT_KEYS = {"id", "event", "event_time", "entity_name", "entity_id", "entity", "changes"}
@@ -172,3 +173,25 @@ async def test_a_cursor_past_retention_is_a_410_with_the_oldest_cursor(
     # Without a cursor the feed starts at what is kept, and never hands out an expired one.
     fresh = await _get(api)
     assert len(fresh["data"]) == 2
+
+
+async def test_a_write_through_another_api_process_wakes_the_poll(
+    api: Api, db_url: str, settings: Settings
+) -> None:
+    """PostgreSQL: the outbox's notification names the space, and every API process listens."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite's writes all go through the one API process")
+    await _accounts(api, 1)
+    cursor = (await _get(api))["page_info"]["end_cursor"]
+    async with asgi_client(settings) as other:  # a second API process on the same database
+        other.auth = api.http.auth
+        writer = Api(other, api.space)
+        await asyncio.sleep(1.0)  # both processes' LISTEN connections are up (a few ms)
+        poll = asyncio.create_task(_get(api, after=cursor, wait=10))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        await writer.create("Accounts", {"name": "elsewhere"})
+        body = await asyncio.wait_for(poll, 5)
+        # Well within the one-second reading a process falls back on without its LISTEN.
+        assert time.monotonic() - started < 0.5
+    assert [e["entity"]["name"] for e in body["data"]] == ["elsewhere"]

@@ -186,9 +186,11 @@ async def record_events(
             # Keyed by the schema too: one schema's writers never wait for another's.
             text(
                 "SELECT pg_advisory_xact_lock(:k, hashtext(current_schema())),"
-                " pg_notify(:channel, '')"
+                " pg_notify(:channel, :space)"
             ),
-            {"k": OUTBOX_LOCK, "channel": EVENTS_CHANNEL},
+            # The space is the payload: the change feed's long-polls of other API processes
+            # wake for their own space only.
+            {"k": OUTBOX_LOCK, "channel": EVENTS_CHANNEL, "space": ctx.space_id},
         )
     await insert_rows(conn, events, rows)
     EVENTS_RECORDED.inc(len(rows))  # counted before the commit: an aborted write over-counts

@@ -145,7 +145,9 @@ class Dispatcher:
         self.listener: Listener | None = None
         if listen_url is not None:  # PostgreSQL: other processes tell when they wrote
             self.listener = Listener(
-                listen_url, on_events=self._route_wake.set, on_requests=self._rescan
+                listen_url,
+                on_events=lambda _: self._route_wake.set(),
+                on_requests=lambda _: self._rescan(),
             )
         self._results: list[Sent] = []
         # Of those, per webhook: finished here, their leases still in the database.

@@ -28,12 +28,15 @@ def conninfo(url: str) -> str:
 
 
 class Listener:
+    """Calls ``on_events`` / ``on_requests`` with each notification's payload (for events, the
+    space the write was in)."""
+
     def __init__(
         self,
         url: str,
         *,
-        on_events: Callable[[], None],
-        on_requests: Callable[[], None],
+        on_events: Callable[[str], None],
+        on_requests: Callable[[str], None],
         retry_seconds: float = 1.0,
     ) -> None:
         self._conninfo = conninfo(url)
@@ -65,7 +68,7 @@ class Listener:
                         self.heard += 1
                         handler = self._handlers.get(note.channel)
                         if handler is not None:
-                            handler()
+                            handler(note.payload)
             except (psycopg.Error, OSError) as e:
                 log.warning("listen connection lost; polling meanwhile", error=str(e))
             self.listening.clear()

@@ -134,6 +134,8 @@ class FeedSignals:
 
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = {}
+        # Set while the writes of other processes wake polls too (PostgreSQL's LISTEN).
+        self.hears_others = asyncio.Event()
 
     def notify(self, space_id: str) -> None:
         event = self._events.pop(space_id, None)
