@@ -1,5 +1,5 @@
-"""The ``crmhooks`` command: serve, worker, listen, spaces create, keys (create, list, revoke,
-rotate)."""
+"""The ``crmhooks`` command: serve, worker, listen, events, spaces create, keys (create, list,
+revoke, rotate)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from crmhooks.errors import ConfigError
+from crmhooks.errors import ApiError, ConfigError
 from crmhooks.logs import configure
 from crmhooks.settings import Settings
 from crmhooks.store.engine import open_database
@@ -188,6 +188,74 @@ def worker(
         raise typer.Exit(2) from None
     console.print("crmhooks worker delivering webhooks (stop with Ctrl-C or SIGTERM)")
     asyncio.run(run_worker(settings))
+
+
+@app.command()
+def events(
+    space_id: Annotated[str, typer.Argument(help="The space's id.")],
+    after: Annotated[
+        str | None, typer.Option(help="A cursor: the events after it (else from the oldest).")
+    ] = None,
+    event: Annotated[
+        str | None,
+        typer.Option(help="Event names, as a webhook lists them: Account.Update,Account.*,*"),
+    ] = None,
+    entity_id: Annotated[str | None, typer.Option(help="The events of one record.")] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep waiting for new events (Ctrl-C ends).")
+    ] = False,
+    database: DatabaseOption = None,
+) -> None:
+    """Print a space's events, one line each, oldest first (the change feed, from the
+    database); with --follow, go on printing new ones as they are written."""
+    from crmhooks.services.feed import FeedSignals, parse_query, read_feed
+
+    url = _settings(database).database_url
+    params = {"first": "100"}
+    params |= {k: v for k, v in {"after": after, "filter[event]": event}.items() if v}
+    if entity_id:
+        params["filter[entity_id]"] = entity_id
+
+    async def run() -> str:
+        db = open_database(url)
+        signals = FeedSignals()  # nothing wakes it here: a follow reads again every 0.2 s
+        try:
+            async with db.read() as conn:
+                if not await space_exists(conn, space_id):
+                    raise UnknownSpace(f"there is no space {space_id!r}")
+            while True:
+                query = parse_query(params | ({"wait": "30"} if follow else {}))
+                page = await read_feed(db, signals, space_id, query, "", poll_seconds=0.2)
+                for e in page.data:
+                    label = e["entity"].get("name", "") if isinstance(e["entity"], dict) else ""
+                    typer.echo(
+                        f"{e['event_time']}  {e['event']:<28} {e['entity_id']}  {label}".rstrip()
+                    )
+                params["after"] = page.end_cursor
+                if not page.has_next_page and not follow:
+                    return page.end_cursor
+        finally:
+            await db.dispose()
+
+    try:
+        upgrade(url)
+        cursor = asyncio.run(run())
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+    except (ConfigError, UnknownSpace, ApiError) as e:
+        message = str(e)
+        for param, option in _FEED_OPTIONS.items():  # the feed's parameters by their options
+            message = message.replace(param, option)
+        err.print(f"error: {message}", markup=False)
+        raise typer.Exit(1) from None
+    err.print(f"next: --after {cursor}", style="dim")
+
+
+_FEED_OPTIONS = {
+    "filter[event]": "--event",
+    "filter[entity_id]": "--entity-id",
+    "after:": "--after:",
+}
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from sqlalchemy import create_engine, select
 
 from crmhooks.store.engine import sync_url
 from crmhooks.store.tables import TABLES, api_keys, spaces
+from tests.support.api import Api
 from tests.support.servers import Server, spawn_serve, start_server, stop_server
 
 # Every test runs the command line or a server as processes.
@@ -208,3 +210,49 @@ def test_sigterm_stops_serve_cleanly_within_a_bound(tmp_path: Path) -> None:
     code = server.process.wait(timeout=20)
     assert code == 0
     assert time.monotonic() - started < 15
+
+
+async def test_events_prints_the_feed_and_follows_it(api: Api, db_url: str) -> None:
+    for name in ("first", "second"):
+        await api.create("Accounts", {"name": name})
+    space = api.space.space_id
+    done = await asyncio.to_thread(crmhooks, "events", space, "--database", db_url)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if "Account.Create" in line]
+    assert [line.split()[-1] for line in lines] == ["first", "second"]
+    cursor = done.stderr.split("--after", 1)[1].split()[0]
+    await api.create("Accounts", {"name": "third"})
+    later = await asyncio.to_thread(
+        crmhooks, "events", space, "--after", cursor, "--event", "Account.*", "--database", db_url
+    )
+    assert [line.split()[-1] for line in later.stdout.splitlines()] == ["third"]
+    bad = await asyncio.to_thread(
+        crmhooks, "events", space, "--event", "Nope.Create", "--database", db_url
+    )
+    assert bad.returncode == 1
+    assert "--event: unknown event 'Nope.Create'" in bad.stderr
+    unknown = await asyncio.to_thread(crmhooks, "events", "nowhere", "--database", db_url)
+    assert unknown.returncode == 1
+    assert "there is no space 'nowhere'" in unknown.stderr
+    # --follow prints what is written while it runs.
+    env = {k: v for k, v in os.environ.items() if k != "CRMHOOKS_DATABASE_URL"}
+    follow = await asyncio.to_thread(
+        subprocess.Popen,
+        [sys.executable, "-m", "crmhooks", "events", space, "--after", cursor, "-f"],
+        env={**env, "CRMHOOKS_DATABASE_URL": db_url},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follow.stdout is not None
+        first = await asyncio.wait_for(asyncio.to_thread(follow.stdout.readline), 30)
+        assert first.split()[-1] == "third"
+        await api.create("Accounts", {"name": "fourth"})
+        line = await asyncio.wait_for(asyncio.to_thread(follow.stdout.readline), 10)
+        assert line.split()[-1] == "fourth"
+        follow.send_signal(signal.SIGINT)
+        assert await asyncio.to_thread(follow.wait, 10) == 0
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            await asyncio.to_thread(follow.wait)
