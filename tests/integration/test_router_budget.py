@@ -104,3 +104,21 @@ async def test_a_space_within_its_budget_is_never_held(api: Api, db_url: str) ->
     finally:
         await router.close()
         await db.dispose()
+
+
+async def test_events_that_fire_nothing_store_the_cursor_at_most_once_a_second(
+    api: Api, db_url: str
+) -> None:
+    """The budget's bookkeeping adds no write to a step with nothing held or planned."""
+    await api.create("Accounts", {"name": "a1"})
+    db = open_database(db_url)
+    router = Router(db, "http://testserver")
+    try:
+        assert await router.step() == 1  # no webhook: nothing planned
+        first = router.stored_cursor
+        await api.create("Accounts", {"name": "a2"})
+        assert await router.step() == 1
+        assert router.stored_cursor == first  # moved in memory only, within the second
+    finally:
+        await router.close()
+        await db.dispose()

@@ -313,7 +313,10 @@ class Router:
         if rows:
             self._memory = rows[-1].seq
         hold = [(e.space_id, e.seq) for e in found.held]
-        await self._store_cursor(planned, force=True, hold=hold, release=released)
+        # Held and released events are stored at once, as requests are; a step that only moved
+        # past events that fire nothing stores its cursor at most once a second.
+        force = bool(planned or hold or released)
+        await self._store_cursor(planned, force=force, hold=hold, release=released)
         self.backlog = self.backlog or bool(self._behind)
         return max(len(planned), 1)
 
