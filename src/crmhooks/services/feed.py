@@ -152,10 +152,6 @@ class FeedSignals:
             event = self._events[space_id] = asyncio.Event()
         return event
 
-    @property
-    def spaces_waited_on(self) -> int:
-        return len(self._events)
-
 
 async def read_feed(
     db: Database,
@@ -170,11 +166,13 @@ async def read_feed(
     of the space, reading again after each (``poll_seconds``: also at this interval, for
     writes of other processes)."""
     deadline = time.monotonic() + query.wait
+    waits = query.after is not None and query.wait > 0
     while True:
-        waiter = signals.waiter(space_id)  # taken before the read: no commit falls between
+        # Taken before the read, so that no commit falls between the read and the wait.
+        waiter = signals.waiter(space_id) if waits else None
         page = await _read_page(db, space_id, query, base_url)
         left = deadline - time.monotonic()
-        if page.data or query.after is None or left <= 0:
+        if page.data or waiter is None or left <= 0:
             return page
         timeout = left if poll_seconds is None else min(left, poll_seconds)
         try:
