@@ -227,7 +227,9 @@ def events(
                 query = parse_query(params | ({"wait": "30"} if follow else {}))
                 page = await read_feed(db, signals, space_id, query, "", poll_seconds=0.2)
                 for e in page.data:
-                    label = e["entity"].get("name", "") if isinstance(e["entity"], dict) else ""
+                    # The entity as the write rendered it (JSON text) or as rendered now.
+                    entity = orjson.loads(orjson.dumps(e["entity"]))
+                    label = entity.get("name", "") if isinstance(entity, dict) else ""
                     typer.echo(
                         f"{e['event_time']}  {e['event']:<28} {e['entity_id']}  {label}".rstrip()
                     )

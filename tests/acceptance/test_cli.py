@@ -213,6 +213,8 @@ def test_sigterm_stops_serve_cleanly_within_a_bound(tmp_path: Path) -> None:
 
 
 async def test_events_prints_the_feed_and_follows_it(api: Api, db_url: str) -> None:
+    hook = {"url": "http://93.184.216.34/hook", "events": ["Contact.Create"]}
+    await api.create("Webhooks", {**hook, "insecure_ssl": False})  # records rendered in writes
     for name in ("first", "second"):
         await api.create("Accounts", {"name": name})
     space = api.space.space_id
