@@ -1,5 +1,6 @@
-"""The delivery log and replay routes of a webhook (ours; see docs/deliveries.md). The
-operations are ``crmhooks.services.deliveries``, shared with the dashboard."""
+"""The delivery log and replay routes of a webhook, and explain (ours; see docs/deliveries.md,
+docs/webhooks.md#explain). The operations are ``crmhooks.services.deliveries`` (shared with the
+dashboard) and ``crmhooks.services.explain``."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from crmhooks.services.deliveries import (
     resend_delivery,
     send_sample_event,
 )
+from crmhooks.services.explain import explain_event
 
 BASE = PREFIX + "/entities/Webhooks/{webhook_id}"
 
@@ -95,8 +97,16 @@ async def send_test(request: Request) -> Response:
     return envelopes.one(await send_sample_event(svc.db, svc.sender, sub))
 
 
+async def explain_route(request: Request) -> Response:
+    _, sub = await _webhook(request)
+    only_params(request, {"event_id"})
+    db = services(request).db
+    return envelopes.one(await explain_event(db, sub, request.query_params.get("event_id")))
+
+
 def delivery_routes() -> list[Route]:
     return [
+        Route(BASE + "/explain", explain_route, methods=["GET"]),
         Route(BASE + "/deliveries", list_log, methods=["GET"]),
         Route(BASE + "/deliveries/{delivery_id}", read_log, methods=["GET"]),
         Route(BASE + "/deliveries/{delivery_id}/resend", resend_one, methods=["POST"]),

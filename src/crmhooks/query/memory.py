@@ -88,4 +88,16 @@ def holds(c: Condition, value: Any) -> bool:
 
 def matches(record: Record, conditions: tuple[Condition, ...]) -> bool:
     """True when the record passes every condition."""
-    return all(holds(c, _typed(c.target.field, _value(record, c.target.path))) for c in conditions)
+    return first_failing(record, conditions) is None
+
+
+def first_failing(
+    record: Record, conditions: tuple[Condition, ...]
+) -> tuple[Condition, Any] | None:
+    """The first condition the record fails, with the record's value it compared; None when
+    it passes them all (:func:`matches`)."""
+    for c in conditions:
+        value = _typed(c.target.field, _value(record, c.target.path))
+        if not holds(c, value):
+            return c, value
+    return None

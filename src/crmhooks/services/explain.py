@@ -1,0 +1,61 @@
+"""Explain (``GET /entities/Webhooks/{id}/explain?event_id=``, docs/webhooks.md#explain): every
+matching rule for one stored event and one webhook, decided by the predicates routing uses
+(``hooks.match.explain``), and the webhook's deliveries that carried the event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from crmhooks.delivery.router import EVENT_COLUMNS, stored_event
+from crmhooks.errors import NotFound, ParameterInvalid
+from crmhooks.hooks.match import explain
+from crmhooks.hooks.rendering import Catalog
+from crmhooks.hooks.subscription import Subscription
+from crmhooks.schema.values import is_uuid
+from crmhooks.store.catalog import custom_types_by_space
+from crmhooks.store.engine import Database
+from crmhooks.store.tables import deliveries, events
+
+# A request holds at most 100 events of one webhook, in seq order: the requests that may carry
+# an event start at or before it; this many of them are looked at, newest first.
+CARRIERS_READ = 1000
+
+
+async def explain_event(db: Database, sub: Subscription, event_id: str | None) -> dict[str, Any]:
+    """The verdict of every rule for the stored event ``event_id`` and the webhook as it is
+    now; 400 for a missing or malformed id, 404 for an event the space does not have."""
+    if not event_id:
+        raise ParameterInvalid("event_id: required (an id from GET /events)")
+    if not is_uuid(event_id):
+        raise ParameterInvalid(f"event_id: {event_id!r} is not an event id (UUID)")
+    event_id = event_id.lower()
+    async with db.read() as conn:
+        row = (
+            await conn.execute(
+                select(*EVENT_COLUMNS).where(
+                    events.c.id == event_id, events.c.space_id == sub.space_id
+                )
+            )
+        ).first()
+        if row is None:
+            raise NotFound(f"no event {event_id} in this space (or past retention)")
+        event = stored_event(row, Catalog(await custom_types_by_space(conn, sub.space_id)))
+        if event is None:
+            raise NotFound(f"event {event_id} is of a custom entity that no longer exists")
+        carriers = await conn.execute(
+            select(deliveries.c.id, deliveries.c.event_ids)
+            .where(deliveries.c.webhook_id == sub.id, deliveries.c.first_seq <= event.seq)
+            .order_by(deliveries.c.first_seq.desc(), deliveries.c.created.desc())
+            .limit(CARRIERS_READ)
+        )
+        carried = [r.id for r in carriers if event_id in (r.event_ids or ())]
+    checks = explain(sub, event)
+    return {
+        "event_id": event.id,
+        "event": event.name,
+        "matched": all(c.passed for c in checks),
+        "checks": [{"rule": c.rule, "passed": c.passed, "detail": c.detail} for c in checks],
+        "deliveries": carried[::-1],
+    }
