@@ -1,7 +1,8 @@
 """The dashboard in a real headless Chromium (issue 7), against a real ``crmhooks serve``
 process and a real receiver process: sign in, create a webhook, trigger an Account.Create, watch
 its delivery appear without reloading, open it, make the receiver fail, see the failure, resend
-once the receiver is fixed, see it delivered.
+once the receiver is fixed, see it delivered; then find the event on the Events page and why
+it fired.
 
 Screenshots of every page go to the test's temporary directory; with
 ``CRMHOOKS_UPDATE_SCREENSHOTS=1`` one of each page at 1280 px is also written to
@@ -204,6 +205,24 @@ def test_sign_in_create_watch_fail_and_resend(
     sync_api.expect(row).to_contain_text("100%")
     check_page(page)
     shots.take(page, "webhooks")
+
+    # The Events page: the Account.Create is listed; opened, its verdict for the webhook says
+    # it fired, every rule passed, and links to the request that carried it.
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Events").click()
+    sync_api.expect(page.get_by_role("heading", name="Events")).to_be_visible()
+    check_page(page)
+    first = page.locator("#live tr.event").filter(has_text="Account.Create").last
+    sync_api.expect(first).to_contain_text("Acme")
+    visited.append(page.url)
+    first.locator("summary").click()
+    verdict = first.locator(".verdict")
+    sync_api.expect(verdict).to_contain_text("fired")
+    sync_api.expect(verdict.locator("tr.check.passed")).to_have_count(7)
+    shots.take(page, "events")
+    verdict.locator("a.carrier").first.click()
+    sync_api.expect(page.locator("#delivery-status")).to_have_text("delivered")
+    page.goto(f"{server.url}/ui/events?event=Contact.*")
+    sync_api.expect(page.locator("#live")).to_contain_text("No events match the filter")
 
     # 390 px wide: every page readable without scrolling sideways.
     narrow = browser.new_context(

@@ -353,3 +353,53 @@ async def test_a_generated_secret_is_shown_once_and_never_put_back_in_a_page(
     [kept] = await webhooks_in(app_client, mine)  # an empty secret on edit keeps the old one
     assert kept["signature"] == hook["signature"]
     assert kept["signature"].endswith(secret.group(0)[-4:])
+
+
+# --- the Events page (issue 15) --------------------------------------------------------------
+
+
+async def test_the_events_page_lists_filters_and_explains_each_event(
+    me: Visitor, app_client: httpx.AsyncClient, spaces: tuple[IssuedKey, IssuedKey]
+) -> None:
+    mine, theirs = spaces
+    hook = await webhook_of(app_client, mine)
+    async with api(app_client, mine) as http:
+        owner = mine.client_id
+        r = await http.post("/entities/Accounts", json={"name": "Acme", "owner_id": owner})
+        assert r.status_code == 201, r.text
+        account = r.json()["data"]
+        r = await http.patch(f"/entities/Accounts/{account['id']}", json={"name": "Acme Ltd"})
+        assert r.status_code == 200, r.text
+    r = await app_client.get(
+        f"/api/v100/rest/spaces/{mine.space_id}/events",
+        auth=httpx.BasicAuth(mine.api_key, mine.api_secret),
+    )
+    events = r.json()
+    async with api(app_client, theirs) as http:
+        r = await http.post(
+            "/entities/Accounts", json={"name": "theirs", "owner_id": theirs.client_id}
+        )
+        assert r.status_code == 201, r.text
+    await me.sign_in(mine)
+    r = await me.get("/ui/events")
+    assert_page(r, 200, "Events", "Account.Create", "Account.Update", "Acme Ltd")
+    assert "theirs" not in r.text
+    # Filtered by name, and by record: a bad name is named on the page.
+    r = await me.get("/ui/events/live?event=Account.Update")
+    assert_page(r, 200, "Account.Update")
+    assert "Account.Create" not in said(r)
+    r = await me.get(f"/ui/events?entity_id={uuid.uuid4()}")
+    assert_page(r, 200, "No events match the filter")
+    r = await me.get("/ui/events?event=Account.Explode")
+    assert_page(r, 200, "The filter was not applied", "Event: unknown event 'Account.Explode'")
+    # One event's verdict for the space's webhook: not fired for the Update (it listens to
+    # Account.Create), with every rule.
+    update = next(e for e in events["data"] if e["event"] == "Account.Update")
+    r = await me.get(f"/ui/events/{update['id']}", headers={"HX-Request": "true"})
+    assert_page(r, 200, "not fired", "event_name", "on_field_change", hook["url"])
+    create = next(e for e in events["data"] if e["event"] == "Account.Create")
+    r = await me.get(f"/ui/events/{create['id']}")
+    assert_page(r, 200, "Why it fired, or not", "fired", "No request carries it yet")
+    assert "not fired" not in said(r)
+    # Another space's event is not found from here.
+    assert_page(await me.get(f"/ui/events/{uuid.uuid4()}"), 404, "Not found")

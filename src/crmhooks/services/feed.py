@@ -202,17 +202,7 @@ async def _read_page(db: Database, space_id: str, query: FeedQuery, base_url: st
         stmt = select(*EVENT_COLUMNS).where(
             events.c.space_id == space_id, events.c.seq > after, events.c.seq <= bound
         )
-        if query.entity_id is not None:
-            stmt = stmt.where(events.c.record_id == query.entity_id)
-        if query.names is not None and "*" not in query.names:
-            exact = sorted(n for n in query.names if not n.endswith(".*"))
-            prefixes = sorted(n[:-1] for n in query.names if n.endswith(".*"))
-            stmt = stmt.where(
-                or_(
-                    events.c.name.in_(exact),
-                    *(events.c.name.startswith(p, autoescape=True) for p in prefixes),
-                )
-            )
+        stmt = narrowed(stmt, query)
         rows = list(await conn.execute(stmt.order_by(events.c.seq).limit(query.first + 1)))
         more = len(rows) > query.first
         rows = rows[: query.first]
@@ -224,6 +214,36 @@ async def _read_page(db: Database, space_id: str, query: FeedQuery, base_url: st
     # never before what was pruned).
     end = int(rows[-1][0]) if rows else max(after, bound, pruned or 0)
     return FeedPage(data, encode_cursor(end), more)
+
+
+def narrowed(stmt: Any, query: FeedQuery) -> Any:
+    """``stmt`` on ``events`` with the query's ``filter[entity_id]`` and ``filter[event]``."""
+    if query.entity_id is not None:
+        stmt = stmt.where(events.c.record_id == query.entity_id)
+    if query.names is not None and "*" not in query.names:
+        exact = sorted(n for n in query.names if not n.endswith(".*"))
+        prefixes = sorted(n[:-1] for n in query.names if n.endswith(".*"))
+        stmt = stmt.where(
+            or_(
+                events.c.name.in_(exact),
+                *(events.c.name.startswith(p, autoescape=True) for p in prefixes),
+            )
+        )
+    return stmt
+
+
+async def recent_events(
+    db: Database, space_id: str, query: FeedQuery, base_url: str
+) -> list[dict[str, Any]]:
+    """The space's newest ``first`` events passing the query's filters, newest first, as the
+    feed shows them (the dashboard's Events page)."""
+    async with db.read() as conn:
+        stmt = narrowed(select(*EVENT_COLUMNS).where(events.c.space_id == space_id), query)
+        rows = list(await conn.execute(stmt.order_by(events.c.seq.desc()).limit(query.first)))
+        catalog = Catalog(await custom_types_by_space(conn, space_id))
+        evs = [e for row in rows if (e := stored_event(row, catalog)) is not None]
+        shown = await Rendering(conn, base_url, catalog).entities(space_id, evs, lambda _: Shape())
+    return [_element(e, s) for e, s in zip(evs, shown, strict=True)]
 
 
 def _element(event: Event, entity: Any) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from starlette.staticfiles import StaticFiles
 from crmhooks.errors import NotFound
 from crmhooks.settings import Settings
 from crmhooks.ui.delivery_pages import delivery_routes
+from crmhooks.ui.event_pages import event_routes
 from crmhooks.ui.signin import signin_routes
 from crmhooks.ui.web import BASE, Dashboard, Page, route
 from crmhooks.ui.webhook_pages import webhook_routes
@@ -26,6 +27,7 @@ def dashboard_routes(settings: Settings) -> list[BaseRoute]:
         *signin_routes(dash),
         *webhook_routes(dash),
         *delivery_routes(dash),
+        *event_routes(dash),
         route(dash, "/{rest:path}", _no_page),  # last: any other address under /ui
     ]
 
