@@ -3,7 +3,8 @@
 :class:`WebhookIndex` files subscriptions by (space, subscribed name), so an event looks at the
 webhooks of its own space that listed its name, its ``Entity.*`` or ``*``, and at no other:
 the cost of matching does not grow with webhooks that cannot match. :func:`accepts` is the
-decision for one webhook and one event, a pure function.
+decision for one webhook and one event, a pure function made of one predicate per rule;
+:func:`explain` reports those same predicates' verdicts, rule by rule, with what they compared.
 """
 
 from __future__ import annotations
