@@ -24,6 +24,8 @@ ERROR_STATUSES = {
     "413": "Body over the size limit (ERROR_PAYLOAD_TOO_LARGE)",
     "422": "A field is wrong; field_errors names it (ERROR_ENTITY_VALIDATION)",
     "429": "Too many failed authentications lately; see Retry-After (ERROR_TOO_MANY_REQUESTS)",
+    "410": "A change feed cursor older than retention keeps; see oldest_cursor "
+    "(ERROR_CURSOR_EXPIRED)",
 }
 
 _INNER_ERROR: dict[str, Any] = {
@@ -356,7 +358,8 @@ def record_schema(et: EntityType) -> dict[str, Any]:
 
 
 def delivery_paths() -> dict[str, Any]:
-    """The delivery log and replay routes (docs/deliveries.md) and the operations routes."""
+    """The delivery log and replay routes (docs/deliveries.md), explain and the change feed
+    (docs/webhooks.md), and the operations routes."""
     hook = _param("webhook_id", "path", {"type": "string", "format": "uuid"}, True)
     delivery = _param("delivery_id", "path", {"type": "string", "format": "uuid"}, True)
     base = f"{PREFIX}/entities/Webhooks/{{webhook_id}}"
@@ -410,6 +413,33 @@ def delivery_paths() -> dict[str, Any]:
                 "parameters": [SPACE, hook],
                 "requestBody": _body(window),
                 "responses": _responses("200", obj, "404"),
+            }
+        },
+        f"{base}/explain": {
+            "get": {
+                "tags": tag,
+                "summary": "Why the webhook fired for a stored event, or not: every matching rule",
+                "parameters": [
+                    SPACE,
+                    hook,
+                    _param("event_id", "query", {"type": "string", "format": "uuid"}, True),
+                ],
+                "responses": _responses("200", obj, "404"),
+            }
+        },
+        f"{PREFIX}/events": {
+            "get": {
+                "tags": ["Change feed"],
+                "summary": "The space's stored events, oldest first, with a cursor; a long-poll",
+                "parameters": [
+                    SPACE,
+                    _param("first", "query", {"type": "integer", "minimum": 1, "maximum": 100}),
+                    _param("after", "query", {"type": "string"}),
+                    _param("filter[event]", "query", {"type": "string"}),
+                    _param("filter[entity_id]", "query", {"type": "string", "format": "uuid"}),
+                    _param("wait", "query", {"type": "number", "minimum": 0, "maximum": 30}),
+                ],
+                "responses": _responses("200", obj, "410"),
             }
         },
         f"{base}/test": {
