@@ -96,7 +96,7 @@ def create_app(
             build_dispatcher(db, settings, sender) if settings.delivery and child is None else None
         )
         wake = dispatcher or child
-        feed = FeedSignals()
+        feed = FeedSignals(settings.max_waiting_polls_per_space)
         writes = WritePath(
             db,
             recorders=[build_recorder(settings)],

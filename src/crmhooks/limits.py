@@ -43,6 +43,8 @@ class Limits(BaseSettings):
     max_webhooks_per_space: int = 100
     # Items of one batch-modify, batch-delete or batch-restore request (one transaction).
     max_batch_items: int = 1000
+    # Change feed long-polls of one space waiting at once, per API process.
+    max_waiting_polls_per_space: int = 100
 
 
 _current: Limits | None = None

@@ -14,7 +14,8 @@ import pytest
 from crmhooks.delivery.queue import SqlQueue
 from crmhooks.settings import Settings
 from crmhooks.store.engine import open_database
-from tests.support.api import BASE, Api, asgi_client
+from crmhooks.store.keys import IssuedKey
+from tests.support.api import BASE, Api, api_settings, asgi_client
 from tests.support.databases import new_space
 
 ELEMENT_KEYS = {"id", "event", "event_time", "entity_name", "entity_id", "entity", "changes"}
@@ -199,3 +200,39 @@ async def test_a_write_through_another_api_process_wakes_the_poll(
         # Well within the one-second reading a process falls back on without its LISTEN.
         assert time.monotonic() - started < 0.5
     assert [e["entity"]["name"] for e in body["data"]] == ["elsewhere"]
+
+
+async def test_waiting_polls_of_a_space_are_bounded_and_others_still_wait(
+    db_url: str, space: IssuedKey
+) -> None:
+    """A space cannot hold the process with long-polls: past its limit a poll that would wait
+    is a 429 naming the limit; another space's polls still wait, and the waiting ones answer."""
+    other = await new_space(db_url, "other")
+    settings = api_settings(db_url).model_copy(update={"max_waiting_polls_per_space": 2})
+    async with asgi_client(settings) as http:
+        mine, theirs = Api(http, space), Api(http, other)
+        mine_auth = httpx.BasicAuth(space.api_key, space.api_secret)
+        their_auth = httpx.BasicAuth(other.api_key, other.api_secret)
+        http.auth = mine_auth
+        cursor = (await _get(mine))["page_info"]["end_cursor"]
+        waiting = [asyncio.create_task(_get(mine, after=cursor, wait=10)) for _ in range(2)]
+        await asyncio.sleep(0.3)
+        r = await http.get(_feed(mine), params={"after": cursor, "wait": 10})
+        assert r.status_code == 429, r.text
+        assert "max_waiting_polls_per_space" in r.json()["message"]
+        assert r.headers["Retry-After"] == "1"
+        no_wait = await http.get(_feed(mine), params={"after": cursor})  # no wait: answered
+        assert no_wait.status_code == 200
+        r = await http.get(_feed(theirs), auth=their_auth)
+        their_cursor = r.json()["page_info"]["end_cursor"]
+        r = await http.get(
+            _feed(theirs), params={"after": their_cursor, "wait": 0.2}, auth=their_auth
+        )
+        assert r.status_code == 200, r.text  # another space's poll waits as usual
+        await mine.create("Accounts", {"name": "released"})
+        for task in waiting:
+            body = await asyncio.wait_for(task, 5)
+            assert [e["entity"]["name"] for e in body["data"]] == ["released"]
+        # The slots are free again.
+        r = await http.get(_feed(mine), params={"after": cursor, "wait": 0.1})
+        assert r.status_code == 200, r.text

@@ -13,7 +13,8 @@ import asyncio
 import base64
 import binascii
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from sqlalchemy import func, or_, select
 
 from crmhooks.changes.writer import Change, WriteContext
 from crmhooks.delivery.router import EVENT_COLUMNS, stored_event
-from crmhooks.errors import CursorExpired, ParameterInvalid
+from crmhooks.errors import CursorExpired, ParameterInvalid, TooManyRequests
 from crmhooks.hooks.match import Event
 from crmhooks.hooks.names import EVENT_NAMES
 from crmhooks.hooks.payload import event_time
@@ -132,8 +133,10 @@ class FeedSignals:
     ``asyncio.Event`` of its space, then reads again.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_waiting: int = 100) -> None:
         self._events: dict[str, asyncio.Event] = {}
+        self._waiting: dict[str, int] = {}  # polls waiting now, per space
+        self.max_waiting = max_waiting  # per space (limits: max_waiting_polls_per_space)
         # Set while the writes of other processes wake polls too (PostgreSQL's LISTEN).
         self.hears_others = asyncio.Event()
 
@@ -145,6 +148,27 @@ class FeedSignals:
     def committed(self, ctx: WriteContext, changes: Sequence[Change]) -> None:
         """A ``WritePath`` after-commit callback: wakes the polls of the space written."""
         self.notify(ctx.space_id)
+
+    @contextmanager
+    def waiting(self, space_id: str) -> Iterator[None]:
+        """One more poll of the space waits, within the space's limit: 429 past it (a space
+        cannot hold the process's memory and connections with polls)."""
+        held = self._waiting.get(space_id, 0)
+        if held >= self.max_waiting:
+            raise TooManyRequests(
+                f"the space has {held} change feed polls waiting; the limit is "
+                f"{self.max_waiting} (max_waiting_polls_per_space): poll without wait, or later",
+                1,
+            )
+        self._waiting[space_id] = held + 1
+        try:
+            yield
+        finally:
+            left = self._waiting[space_id] - 1
+            if left:
+                self._waiting[space_id] = left
+            else:
+                del self._waiting[space_id]
 
     def waiter(self, space_id: str) -> asyncio.Event:
         event = self._events.get(space_id)
@@ -165,14 +189,27 @@ async def read_feed(
     """One page of the feed; with ``wait`` (and ``after``) and nothing newer, waits for a write
     of the space, reading again after each (``poll_seconds``: also at this interval, for
     writes of other processes)."""
+    if query.after is None or query.wait <= 0:
+        return await _read_page(db, space_id, query, base_url)
+    with signals.waiting(space_id):
+        return await _wait_for_page(db, signals, space_id, query, base_url, poll_seconds)
+
+
+async def _wait_for_page(
+    db: Database,
+    signals: FeedSignals,
+    space_id: str,
+    query: FeedQuery,
+    base_url: str,
+    poll_seconds: float | None,
+) -> FeedPage:
     deadline = time.monotonic() + query.wait
-    waits = query.after is not None and query.wait > 0
     while True:
         # Taken before the read, so that no commit falls between the read and the wait.
-        waiter = signals.waiter(space_id) if waits else None
+        waiter = signals.waiter(space_id)
         page = await _read_page(db, space_id, query, base_url)
         left = deadline - time.monotonic()
-        if page.data or waiter is None or left <= 0:
+        if page.data or left <= 0:
             return page
         timeout = left if poll_seconds is None else min(left, poll_seconds)
         try:
