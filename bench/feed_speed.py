@@ -9,7 +9,8 @@ SQLite (delivery off: nothing else runs in the server).
 3. Many waiting: ``--polls`` long-polls waiting at once. The API's p50 for a small read
    (``GET /entities/Accounts?first=1``, ``--reads`` times) with them waiting and with none;
    serve's resident memory per waiting poll; then one create, and the time until every poll
-   has its answer.
+   has its answer. (One space's polls: serve runs with ``max_waiting_polls_per_space`` raised
+   to ``--polls``.)
 
 Run: ``python -m bench.feed_speed`` (writes its section of docs/benchmarks.md; ``--no-docs``).
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -245,6 +247,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-docs", action="store_true")
     args = p.parse_args(argv)
     figures = Figures(events=args.events, polls=args.polls)
+    # One space's polls, all of them: the server's per-space bound raised to their number.
+    os.environ["CRMHOOKS_MAX_WAITING_POLLS_PER_SPACE"] = str(max(args.polls, 100))
     work = Path(tempfile.mkdtemp(prefix="crmhooks-feed-"))
     key = Key()
     serve = start_serve(f"sqlite:///{work}/feed.db", work, delivery=False, key=key)
