@@ -208,7 +208,7 @@ def events(
 ) -> None:
     """Print a space's events, one line each, oldest first (the change feed, from the
     database); with --follow, go on printing new ones as they are written."""
-    from crmhooks.services.feed import FeedSignals, parse_query, read_feed
+    from crmhooks.services.feed import FeedSignals, parse_query, read_feed, shown_name
 
     url = _settings(database).database_url
     params = {"first": "100"}
@@ -227,12 +227,8 @@ def events(
                 query = parse_query(params | ({"wait": "30"} if follow else {}))
                 page = await read_feed(db, signals, space_id, query, "", poll_seconds=0.2)
                 for e in page.data:
-                    # The entity as the write rendered it (JSON text) or as rendered now.
-                    entity = orjson.loads(orjson.dumps(e["entity"]))
-                    label = entity.get("name", "") if isinstance(entity, dict) else ""
-                    typer.echo(
-                        f"{e['event_time']}  {e['event']:<28} {e['entity_id']}  {label}".rstrip()
-                    )
+                    line = f"{e['event_time']}  {e['event']:<28} {e['entity_id']}  {shown_name(e)}"
+                    typer.echo(line.rstrip())
                 params["after"] = page.end_cursor
                 if not page.has_next_page and not follow:
                     return page.end_cursor

@@ -18,7 +18,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crmhooks.changes.writer import Change, WriteContext
 from crmhooks.delivery.router import EVENT_COLUMNS, stored_event
@@ -106,7 +108,7 @@ def _number(
         value = int(raw) if integer else float(raw)
     except ValueError:
         value = None
-    if value is None or not low <= value <= high or value != value:
+    if value is None or not low <= value <= high:  # NaN too: it compares false
         kind = "an integer" if integer else "a number of seconds"
         raise ParameterInvalid(f"{name}: {raw!r} is not {kind} from {low:g} to {high:g}")
     return value
@@ -243,10 +245,7 @@ async def _read_page(db: Database, space_id: str, query: FeedQuery, base_url: st
         rows = list(await conn.execute(stmt.order_by(events.c.seq).limit(query.first + 1)))
         more = len(rows) > query.first
         rows = rows[: query.first]
-        catalog = Catalog(await custom_types_by_space(conn, space_id))
-        evs = [e for row in rows if (e := stored_event(row, catalog)) is not None]
-        shown = await Rendering(conn, base_url, catalog).entities(space_id, evs, lambda _: Shape())
-    data = [_element(e, s) for e, s in zip(evs, shown, strict=True)]
+        data = await _elements(conn, space_id, rows, base_url)
     # With nothing of this space up to the last commit, the next read starts there (and
     # never before what was pruned).
     end = int(rows[-1][0]) if rows else max(after, bound, pruned or 0)
@@ -277,9 +276,24 @@ async def recent_events(
     async with db.read() as conn:
         stmt = narrowed(select(*EVENT_COLUMNS).where(events.c.space_id == space_id), query)
         rows = list(await conn.execute(stmt.order_by(events.c.seq.desc()).limit(query.first)))
-        catalog = Catalog(await custom_types_by_space(conn, space_id))
-        evs = [e for row in rows if (e := stored_event(row, catalog)) is not None]
-        shown = await Rendering(conn, base_url, catalog).entities(space_id, evs, lambda _: Shape())
+        return await _elements(conn, space_id, rows, base_url)
+
+
+def shown_name(element: Mapping[str, Any]) -> str:
+    """The record's ``name`` in a feed element ('' without one): its entity is a dict, or the
+    JSON text the write rendered."""
+    entity = orjson.loads(orjson.dumps(element["entity"]))
+    return str(entity.get("name") or "") if isinstance(entity, dict) else ""
+
+
+async def _elements(
+    conn: AsyncConnection, space_id: str, rows: Sequence[Any], base_url: str
+) -> list[dict[str, Any]]:
+    """Feed elements of ``EVENT_COLUMNS`` rows, each record as a webhook with default options
+    shows it (the routing code's own rendering)."""
+    catalog = Catalog(await custom_types_by_space(conn, space_id))
+    evs = [e for row in rows if (e := stored_event(row, catalog)) is not None]
+    shown = await Rendering(conn, base_url, catalog).entities(space_id, evs, lambda _: Shape())
     return [_element(e, s) for e, s in zip(evs, shown, strict=True)]
 
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from starlette.responses import Response
 from starlette.routing import Route
 
 from crmhooks.errors import ParameterInvalid
 from crmhooks.services.explain import event_verdicts
-from crmhooks.services.feed import parse_query, recent_events
+from crmhooks.services.feed import parse_query, recent_events, shown_name
 from crmhooks.ui.web import Dashboard, Page, route
 
 POLL = "2s"
@@ -40,9 +39,8 @@ def _filters(page: Page) -> tuple[dict[str, str], dict[str, Any]]:
 async def _rows(page: Page) -> dict[str, Any]:
     typed, made = _filters(page)
     shown = await recent_events(page.svc.db, page.space_id, made["query"], "")
-    for e in shown:  # the record's name; its rendering may be the write's JSON text
-        entity = orjson.loads(orjson.dumps(e["entity"]))
-        e["label"] = entity.get("name", "") if isinstance(entity, dict) else ""
+    for e in shown:
+        e["label"] = shown_name(e)
     query = {k: v for k, v in typed.items() if v}
     return {"events": shown, "filters": typed, "filter_error": made["error"], "query": query}
 
