@@ -107,7 +107,7 @@ def create_app(
         # On PostgreSQL other API processes write too: their commits wake this one's polls.
         heard = None
         if db.dialect == "postgresql":
-            heard = Listener(db.url, on_events=feed.notify, on_requests=lambda _: None)
+            heard = Listener(db.url, on_events=feed.notify)
             feed.hears_others = heard.listening
             heard.start()
         keys = KeyCache(db, ttl=settings.key_cache_seconds)

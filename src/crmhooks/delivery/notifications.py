@@ -36,11 +36,14 @@ class Listener:
         url: str,
         *,
         on_events: Callable[[str], None],
-        on_requests: Callable[[str], None],
+        on_requests: Callable[[str], None] | None = None,
         retry_seconds: float = 1.0,
     ) -> None:
         self._conninfo = conninfo(url)
-        self._handlers = {EVENTS_CHANNEL: on_events, REQUESTS_CHANNEL: on_requests}
+        # Only the channels something listens for: a process is not woken for the others.
+        self._handlers = {EVENTS_CHANNEL: on_events}
+        if on_requests is not None:
+            self._handlers[REQUESTS_CHANNEL] = on_requests
         self._retry = retry_seconds
         self._task: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()

@@ -16,7 +16,7 @@ from crmhooks.hooks.rendering import Catalog
 from crmhooks.hooks.subscription import Subscription, compile_webhook
 from crmhooks.schema.registry import WEBHOOKS
 from crmhooks.schema.values import is_uuid
-from crmhooks.store.catalog import custom_types, custom_types_by_space
+from crmhooks.store.catalog import custom_types_by_space
 from crmhooks.store.engine import Database
 from crmhooks.store.records import row_to_record, scope, table_of
 from crmhooks.store.tables import deliveries, events
@@ -30,7 +30,8 @@ async def explain_event(db: Database, sub: Subscription, event_id: str | None) -
     """The verdict of every rule for the stored event ``event_id`` and the webhook as it is
     now; 400 for a missing or malformed id, 404 for an event the space does not have."""
     async with db.read() as conn:
-        event = await _event(conn, sub.space_id, event_id)
+        custom = await custom_types_by_space(conn, sub.space_id)
+        event = await _event(conn, sub.space_id, event_id, Catalog(custom))
         return await _verdict(conn, sub, event)
 
 
@@ -40,12 +41,13 @@ async def event_verdicts(
     """A stored event of the space and its verdict for each webhook of the space (the
     dashboard's Events page), the webhooks that fired first."""
     async with db.read() as conn:
-        event = await _event(conn, space_id, event_id)
-        custom = await custom_types(conn, space_id)
+        custom = await custom_types_by_space(conn, space_id)
+        event = await _event(conn, space_id, event_id, Catalog(custom))
         t = table_of(WEBHOOKS)
         rows = await conn.execute(select(t).where(scope(WEBHOOKS, space_id)))
+        types = custom.get(space_id, {})
         subs = [
-            compile_webhook({**row_to_record(WEBHOOKS, r), "space_id": space_id}, custom)
+            compile_webhook({**row_to_record(WEBHOOKS, r), "space_id": space_id}, types)
             for r in rows.mappings()
         ]
         verdicts = [(sub, await _verdict(conn, sub, event)) for sub in subs]
@@ -53,7 +55,9 @@ async def event_verdicts(
     return event, verdicts
 
 
-async def _event(conn: AsyncConnection, space_id: str, event_id: str | None) -> Event:
+async def _event(
+    conn: AsyncConnection, space_id: str, event_id: str | None, catalog: Catalog
+) -> Event:
     if not event_id:
         raise ParameterInvalid("event_id: required (an id from GET /events)")
     if not is_uuid(event_id):
@@ -66,7 +70,7 @@ async def _event(conn: AsyncConnection, space_id: str, event_id: str | None) -> 
     ).first()
     if row is None:
         raise NotFound(f"no event {event_id} in this space (or past retention)")
-    event = stored_event(row, Catalog(await custom_types_by_space(conn, space_id)))
+    event = stored_event(row, catalog)
     if event is None:
         raise NotFound(f"event {event_id} is of a custom entity that no longer exists")
     return event
