@@ -715,6 +715,11 @@ def print_table(runs: list[EngineRun], opts: Options) -> None:
         )
 
 
+def reproduce(command: str) -> list[str]:
+    """The lines of a benchmark's docs section that give the command its figures came from."""
+    return ["Reproduce with:", "", "```", command, "```", ""]
+
+
 def machine() -> str:
     model = "unknown CPU"
     try:
@@ -750,12 +755,7 @@ def markdown_block(runs: list[EngineRun], opts: Options, command: str) -> str:
         "shown in brackets). Server CPU is the `crmhooks serve` process's user + system time "
         "(all its threads) divided by the requests of the phase.",
         "",
-        "Reproduce with:",
-        "",
-        "```",
-        command,
-        "```",
-        "",
+        *reproduce(command),
         "| Figure | Target | " + " | ".join(r.version for r in runs) + " |",
         "| --- | --- |" + " --- |" * len(runs),
     ]

@@ -64,6 +64,7 @@ from bench.api_speed import (
     postgres_database,
     postgres_version,
     replace_figures,
+    reproduce,
 )
 from bench.receiver import nearest_rank
 
@@ -1060,12 +1061,7 @@ def markdown(rounds: list[Round], opts: Options, command: str, engine: str, befo
         f"{before} before the run, {load_average()} after it. {len(rounds)} round(s): "
         "median [min - max]; ratios are taken within each round.",
         "",
-        "Reproduce with:",
-        "",
-        "```",
-        command,
-        "```",
-        "",
+        *reproduce(command),
         "| Figure | Target | Measured |",
         "| --- | --- | --- |",
     ]

@@ -32,7 +32,7 @@ import aiohttp
 import orjson
 from rich.table import Table
 
-from bench.api_speed import api_user, machine, stop_server, wait_for_quiet
+from bench.api_speed import api_user, machine, reproduce, stop_server, wait_for_quiet
 from bench.delivery_speed import (
     ACCOUNTS,
     DOCS,
@@ -221,12 +221,7 @@ def markdown(f: Figures, command: str) -> str:
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; SQLite; "
         f"{f.events:,} events stored; cores busy before the run {f.background:.2f}.",
         "",
-        "Reproduce with:",
-        "",
-        "```",
-        command,
-        "```",
-        "",
+        *reproduce(command),
         "| figure | target | measured |",
         "| --- | --- | --- |",
         *(f"| {a} | {b} | {c} |" for a, b, c in rows(f)),

@@ -61,6 +61,7 @@ from bench.api_speed import (
     postgres_version,
     process_cpu,
     replace_figures,
+    reproduce,
     sqlite_database,
     start_server,
     stop_server,
@@ -888,12 +889,7 @@ def markdown_block(runs: list[EngineRun], opts: Options, command: str) -> str:
         "are end to end from one client over loopback (HTTP, authentication, SQL, rendering, "
         "JSON); the SQL rows time the page statement and the total on their own.",
         "",
-        "Reproduce with:",
-        "",
-        "```",
-        command,
-        "```",
-        "",
+        *reproduce(command),
         "| Figure | Target | " + " | ".join(r.version for r in runs) + " |",
         "| --- | --- |" + " --- |" * len(runs),
     ]

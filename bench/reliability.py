@@ -43,7 +43,7 @@ import orjson
 from aiohttp import web
 from rich.table import Table
 
-from bench.api_speed import machine, stop_server, wait_for_quiet
+from bench.api_speed import machine, reproduce, stop_server, wait_for_quiet
 from bench.delivery_speed import (
     ACCOUNTS,
     BATCH,
@@ -537,12 +537,7 @@ def markdown(iso: Isolation, back: Backlog, command: str) -> str:
         "<!-- reliability: figures -->",
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}.",
         "",
-        "Reproduce with:",
-        "",
-        "```",
-        command,
-        "```",
-        "",
+        *reproduce(command),
         "| Figure | Target | Measured |",
         "| --- | --- | --- |",
     ]

@@ -38,6 +38,7 @@ from bench.api_speed import (
     postgres_database,
     postgres_version,
     process_cpu,
+    reproduce,
     stop_server,
 )
 from bench.delivery_speed import (
@@ -317,12 +318,7 @@ def markdown(r: Results, command: str) -> str:
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; PostgreSQL "
         f"{r.pg_version} on the same machine; {r.webhooks} webhooks.",
         "",
-        "Reproduce with:",
-        "",
-        "```",
-        command,
-        "```",
-        "",
+        *reproduce(command),
         "| " + " | ".join(COLUMNS) + " |",
         "| " + " | ".join("---" for _ in COLUMNS) + " |",
         *("| " + " | ".join(row) + " |" for row in rows(r)),
