@@ -664,7 +664,9 @@ def add_webhooks(db_file: Path, total: int) -> None:
 class _NoSend(HttpSender):
     """Answers every request with 200 at once: claiming is measured, not sending."""
 
-    async def send(self, sub: Subscription, msg_id: str, body: bytes) -> SendResult:
+    async def send(
+        self, sub: Subscription, msg_id: str, body: bytes, *, replay: bool = False
+    ) -> SendResult:
         return SendResult(200, 0.0, None, "", None, datetime.now(UTC))
 
 

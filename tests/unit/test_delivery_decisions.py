@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import random
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -15,10 +16,12 @@ from standardwebhooks.webhooks import Webhook
 from crmhooks.delivery.budget import Budget, Matched, match_within
 from crmhooks.delivery.chunking import plan_chunks
 from crmhooks.delivery.retry import DEFAULT_SCHEDULE, Verdict, decide, parse_schedule
-from crmhooks.delivery.signing import pipeliner_signature, standard_signature
+from crmhooks.delivery.signing import headers, pipeliner_signature, standard_signature
+from crmhooks.errors import ParameterInvalid
 from crmhooks.hooks.match import Event
-from crmhooks.hooks.subscription import Subscription
+from crmhooks.hooks.subscription import Subscription, compile_webhook
 from crmhooks.netguard import Guard, parse_allowed
+from crmhooks.services.replay import parse_replay, split_ready
 
 
 def test_success_is_delivered_and_410_disables() -> None:
@@ -171,3 +174,46 @@ async def test_a_space_past_its_matching_budget_has_its_next_events_held() -> No
     assert budget.events_for("calm", 0.5, 100) == 48
     assert budget.events_for("calm", 0.5, 10) == 10
     assert budget.events_for("costly", 10.0, 100) == 1
+
+
+def _burst(seq: int, burst: str) -> Event:
+    event = _event(seq, "s")
+    return replace(event, burst_id=burst)
+
+
+def test_a_replay_page_plans_whole_chunks_and_leaves_the_rest_for_the_next() -> None:
+    evs = [_burst(i, f"b{i // 4}") for i in range(10)]  # bursts of 4, 4, 2
+    assert split_ready(evs, 3, 0.0) == 9  # three chunks of 3; the tenth may be joined
+    assert split_ready(evs, 5, 0.0) == 10
+    assert split_ready(evs, 100, 0.0) == 0
+    # With a chunk_delay chunks are per burst: the last burst may go on in the next page.
+    assert split_ready(evs, 3, 1.0) == 8
+    assert split_ready(evs[:4], 3, 1.0) == 0
+
+
+def test_a_replay_body_is_read_with_errors_naming_the_field() -> None:
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    win = parse_replay({"since": "2026-11-01T00:00:00Z"}, now)
+    assert (win.since, win.until, win.dry_run) == (datetime(2026, 11, 1, tzinfo=UTC), now, False)
+    got = parse_replay({"since": "2026-11-01T00:00:00Z", "until": None, "dry_run": True}, now)
+    assert got.dry_run is True
+    for body, field in [
+        ({}, "since"),
+        ({"since": 1}, "since"),
+        ({"since": "soon"}, "since"),
+        ({"since": "2026-11-01T00:00:00Z", "until": "2026-10-01T00:00:00Z"}, "until"),
+        ({"since": "2026-11-01T00:00:00Z", "dry_run": 1}, "dry_run"),
+        ({"since": "2026-11-01T00:00:00Z", "webhook": "x"}, "webhook"),
+    ]:
+        with pytest.raises(ParameterInvalid, match=field):
+            parse_replay(body, now)
+
+
+def test_a_replayed_request_says_so_in_a_header_outside_the_signature() -> None:
+    record = {"id": "w", "space_id": "s", "url": "https://example.test/hook"}
+    sub = compile_webhook({**record, "events": ["*"], "insecure_ssl": False}, {})
+    body = b"[]"
+    live = headers(sub, "msg", 1, body, datetime(2026, 12, 1, tzinfo=UTC))
+    again = headers(sub, "msg", 1, body, datetime(2026, 12, 1, tzinfo=UTC), replay=True)
+    assert "webhook-replay" not in live
+    assert again == {**live, "webhook-replay": "true"}

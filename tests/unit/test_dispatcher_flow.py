@@ -54,7 +54,9 @@ class FakeSender:
         self.most: Counter[str] = Counter()
         self.sent: list[tuple[str, str]] = []  # (webhook, request id) in order
 
-    async def send(self, sub: Subscription, msg_id: str, body: bytes) -> SendResult:
+    async def send(
+        self, sub: Subscription, msg_id: str, body: bytes, *, replay: bool = False
+    ) -> SendResult:
         self.sending[sub.id] += 1
         self.most[sub.id] = max(self.most[sub.id], self.sending[sub.id])
         try:

@@ -11,7 +11,7 @@ import pytest
 from crmhooks.changes.events import drafts
 from crmhooks.changes.writer import Action, Change
 from crmhooks.errors import ValidationFailed
-from crmhooks.hooks.match import Event, WebhookIndex, accepts
+from crmhooks.hooks.match import Event, WebhookIndex, accepts, accepts_any_time
 from crmhooks.hooks.subscription import compile_webhook
 from crmhooks.schema.registry import BUILTIN
 
@@ -181,3 +181,13 @@ def test_documents_and_comments_raise_on_the_linked_record() -> None:
     (c,) = drafts(comment)
     assert (c.name, c.entity, c.record_id) == ("Comment", "Tasks", "t")
     assert drafts(_change("Clients", Action.CREATE, None, {"first_name": "x"})) == []
+
+
+def test_a_replay_takes_every_rule_but_the_registration_time() -> None:
+    sub = _sub(["Account.Create"], {"skip_keys": ["mine"]}, created="2026-06-01 00:00:00+00:00")
+    early = _event("Account.Create", {}, entity="Accounts")  # before the webhook existed
+    assert early.occurred < sub.created
+    assert not accepts(sub, early)
+    assert accepts_any_time(sub, early)
+    skipped = _event("Account.Create", {}, entity="Accounts", skip_key="mine")
+    assert not accepts_any_time(sub, skipped)

@@ -4,6 +4,8 @@ dashboard) and ``crmhooks.services.explain``."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -11,6 +13,7 @@ from starlette.routing import Route
 from crmhooks.api import envelopes
 from crmhooks.api.routes import (
     PREFIX,
+    base_url,
     json_object,
     only_params,
     path_uuid,
@@ -28,6 +31,7 @@ from crmhooks.services.deliveries import (
     send_sample_event,
 )
 from crmhooks.services.explain import explain_event
+from crmhooks.services.replay import parse_replay, replay
 
 BASE = PREFIX + "/entities/Webhooks/{webhook_id}"
 
@@ -89,6 +93,16 @@ async def recover(request: Request) -> Response:
     return envelopes.one({"resent": len(ids), "delivery_ids": ids})
 
 
+async def replay_route(request: Request) -> Response:
+    """Plan the window's matching events again for the webhook (or count them)."""
+    _, sub = await _webhook(request)
+    only_params(request, set())
+    win = parse_replay(await json_object(request), datetime.now(UTC))
+    svc = services(request)
+    base = base_url(request, svc.settings)
+    return envelopes.one(await replay(svc.db, _dispatcher(request), sub, win, base))
+
+
 async def send_test(request: Request) -> Response:
     """Send one sample event now, record it, and answer with the outcome."""
     _, sub = await _webhook(request)
@@ -111,5 +125,6 @@ def delivery_routes() -> list[Route]:
         Route(BASE + "/deliveries/{delivery_id}", read_log, methods=["GET"]),
         Route(BASE + "/deliveries/{delivery_id}/resend", resend_one, methods=["POST"]),
         Route(BASE + "/recover", recover, methods=["POST"]),
+        Route(BASE + "/replay", replay_route, methods=["POST"]),
         Route(BASE + "/test", send_test, methods=["POST"]),
     ]

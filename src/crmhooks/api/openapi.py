@@ -365,15 +365,13 @@ def delivery_paths() -> dict[str, Any]:
     base = f"{PREFIX}/entities/Webhooks/{{webhook_id}}"
     obj: dict[str, Any] = {"type": "object"}
     tag = ["Webhook deliveries"]
-    window = {
-        "type": "object",
-        "required": ["since"],
-        "additionalProperties": False,
-        "properties": {
-            "since": {"type": "string", "format": "date-time"},
-            "until": {"type": "string", "format": "date-time"},
-        },
+    times: dict[str, Any] = {
+        "since": {"type": "string", "format": "date-time"},
+        "until": {"type": "string", "format": "date-time"},
     }
+    window = {"type": "object", "required": ["since"], "additionalProperties": False}
+    replay_window = {**window, "properties": {**times, "dry_run": {"type": "boolean"}}}
+    window["properties"] = times
     log_params = [
         _param("status", "query", {"type": "string"}),
         _param("since", "query", {"type": "string", "format": "date-time"}),
@@ -413,6 +411,15 @@ def delivery_paths() -> dict[str, Any]:
                 "parameters": [SPACE, hook],
                 "requestBody": _body(window),
                 "responses": _responses("200", obj, "404"),
+            }
+        },
+        f"{base}/replay": {
+            "post": {
+                "tags": tag,
+                "summary": "Plan a window's stored events that match the webhook as new requests",
+                "parameters": [SPACE, hook],
+                "requestBody": _body(replay_window),
+                "responses": _responses("200", obj, "404", "410"),
             }
         },
         f"{base}/explain": {

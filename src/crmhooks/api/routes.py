@@ -37,8 +37,8 @@ from crmhooks.schema.values import is_uuid
 
 # Services and services are also imported from here by the delivery routes (api/deliveries.py).
 from crmhooks.services.context import Services as Services
+from crmhooks.services.context import base_url as base_url
 from crmhooks.services.context import services as services
-from crmhooks.settings import Settings
 from crmhooks.store.catalog import entity_type
 from crmhooks.store.records import Record, fetch
 
@@ -46,12 +46,6 @@ PREFIX = "/api/v100/rest/spaces/{space_id}"
 SKIP_KEY_HEADER = "webhook-skip-key"
 TIMEZONE_HEADER = "timezone"
 MAX_SKIP_KEY = 255
-
-
-def base_url(request: Request, settings: Settings) -> str:
-    if settings.public_url:
-        return settings.public_url.rstrip("/")
-    return str(request.base_url).rstrip("/")
 
 
 async def request_context(request: Request) -> tuple[Services, WriteContext]:

@@ -202,8 +202,10 @@ class Dispatcher:
         self._claim_wake.set()
 
     def requeued(self) -> None:
-        """Deliveries were put back in the queue: claim now."""
-        self._claim_wake.set()
+        """Deliveries were put back in the queue or planned outside routing (resend,
+        recover, replay): look for the webhooks with work and claim now (they are not in
+        ``_work``, which routing and outcomes fill)."""
+        self._rescan()
 
     async def start(self) -> None:
         if self.listener is not None:
@@ -385,7 +387,8 @@ class Dispatcher:
             # Cancelled at shutdown: the id stays in _in_flight and its lease is released.
             async with self._total, self.per_webhook.sending(claimed.webhook_id):
                 try:
-                    result = await self.sender.send(sub, claimed.id, claimed.body.encode())
+                    body = claimed.body.encode()
+                    result = await self.sender.send(sub, claimed.id, body, replay=claimed.replay)
                 except Exception as e:  # a bug must not strand the request: record it
                     log.exception("sending failed", delivery_id=claimed.id)
                     result = SendResult(

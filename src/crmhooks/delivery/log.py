@@ -78,6 +78,7 @@ def _delivery(row: Any, attempts: Sequence[Any]) -> dict[str, Any]:
         "status": row.status,
         "event_ids": row.event_ids,
         "event_count": row.event_count,
+        "replay": bool(row.replay),
         "attempts": row.attempts,
         "next_attempt_at": when(row.next_attempt_at) if row.status == PENDING else None,
         "created": when(row.created),

@@ -34,6 +34,7 @@ class StoredRequest:
     chunk_group: str | None
     chunk_index: int | None
     records: list[str]  # its rows of delivery_records: emptied when it is finished
+    replay: bool = False
     status: DeliveryStatus = DeliveryStatus.PENDING
     attempts: int = 0
     lease_until: datetime | None = None
@@ -82,6 +83,7 @@ class MemoryQueue:
                 chunk_group=p.chunk_group,
                 chunk_index=p.chunk_index,
                 records=list(p.record_ids),
+                replay=p.replay,
             )
 
     @asynccontextmanager
@@ -220,7 +222,7 @@ class _MemoryClaim:
             due = self.now + timedelta(seconds=r.chunk_index * chunk_delay(first.webhook_id))
             r.next_attempt_at = due
             later.append((first.webhook_id, due))
-        claimed = [Claimed(r.id, r.webhook_id, r.body, r.attempts) for r in self.taken]
+        claimed = [Claimed(r.id, r.webhook_id, r.body, r.attempts, r.replay) for r in self.taken]
         return Claims(claimed, later)
 
 

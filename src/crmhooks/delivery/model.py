@@ -34,6 +34,7 @@ class PlannedRequest:
     chunk_group: str | None  # the requests of one burst share it
     chunk_index: int | None
     record_ids: list[str]  # the records its events are about (per-record order)
+    replay: bool = False  # planned by a replay: sent with webhook-replay: true
 
     @property
     def event_count(self) -> int:
@@ -48,6 +49,7 @@ class Claimed:
     webhook_id: str
     body: str
     attempts: int  # attempts made before this one
+    replay: bool = False  # planned by a replay: sent with webhook-replay: true
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,8 @@ class Outcome:
 class Sender(Protocol):
     """Sends one request to a webhook (``sender.HttpSender``; a fake in the unit tests)."""
 
-    async def send(self, sub: Subscription, msg_id: str, body: bytes) -> SendResult: ...
+    async def send(
+        self, sub: Subscription, msg_id: str, body: bytes, *, replay: bool = False
+    ) -> SendResult: ...
 
     async def close(self) -> None: ...

@@ -31,8 +31,11 @@ def plan_requests(
     elements: Sequence[dict[str, Any]],
     now: datetime,
     make_id: Callable[[], str] = new_id,
+    *,
+    replay: bool = False,
 ) -> list[PlannedRequest]:
-    """One webhook's requests for these events (``elements``: their payload elements)."""
+    """One webhook's requests for these events (``elements``: their payload elements;
+    ``replay``: planned by a replay, sent with ``webhook-replay: true``)."""
     items = [(e.burst_id, (e, el)) for e, el in zip(events, elements, strict=True)]
     groups: dict[str, str] = {}
     planned: list[PlannedRequest] = []
@@ -54,6 +57,7 @@ def plan_requests(
                 chunk_group=group,
                 chunk_index=chunk.index if group else None,
                 record_ids=sorted({e.record_id for e, _ in chunk.items}),
+                replay=replay,
             )
         )
     return planned

@@ -274,6 +274,7 @@ class SqlQueue:
                 deliveries.c.attempts,
                 deliveries.c.chunk_group,
                 deliveries.c.chunk_index,
+                deliveries.c.replay,
             )
         )
         self._claims[postgresql] = claim
@@ -419,7 +420,7 @@ class SqlQueue:
                 ]
                 if seqs:
                     await conn.execute(delete(events).where(events.c.seq.in_(seqs)))
-                    await mark_pruned(conn, max(seqs))
+                    await mark_pruned(conn, max(seqs), cutoff)
             out.events += len(seqs)
             if len(seqs) < PRUNE_BATCH:
                 break
@@ -466,7 +467,8 @@ class _SqlClaim:
         }
         if self.postgresql:
             params["c_hold"] = hold
-        # (id, webhook_id, attempts, chunk_group, chunk_index), as the statement returns them
+        # (id, webhook_id, attempts, chunk_group, chunk_index, replay), as the statement
+        # returns them
         got = [_Leased(*r) for r in await driver_rows(self.conn, self.statement, params)]
         self.rows.extend(got)
         return len(got)
@@ -509,7 +511,9 @@ class _SqlClaim:
         if rows:
             found_bodies = await driver_rows(conn, _BODIES, {"ids": [r.id for r in rows]})
             bodies = {row[0]: row[1] for row in found_bodies}
-        claimed = [Claimed(r.id, r.webhook_id, bodies[r.id], r.attempts) for r in rows]
+        claimed = [
+            Claimed(r.id, r.webhook_id, bodies[r.id], r.attempts, bool(r.replay)) for r in rows
+        ]
         return Claims(claimed, later)
 
 
@@ -522,6 +526,7 @@ class _Leased:
     attempts: int
     chunk_group: str | None
     chunk_index: int | None
+    replay: bool
 
 
 async def _pending_webhooks(conn: AsyncConnection) -> set[str]:
@@ -549,6 +554,7 @@ async def enqueue_in(
             "chunk_group": p.chunk_group,
             "chunk_index": p.chunk_index,
             "next_attempt_at": now + timedelta(seconds=p.delay),
+            "replay": p.replay,
         }
         for p in planned
     ]

@@ -164,7 +164,9 @@ class HttpSender:
             await self._session.close()
             self._session = None
 
-    async def send(self, sub: Subscription, msg_id: str, body: bytes) -> SendResult:
+    async def send(
+        self, sub: Subscription, msg_id: str, body: bytes, *, replay: bool = False
+    ) -> SendResult:
         started = datetime.now(UTC)
         t0 = time.perf_counter()
 
@@ -183,7 +185,7 @@ class HttpSender:
             return done(None, f"not a target: {e}"[:1000])
         if target.address is not None and not self.guard.permits(target.address):
             return done(None, f"blocked target address {target.address}")
-        hdrs = headers(sub, msg_id, int(time.time()), body, started)
+        hdrs = headers(sub, msg_id, int(time.time()), body, started, replay=replay)
         kwargs: dict[str, Any] = {"ssl": self._insecure} if sub.insecure_ssl else {}
         try:
             async with self.session().post(

@@ -27,15 +27,23 @@ def standard_signature(secret: str, msg_id: str, timestamp: int, body: bytes) ->
 
 
 def headers(
-    sub: Subscription, msg_id: str, timestamp: int, body: bytes, now: datetime
+    sub: Subscription,
+    msg_id: str,
+    timestamp: int,
+    body: bytes,
+    now: datetime,
+    *,
+    replay: bool = False,
 ) -> dict[str, str]:
-    """Every header of one attempt of one request."""
+    """Every header of one attempt of one request (``replay``: planned by a replay)."""
     out = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
     }
+    if replay:
+        out["webhook-replay"] = "true"
     if sub.signature is None:
         return out
     if sub.scheme == "standard-webhooks":

@@ -123,9 +123,14 @@ def field_changed(sub: Subscription, event: Event) -> bool:
 
 def accepts(sub: Subscription, event: Event) -> bool:
     """Whether this webhook fires for this event (its name already matched)."""
+    return registered_before(sub, event) and accepts_any_time(sub, event)
+
+
+def accepts_any_time(sub: Subscription, event: Event) -> bool:
+    """Every rule but 1 and 2: whether a replay of the webhook carries this event (its name
+    already matched; a replay does not ask when the webhook was registered)."""
     return (
-        registered_before(sub, event)
-        and not_skipped(sub, event)
+        not_skipped(sub, event)
         and custom_entity_listed(sub, event)
         and owned_by_client(sub, event)
         and passes_filter(sub, event)

@@ -50,6 +50,13 @@ def services(request: Request) -> Services:
     return svc
 
 
+def base_url(request: Request, settings: Settings) -> str:
+    """The server's address as links in bodies name it: ``public_url``, or the request's."""
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    return str(request.base_url).rstrip("/")
+
+
 def client_address(request: Request) -> str:
     """The client's address (the proxy's, unless the server trusts its forwarded headers)."""
     return request.client.host if request.client else ""

@@ -274,6 +274,8 @@ deliveries = Table(
     # The chunks of one burst with a chunk_delay: chunk N waits N x delay after chunk 0 is sent.
     Column("chunk_group", ID, nullable=True),
     Column("chunk_index", Integer(), nullable=True),
+    # Planned by a replay (POST /entities/Webhooks/{id}/replay): sent with webhook-replay: true.
+    Column("replay", Boolean(create_constraint=False), nullable=False, server_default=false()),
 )
 Index(None, deliveries.c.status, deliveries.c.next_attempt_at)
 # A webhook's queue in claim order, and the webhooks with a queue (one probe each).
