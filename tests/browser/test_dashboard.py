@@ -2,7 +2,7 @@
 process and a real receiver process: sign in, create a webhook, trigger an Account.Create, watch
 its delivery appear without reloading, open it, make the receiver fail, see the failure, resend
 once the receiver is fixed, see it delivered; then find the event on the Events page and why
-it fired.
+it fired, and replay the window from the webhook's page (counted, then sent again).
 
 Screenshots of every page go to the test's temporary directory; with
 ``CRMHOOKS_UPDATE_SCREENSHOTS=1`` one of each page at 1280 px is also written to
@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -223,6 +224,30 @@ def test_sign_in_create_watch_fail_and_resend(
     sync_api.expect(page.locator("#delivery-status")).to_have_text("delivered")
     page.goto(f"{server.url}/ui/events?event=Contact.*")
     sync_api.expect(page.locator("#live")).to_contain_text("No events match the filter")
+
+    # Replay a window from the webhook's page: counted first (dry run), then sent again with
+    # the same element ids and the replay header.
+    page.goto(deliveries_url)
+    page.get_by_label("Replay a window from (UTC)").fill("2000-01-01T00:00:00")
+    page.get_by_role("button", name="Replay").click()
+    outcome = page.locator("#outcome")
+    sync_api.expect(outcome).to_contain_text("Dry run: 2 events of the window match")
+    before = receiver.requests(path)
+    page.get_by_label("count only").uncheck()
+    page.get_by_role("button", name="Replay").click()
+    sync_api.expect(outcome).to_contain_text("Replay planned: 2 events in 1 request")
+    shots.take(page, "replay")
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while not (replayed := [r for r in receiver.requests(path) if "webhook-replay" in r.headers]):
+        assert time.monotonic() < deadline, "the replayed request did not arrive"
+        time.sleep(0.05)
+    assert [r.headers["webhook-replay"] for r in replayed] == ["true"]
+    # The first deliveries (the failed one's retries and resend too, and the test event) and
+    # the replay: each account's element keeps its id.
+    names = ("Acme", "Globex")
+    earlier = {e["entity"]["name"]: e["id"] for r in before for e in r.elements()}
+    again = {e["entity"]["name"]: e["id"] for e in replayed[0].elements()}
+    assert again == {n: earlier[n] for n in names}
 
     # 390 px wide: every page readable without scrolling sideways.
     narrow = browser.new_context(

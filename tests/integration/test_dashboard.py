@@ -148,6 +148,7 @@ async def test_a_form_without_or_with_a_forged_csrf_token_changes_nothing(
         (f"/ui/webhooks/{hook['id']}/edit", {**create, "url": NOWHERE + "2"}),
         (f"/ui/webhooks/{hook['id']}/deliveries/{hook['delivery_id']}/resend", {}),
         (f"/ui/webhooks/{hook['id']}/recover", {"since": "2000-01-01T00:00"}),
+        (f"/ui/webhooks/{hook['id']}/replay", {"since": "2000-01-01T00:00"}),
         (f"/ui/webhooks/{hook['id']}/test", {}),
         ("/ui/signout", {}),
     ]
@@ -264,6 +265,7 @@ async def test_another_spaces_webhook_and_delivery_are_not_found_and_stay_as_the
             gets.append(f"/ui/webhooks/{hook_id}/deliveries/live")
             posts += [f"/ui/webhooks/{hook_id}/{p}" for p in ("pause", "delete", "test")]
             posts.append(f"/ui/webhooks/{hook_id}/recover")
+            posts.append(f"/ui/webhooks/{hook_id}/replay")
         for path in gets:
             assert_page(await me.get(path), 404, "Not found")
         for path in posts:
@@ -403,3 +405,35 @@ async def test_the_events_page_lists_filters_and_explains_each_event(
     assert "not fired" not in said(r)
     # Another space's event is not found from here.
     assert_page(await me.get(f"/ui/events/{uuid.uuid4()}"), 404, "Not found")
+
+
+async def test_the_replay_form_counts_plans_and_names_what_it_refused(
+    me: Visitor, app_client: httpx.AsyncClient, spaces: tuple[IssuedKey, IssuedKey]
+) -> None:
+    mine, _ = spaces
+    hook = await webhook_of(app_client, mine)  # registered before the accounts: a replay needs none
+    async with api(app_client, mine) as http:
+        for name in ("a", "b", "c"):
+            r = await http.post(
+                "/entities/Accounts", json={"name": name, "owner_id": mine.client_id}
+            )
+            assert r.status_code == 201, r.text
+    await me.sign_in(mine)
+    page = f"/ui/webhooks/{hook['id']}"
+    assert_page(await me.get(page + "/deliveries"), 200, "Replay a window from (UTC)", "count only")
+    r = await me.post(page + "/replay", {"since": "2000-01-01T00:00", "dry_run": "true"})
+    assert_page(r, 200, "Dry run: 3 events of the window match", "in 1 request.")
+    async with api(app_client, mine) as http:
+        log = (await http.get(f"/entities/Webhooks/{hook['id']}/deliveries")).json()["data"]
+    assert [d["replay"] for d in log] == [False]  # the test delivery only: nothing planned
+    r = await me.post(page + "/replay", {"since": "2000-01-01T00:00", "until": ""})
+    assert_page(r, 200, "Replay planned: 3 events in 1 request", "webhook-replay: true")
+    async with api(app_client, mine) as http:
+        log = (await http.get(f"/entities/Webhooks/{hook['id']}/deliveries")).json()["data"]
+    assert sorted(d["replay"] for d in log) == [False, True]
+    replayed = next(d for d in log if d["replay"])
+    assert replayed["event_count"] == 3
+    r = await me.get(f"{page}/deliveries/{replayed['id']}")
+    assert_page(r, 200, "webhook-replay")  # the request's headers, as sent
+    r = await me.post(page + "/replay", {"since": "2001-01-02T00:00", "until": "2001-01-01T00:00"})
+    assert_page(r, 200, "Not replayed: since (2001-01-02")

@@ -19,17 +19,18 @@ from crmhooks.delivery.log import get_delivery, list_deliveries, parse_log_query
 from crmhooks.delivery.model import DeliveryStatus
 from crmhooks.delivery.queue import minute_counts, request_body
 from crmhooks.delivery.signing import headers
-from crmhooks.errors import NotFound, ParameterInvalid
+from crmhooks.errors import ApiError, NotFound, ParameterInvalid
 from crmhooks.hooks.subscription import Subscription
 from crmhooks.netguard import shown_url
 from crmhooks.schema.values import parse_datetime
-from crmhooks.services.context import Delivery
+from crmhooks.services.context import Delivery, base_url
 from crmhooks.services.deliveries import (
     load_webhook,
     recover_failed,
     resend_delivery,
     send_sample_event,
 )
+from crmhooks.services.replay import parse_replay, replay
 from crmhooks.ui import chart
 from crmhooks.ui.forms import log_params, one
 from crmhooks.ui.web import Dashboard, Page, route
@@ -126,7 +127,14 @@ async def detail_page(page: Page, outcome: str | None = None) -> Response:
         raise NotFound(f"there is no delivery {delivery_id} of this webhook")
     attempts = item["attempt_log"]  # in the order they were made
     started = parse_datetime(attempts[-1]["started"]) if attempts else datetime.now(UTC)
-    sent = headers(sub, delivery_id, int(started.timestamp()), (body or "").encode(), started)
+    sent = headers(
+        sub,
+        delivery_id,
+        int(started.timestamp()),
+        (body or "").encode(),
+        started,
+        replay=item["replay"],
+    )
     template = "_detail.html" if page.request.query_params.get("part") == "detail" else None
     return page.render(
         template or "delivery.html",
@@ -161,6 +169,24 @@ async def recover(page: Page) -> Response:
     return await deliveries_page(page, outcome)
 
 
+async def replay_window(page: Page) -> Response:
+    """The "Replay a window" form: the API's replay, its counts shown (dry run or planned),
+    or why it was refused (a window past retention, a bad time), next to the form."""
+    sub = await _webhook(page)
+    body = {
+        "since": one(page.form, "since").strip() or None,
+        "until": one(page.form, "until").strip() or None,
+        "dry_run": one(page.form, "dry_run") == "true",
+    }
+    try:
+        win = parse_replay(body, datetime.now(UTC))
+        base = base_url(page.request, page.svc.settings)
+        counts = await replay(page.svc.db, _dispatcher(page), sub, win, base)
+    except ApiError as e:
+        return await deliveries_page(page, {"kind": "refused", "message": e.message})
+    return await deliveries_page(page, {"kind": "replay", "dry_run": win.dry_run, **counts})
+
+
 async def send_test(page: Page) -> Response:
     sub = await _webhook(page)
     result = await send_sample_event(page.svc.db, page.svc.sender, sub)
@@ -176,5 +202,6 @@ def delivery_routes(dash: Dashboard) -> list[Route]:
         route(dash, one_delivery, show_delivery),
         route(dash, one_delivery + "/resend", resend, ("POST",)),
         route(dash, one_hook + "/recover", recover, ("POST",)),
+        route(dash, one_hook + "/replay", replay_window, ("POST",)),
         route(dash, one_hook + "/test", send_test, ("POST",)),
     ]
