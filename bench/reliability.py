@@ -384,7 +384,7 @@ async def _time_claims(db_file: Path, rounds: int) -> tuple[list[float], list[fl
         await db.dispose()
 
 
-def _memory_mb(pid: int) -> tuple[float, float]:
+def tree_memory_mb(pid: int) -> tuple[float, float]:
     """Memory of ``pid`` and every process below it (serve's delivery process, forked from
     it): the sum of their resident sets, and of their proportional sets (PSS: a page the
     processes share, as a fork's are until written, counted once in all)."""
@@ -430,11 +430,11 @@ def measure_backlog(result: Backlog, receiver: Receiver, workdir: Path, rounds: 
     receiver_call(receiver, "/reset", "POST")
     serve = start_serve(f"sqlite:///{db_file}", workdir, delivery=True, key=key)
     try:
-        result.rss_start_mb, result.pss_start_mb = _memory_mb(serve.process.pid)
+        result.rss_start_mb, result.pss_start_mb = tree_memory_mb(serve.process.pid)
         peak, peak_pss = result.rss_start_mb, result.pss_start_mb
         deadline = time.monotonic() + result.seconds
         while time.monotonic() < deadline:
-            rss, pss = _memory_mb(serve.process.pid)
+            rss, pss = tree_memory_mb(serve.process.pid)
             peak, peak_pss = max(peak, rss), max(peak_pss, pss)
             result.rss_samples += 1
             time.sleep(0.1)

@@ -5,15 +5,20 @@ The events are read a page at a time (``PAGE`` of the space's events in seq orde
 the rules routing uses except the registration time (``hooks.match.accepts_any_time``),
 rendered and chunked as routing does, and each flush of about ``PAGE`` matched events is stored
 in a short write transaction of its own: memory stays bounded by a page whatever the window,
-and the writer is never held for long. Element ids are those of any earlier delivery of the
-same event to the same webhook (``hooks.payload.element_id``), so receivers deduplicate; the
-requests are marked ``replay`` (header ``webhook-replay: true``). Each request keeps the seq of
-its first event, so the per-record order of the queue makes a live event of a record wait for
-that record's replayed ones.
+and the writer is never held for long. After each page the replay rests as long as the page
+took (``REST``), so live work keeps at least half the time (docs/benchmarks.md, Replay).
+
+Element ids are those of any earlier delivery of the same event to the same webhook
+(``hooks.payload.element_id``), so receivers deduplicate; the requests are marked ``replay``
+(header ``webhook-replay: true``). Each request keeps the seq of its first event, so the
+per-record order of the queue makes a live event of a record wait for that record's replayed
+ones.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,7 +44,10 @@ from crmhooks.store.engine import Database
 from crmhooks.store.pruned import pruned_before, pruned_up_to
 from crmhooks.store.tables import events
 
-PAGE = 1000  # events read, and matched events planned, at a time
+PAGE = 250  # events read, and matched events planned, at a time
+# After each page a replay pauses this many times as long as the page took: it works at most
+# half the time, and live routing and sending (of every webhook, on both cores) keep the rest.
+REST = 1.0
 FIELDS = frozenset({"since", "until", "dry_run"})
 
 
@@ -138,6 +146,7 @@ async def replay(
             catalog = Catalog(await custom_types_by_space(conn, sub.space_id))
         counts, pending, after = _Counts(), [], 0
         while True:
+            started = time.perf_counter()
             async with db.read() as conn:
                 rows = list(
                     await conn.execute(
@@ -170,6 +179,7 @@ async def replay(
                 pending = pending[ready:]
             if final:
                 return {"events": counts.events, "requests": counts.requests}
+            await asyncio.sleep(REST * (time.perf_counter() - started))
 
 
 async def _plan(
