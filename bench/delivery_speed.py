@@ -41,7 +41,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,6 +59,7 @@ from bench.api_speed import (
     machine,
     machine_cpu,
     replace_figures,
+    reproduce,
     stop_server,
     wait_for_quiet,
 )
@@ -935,6 +936,62 @@ def write_section(path: Path, section: str, heading: str) -> None:
         updated = current[:start] + section.rstrip("\n") + "\n" + ("\n" + tail if tail else "")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(updated)
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """The lines of a markdown table."""
+    return [
+        "| " + " | ".join(columns) + " |",
+        "| " + " | ".join("---" for _ in columns) + " |",
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+
+
+def generated_section(
+    heading: str,
+    doc: str | None,
+    measured: str,
+    command: str,
+    table: tuple[Sequence[str], Sequence[Sequence[str]]],
+) -> str:
+    """A generated docs section: the heading, the module's text after its first paragraph,
+    the line saying when and where it was measured, the command, and the table."""
+    columns, rows = table
+    return "\n".join(
+        [
+            heading,
+            "",
+            (doc or "").split("\n\n", 1)[1].strip(),
+            "",
+            measured,
+            "",
+            *reproduce(command),
+            *markdown_table(columns, rows),
+            "",
+        ]
+    )
+
+
+def publish(
+    args: argparse.Namespace,
+    table: tuple[str, Sequence[str], Sequence[Sequence[str]]],
+    section: Callable[[str], str],
+    heading: str,
+    module: str,
+) -> None:
+    """Print ``table`` (title, columns, rows); unless ``--no-docs``, write the benchmark's
+    section (``section`` of the command that reproduces it) under ``heading`` in ``--docs``."""
+    title, columns, rows = table
+    shown = Table(title=title)
+    for name in columns:
+        shown.add_column(name)
+    for row in rows:
+        shown.add_row(*row)
+    console.print(shown)
+    if not args.no_docs:
+        command = f".venv/bin/python -m {module} " + " ".join(sys.argv[1:])
+        write_section(args.docs, section(command.strip()), heading)
+        console.print(f"written to {args.docs}")
 
 
 def write_docs(path: Path, block: str) -> None:

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -30,23 +29,23 @@ from pathlib import Path
 
 import aiohttp
 import orjson
-from rich.table import Table
 
-from bench.api_speed import api_user, machine, reproduce, stop_server, wait_for_quiet
+from bench.api_speed import api_user, machine, stop_server, wait_for_quiet
 from bench.delivery_speed import (
     ACCOUNTS,
     DOCS,
     SPACE,
     Key,
     Serve,
-    console,
+    generated_section,
+    publish,
     start_serve,
     write_accounts,
-    write_section,
 )
 
 FEED = f"/api/v100/rest/spaces/{SPACE}/events"
 HEADING = "## Change feed (`bench/feed_speed.py`)"
+COLUMNS = ("figure", "target", "measured")
 
 
 @dataclass
@@ -213,21 +212,11 @@ def rows(f: Figures) -> list[tuple[str, str, str]]:
 
 
 def markdown(f: Figures, command: str) -> str:
-    lines = [
-        HEADING,
-        "",
-        (__doc__ or "").split("\n\n", 1)[1].strip(),
-        "",
+    measured = (
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; SQLite; "
-        f"{f.events:,} events stored; cores busy before the run {f.background:.2f}.",
-        "",
-        *reproduce(command),
-        "| figure | target | measured |",
-        "| --- | --- | --- |",
-        *(f"| {a} | {b} | {c} |" for a, b, c in rows(f)),
-        "",
-    ]
-    return "\n".join(lines)
+        f"{f.events:,} events stored; cores busy before the run {f.background:.2f}."
+    )
+    return generated_section(HEADING, __doc__, measured, command, (COLUMNS, rows(f)))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -253,16 +242,8 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(measure(args, serve, key, figures))
     finally:
         stop_server(serve.process)
-    table = Table(title="change feed")
-    for name in ("figure", "target", "measured"):
-        table.add_column(name)
-    for row in rows(figures):
-        table.add_row(*row)
-    console.print(table)
-    if not args.no_docs:
-        command = ".venv/bin/python -m bench.feed_speed " + " ".join(sys.argv[1:])
-        write_section(args.docs, markdown(figures, command.strip()), HEADING)
-        console.print(f"written to {args.docs}")
+    table = ("change feed", COLUMNS, rows(figures))
+    publish(args, table, lambda command: markdown(figures, command), HEADING, "bench.feed_speed")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -33,9 +32,8 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
-from rich.table import Table
 
-from bench.api_speed import api_user, machine, reproduce, stop_server, wait_for_quiet
+from bench.api_speed import api_user, machine, stop_server, wait_for_quiet
 from bench.delivery_speed import (
     ACCOUNTS,
     DOCS,
@@ -47,11 +45,12 @@ from bench.delivery_speed import (
     Serve,
     _free_port,
     console,
+    generated_section,
+    publish,
     receiver_call,
     start_receiver,
     start_serve,
     write_accounts,
-    write_section,
 )
 from bench.reliability import tree_memory_mb
 
@@ -259,22 +258,12 @@ COLUMNS = (
 
 
 def markdown(f: Figures, command: str) -> str:
-    lines = [
-        HEADING,
-        "",
-        (__doc__ or "").split("\n\n", 1)[1].strip(),
-        "",
+    measured = (
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; SQLite; "
         f"{f.events:,} events stored ({f.write_s:.0f} s to write), the small window "
-        f"{f.small:,}; cores busy before the run {f.background:.2f}.",
-        "",
-        *reproduce(command),
-        "| " + " | ".join(COLUMNS) + " |",
-        "| " + " | ".join("---" for _ in COLUMNS) + " |",
-        *("| " + " | ".join(row) + " |" for row in rows(f)),
-        "",
-    ]
-    return "\n".join(lines)
+        f"{f.small:,}; cores busy before the run {f.background:.2f}."
+    )
+    return generated_section(HEADING, __doc__, measured, command, (COLUMNS, rows(f)))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -294,16 +283,8 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(measure(args, serve, key, figures))
     finally:
         stop_server(serve.process)
-    table = Table(title="replay")
-    for name in COLUMNS:
-        table.add_column(name)
-    for row in rows(figures):
-        table.add_row(*row)
-    console.print(table)
-    if not args.no_docs:
-        command = ".venv/bin/python -m bench.replay_speed " + " ".join(sys.argv[1:])
-        write_section(args.docs, markdown(figures, command.strip()), HEADING)
-        console.print(f"written to {args.docs}")
+    table = ("replay", COLUMNS, rows(figures))
+    publish(args, table, lambda command: markdown(figures, command), HEADING, "bench.replay_speed")
 
 
 if __name__ == "__main__":
