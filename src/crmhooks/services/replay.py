@@ -22,10 +22,11 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crmhooks.delivery.chunking import plan_chunks
 from crmhooks.delivery.log import parse_time, window
@@ -112,6 +113,36 @@ class ReplaysRunning:
 RUNNING = ReplaysRunning()
 
 
+# Events are numbered in commit order (seq) and stamped when written (occurred): the two orders
+# differ by no more than a write's transaction takes. A replay finds its window's seq range by
+# a binary search on seq, widened by this much, and reads only that range, not the space's
+# whole history (each page reads about PAGE events of the window).
+DISORDER = timedelta(minutes=10)
+
+
+async def _seq_before(
+    conn: AsyncConnection, space_id: str, lo: int, hi: int, when: datetime, at: bool = False
+) -> int:
+    """The seq in [lo, hi] after which every event of the space up to ``hi`` was written after
+    ``when`` (at or after, with ``at``), taking times to grow with seq: one indexed probe per
+    halving of the range."""
+    while lo < hi:
+        mid = (lo + hi) // 2
+        row = (
+            await conn.execute(
+                select(events.c.seq, events.c.occurred)
+                .where(events.c.space_id == space_id, events.c.seq > mid, events.c.seq <= hi)
+                .order_by(events.c.seq)
+                .limit(1)
+            )
+        ).first()
+        if row is None or (row[1] >= when if at else row[1] > when):
+            hi = mid
+        else:
+            lo = int(row[0])  # it and every event before it are not after ``when``
+    return lo
+
+
 @dataclass
 class _Counts:
     events: int = 0
@@ -141,10 +172,13 @@ async def replay(
                     "period and may be gone; replay a window that starts at or after it",
                     encode_cursor(pruned or 0),
                 )
-            # Up to the last event committed now: a replay does not chase new writes.
+            # Up to the last event committed now: a replay does not chase new writes. Of
+            # those, the seq range of the window, widened by DISORDER: what the pages read.
             bound = int(await conn.scalar(select(func.max(events.c.seq))) or 0)
+            after = await _seq_before(conn, sub.space_id, 0, bound, win.since - DISORDER, True)
+            bound = await _seq_before(conn, sub.space_id, after, bound, win.until + DISORDER)
             catalog = Catalog(await custom_types_by_space(conn, sub.space_id))
-        counts, pending, after = _Counts(), [], 0
+        counts, pending = _Counts(), []
         while True:
             started = time.perf_counter()
             async with db.read() as conn:
