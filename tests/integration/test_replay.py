@@ -269,3 +269,30 @@ async def test_another_spaces_webhook_is_not_found(live: Api, inbox: Inbox, db_u
         theirs = await _hook(Api(client, other), inbox, ["Account.Create"])
     r = await _replay(live, theirs, since="2026-01-01T00:00:00Z")
     assert r.status_code == 404, r.text
+
+
+async def test_one_replay_per_space_at_a_time_and_none_to_an_inactive_webhook(
+    live: Api, inbox: Inbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replay_module, "PAGE", 1)  # a page per event: the replay takes a while
+    since = await _now()
+    batch = [{"name": f"n{i}", "owner_id": live.space.client_id} for i in range(30)]
+    r = await live.http.post(live.path("Accounts", "batch-modify"), json=batch)
+    assert r.status_code == 200, r.text
+    hook = await _hook(live, inbox, ["Account.Create"])
+    first = asyncio.create_task(_replay(live, hook, since=_at(since), dry_run=True))
+    await asyncio.sleep(0.05)
+    second = await _replay(live, hook, since=_at(since), dry_run=True)
+    assert second.status_code == 429, second.text
+    assert "a replay of this space is running" in second.json()["message"]
+    assert second.headers["Retry-After"]
+    assert (await first).json()["data"] == {"events": 30, "requests": 1}
+    assert await _replayed(live, hook, since=_at(since), dry_run=True) == {
+        "events": 30,
+        "requests": 1,
+    }  # the first one ended: the next is accepted
+    r = await live.http.patch(live.path("Webhooks", hook), json={"is_active": False})
+    assert r.status_code == 200, r.text
+    r = await _replay(live, hook, since=_at(since))
+    assert r.status_code == 400, r.text
+    assert "is_active" in r.json()["message"]
