@@ -371,7 +371,7 @@ def delivery_paths() -> dict[str, Any]:
     }
     window = {"type": "object", "required": ["since"], "additionalProperties": False}
     replay_window = {**window, "properties": {**times, "dry_run": {"type": "boolean"}}}
-    window["properties"] = times
+    window = {**window, "properties": times}
     log_params = [
         _param("status", "query", {"type": "string"}),
         _param("since", "query", {"type": "string", "format": "date-time"}),
