@@ -276,19 +276,19 @@ async def test_one_replay_per_space_at_a_time_and_none_to_an_inactive_webhook(
 ) -> None:
     monkeypatch.setattr(replay_module, "PAGE", 1)  # a page per event: the replay takes a while
     since = await _now()
-    batch = [{"name": f"n{i}", "owner_id": live.space.client_id} for i in range(30)]
+    batch = [{"name": f"n{i}", "owner_id": live.space.client_id} for i in range(100)]
     r = await live.http.post(live.path("Accounts", "batch-modify"), json=batch)
     assert r.status_code == 200, r.text
     hook = await _hook(live, inbox, ["Account.Create"])
     first = asyncio.create_task(_replay(live, hook, since=_at(since), dry_run=True))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.02)  # 100 pages, each followed by a pause as long: it still runs
     second = await _replay(live, hook, since=_at(since), dry_run=True)
     assert second.status_code == 429, second.text
     assert "a replay of this space is running" in second.json()["message"]
     assert second.headers["Retry-After"]
-    assert (await first).json()["data"] == {"events": 30, "requests": 1}
+    assert (await first).json()["data"] == {"events": 100, "requests": 1}
     assert await _replayed(live, hook, since=_at(since), dry_run=True) == {
-        "events": 30,
+        "events": 100,
         "requests": 1,
     }  # the first one ended: the next is accepted
     r = await live.http.patch(live.path("Webhooks", hook), json={"is_active": False})
