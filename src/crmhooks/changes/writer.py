@@ -71,6 +71,9 @@ class Change:
     record_id: str
     before: Record | None
     after: Record
+    # The fields that moved, (old, new); empty for a create, whose every field is new (its
+    # events carry no changes; nothing reads a create's diff, and building one cost ~5% of
+    # a batch create's CPU).
     changed: dict[str, tuple[Any, Any]]
     at: datetime
 
@@ -116,9 +119,7 @@ def writable(et: EntityType) -> EntityType:
     return et
 
 
-def _diff(before: Record | None, after: Record) -> dict[str, tuple[Any, Any]]:
-    if before is None:
-        return {k: (None, v) for k, v in after.items()}
+def _diff(before: Record, after: Record) -> dict[str, tuple[Any, Any]]:
     return {k: (before.get(k), v) for k, v in after.items() if before.get(k) != v}
 
 
@@ -283,7 +284,7 @@ class Writer:
         return row, row_to_record(et, row)
 
     def _created(self, et: EntityType, after: Record) -> Record:
-        change = Change(et, Action.CREATE, after["id"], None, after, _diff(None, after), self.now)
+        change = Change(et, Action.CREATE, after["id"], None, after, {}, self.now)
         return self._record(change)
 
     @asynccontextmanager
@@ -487,8 +488,10 @@ class Writer:
             update(t).where(t.c.id == record_id, t.c.space_id == self.ctx.space_id).values(**values)
         )
         for name, value in values.items():
-            old = None if change.before is None else change.before.get(name)
             change.after[name] = value
+            if change.before is None:
+                continue  # a create: every field is new, and no diff is kept
+            old = change.before.get(name)
             if old == value:
                 change.changed.pop(name, None)
             else:
