@@ -9,7 +9,6 @@ where events are stored, so a write that commits has its events and one that rol
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -38,7 +37,7 @@ from crmhooks.errors import (
 from crmhooks.schema.registry import BUILTIN
 from crmhooks.schema.types import EntityType
 from crmhooks.schema.validate import FULL, Validation, check_write
-from crmhooks.schema.values import format_datetime
+from crmhooks.schema.values import format_datetime, new_id
 from crmhooks.store.catalog import target_type
 from crmhooks.store.engine import Database
 from crmhooks.store.inline_sqlite import insert_rows
@@ -270,7 +269,7 @@ class Writer:
         row = {
             **_no_values(table_of(et)),
             **cols,
-            "id": str(uuid.uuid4()),
+            "id": new_id(),
             "space_id": self.ctx.space_id,
             "created": stored.get("created") or at,
             "modified": at,

@@ -8,7 +8,6 @@ one webhook's elements into requests by chunk (``chunking.plan_chunks``) as
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -19,10 +18,7 @@ from crmhooks.delivery.chunking import plan_chunks
 from crmhooks.delivery.model import PlannedRequest
 from crmhooks.hooks.match import Event
 from crmhooks.hooks.subscription import Subscription
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
+from crmhooks.schema.values import new_id
 
 
 def plan_requests(

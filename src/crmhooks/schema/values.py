@@ -9,6 +9,7 @@ pure functions convert.
 from __future__ import annotations
 
 import math
+import os
 import re
 import uuid
 from datetime import UTC, date, datetime, tzinfo
@@ -84,6 +85,16 @@ def parse_uuid(text: str) -> str:
     if not _UUID_RE.match(text):
         raise ValueRejected(f"{text!r} is not a UUID")
     return str(uuid.UUID(text))
+
+
+def new_id() -> str:
+    """A new random (version 4) UUID as text: what ``str(uuid.uuid4())`` gives, at ~40% of its
+    cost (every create makes two, the record's and its event's)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def is_uuid(text: str) -> bool:
