@@ -237,7 +237,7 @@ async def _read_page(db: Database, space_id: str, query: FeedQuery, base_url: st
             )
         # The last event committed, read first: what the page reads is up to it, so a page
         # with nothing of this space can move the cursor to it.
-        bound = int(await conn.scalar(select(func.max(events.c.seq))) or 0)
+        bound = await last_seq(conn)
         stmt = select(*EVENT_COLUMNS).where(
             events.c.space_id == space_id, events.c.seq > after, events.c.seq <= bound
         )
@@ -250,6 +250,11 @@ async def _read_page(db: Database, space_id: str, query: FeedQuery, base_url: st
     # never before what was pruned).
     end = int(rows[-1][0]) if rows else max(after, bound, pruned or 0)
     return FeedPage(data, encode_cursor(end), more)
+
+
+async def last_seq(conn: AsyncConnection) -> int:
+    """The seq of the last event committed (0 with none): where a read of events stops."""
+    return int(await conn.scalar(select(func.max(events.c.seq))) or 0)
 
 
 def narrowed(stmt: Any, query: FeedQuery) -> Any:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crmhooks.delivery.chunking import plan_chunks
@@ -39,7 +39,7 @@ from crmhooks.hooks.rendering import Catalog, Rendering
 from crmhooks.hooks.subscription import Subscription
 from crmhooks.schema.values import format_datetime
 from crmhooks.services.context import Delivery
-from crmhooks.services.feed import encode_cursor
+from crmhooks.services.feed import encode_cursor, last_seq
 from crmhooks.store.catalog import custom_types_by_space
 from crmhooks.store.engine import Database
 from crmhooks.store.pruned import pruned_before, pruned_up_to
@@ -174,7 +174,7 @@ async def replay(
                 )
             # Up to the last event committed now: a replay does not chase new writes. Of
             # those, the seq range of the window, widened by DISORDER: what the pages read.
-            bound = int(await conn.scalar(select(func.max(events.c.seq))) or 0)
+            bound = await last_seq(conn)
             after = await _seq_before(conn, sub.space_id, 0, bound, win.since - DISORDER, True)
             bound = await _seq_before(conn, sub.space_id, after, bound, win.until + DISORDER)
             catalog = Catalog(await custom_types_by_space(conn, sub.space_id))
