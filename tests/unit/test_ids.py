@@ -1,21 +1,36 @@
-"""New ids (``schema.values.new_id``): random version-4 UUIDs in the canonical text form."""
+"""New ids (``schema.values.new_sorted_id``): time-ordered version-7 UUIDs in the canonical
+text form."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
-from crmhooks.schema.values import is_uuid, new_id
+from crmhooks.schema.values import is_uuid, new_sorted_id
 
 
-def test_new_ids_are_canonical_random_version_4_uuids() -> None:
-    made = [new_id() for _ in range(10_000)]
+def test_new_ids_are_canonical_version_7_uuids() -> None:
+    made = [new_sorted_id() for _ in range(10_000)]
     assert len(set(made)) == len(made)
     for text in made[:1000]:
         parsed = uuid.UUID(text)
         assert str(parsed) == text  # lower case, dashes where uuid puts them
-        assert parsed.version == 4
+        assert parsed.version == 7
         assert parsed.variant == uuid.RFC_4122
         assert is_uuid(text)
-    # Every random bit varies: no position of the text is the same in all of them.
-    fixed = {i for i in range(36) if len({t[i] for t in made}) == 1}
-    assert fixed == {8, 13, 14, 18, 23}  # the dashes and the version digit
+    # The 62 random bits vary: no position after the variant digit is the same in all of them.
+    fixed = {i for i in range(20, 36) if len({t[i] for t in made}) == 1}
+    assert fixed == {23}  # the dash
+
+
+def test_ids_made_one_after_another_sort_in_that_order_and_carry_the_time() -> None:
+    before = time.time_ns() // 1_000_000
+    made = [new_sorted_id() for _ in range(10_000)]
+    after = time.time_ns() // 1_000_000
+    # The time and its fraction (the first 15 hex digits after the version) never go back.
+    stamps = [t[:8] + t[9:13] + t[15:18] for t in made]
+    assert stamps == sorted(stamps)
+    ms = [int(t[:8] + t[9:13], 16) for t in (made[0], made[-1])]
+    assert before <= ms[0] <= ms[1] <= after
+    # Made within the same quarter microsecond they still differ (and need not sort).
+    assert len(set(stamps)) > 1

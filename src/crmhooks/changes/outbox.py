@@ -19,7 +19,7 @@ from crmhooks.changes.writer import Action, Change, Recorder, WriteContext
 from crmhooks.metrics import EVENTS_RECORDED
 from crmhooks.schema.registry import BUILTIN
 from crmhooks.schema.types import EntityType
-from crmhooks.schema.values import new_id
+from crmhooks.schema.values import new_sorted_id
 from crmhooks.store.catalog import custom_type, target_type
 from crmhooks.store.inline_sqlite import insert_rows
 from crmhooks.store.records import row_to_record, table_of
@@ -139,7 +139,7 @@ async def record_events(
     if any(c.entity.name in WEBHOOK_INPUTS for c in changes):
         await bump_webhooks_version(conn)
     rows: list[dict[str, Any]] = []
-    burst = new_id()
+    burst = new_sorted_id()
     # Rows to render, by entity type: (row index, record), rendered in one call per type.
     to_render: dict[str, tuple[EntityType, list[tuple[int, dict[str, Any]]]]] = {}
     for change in changes:
@@ -152,7 +152,7 @@ async def record_events(
                 group[1].append((len(rows), resolved.record))
             rows.append(
                 {
-                    "id": new_id(),
+                    "id": new_sorted_id(),
                     "space_id": ctx.space_id,
                     "name": resolved.name,
                     "entity": resolved.entity,

@@ -37,7 +37,7 @@ from crmhooks.errors import (
 from crmhooks.schema.registry import BUILTIN
 from crmhooks.schema.types import EntityType
 from crmhooks.schema.validate import FULL, Validation, check_write
-from crmhooks.schema.values import format_datetime, new_id
+from crmhooks.schema.values import format_datetime, new_sorted_id
 from crmhooks.store.catalog import target_type
 from crmhooks.store.engine import Database
 from crmhooks.store.inline_sqlite import insert_rows
@@ -269,7 +269,7 @@ class Writer:
         row = {
             **_no_values(table_of(et)),
             **cols,
-            "id": new_id(),
+            "id": new_sorted_id(),
             "space_id": self.ctx.space_id,
             "created": stored.get("created") or at,
             "modified": at,

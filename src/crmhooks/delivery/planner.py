@@ -18,7 +18,7 @@ from crmhooks.delivery.chunking import plan_chunks
 from crmhooks.delivery.model import PlannedRequest
 from crmhooks.hooks.match import Event
 from crmhooks.hooks.subscription import Subscription
-from crmhooks.schema.values import new_id
+from crmhooks.schema.values import new_sorted_id
 
 
 def plan_requests(
@@ -26,7 +26,7 @@ def plan_requests(
     events: Sequence[Event],
     elements: Sequence[dict[str, Any]],
     now: datetime,
-    make_id: Callable[[], str] = new_id,
+    make_id: Callable[[], str] = new_sorted_id,
     *,
     replay: bool = False,
 ) -> list[PlannedRequest]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import time
 import uuid
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any
@@ -87,11 +88,21 @@ def parse_uuid(text: str) -> str:
     return str(uuid.UUID(text))
 
 
-def new_id() -> str:
-    """A new random (version 4) UUID as text: what ``str(uuid.uuid4())`` gives, at ~40% of its
-    cost (every create makes two, the record's and its event's)."""
+def new_sorted_id() -> str:
+    """A new time-ordered (version 7) UUID as text, for the records, events and delivery
+    requests the server makes: 48 bits of Unix milliseconds, 12 bits of the fraction of that
+    millisecond, 62 random bits (RFC 9562, method 3), in the canonical form. Ids made one after
+    the other sort one after the other (to the quarter microsecond), so the rows keyed by them
+    are added at the end of their indexes instead of on a random page: a transaction that
+    stores a hundred requests dirties a few index pages, not a hundred (random version-4 ids
+    made SQLite's commit 30% of the delivery process's CPU at chunk_size 1)."""
+    ns = time.time_ns()
+    ms, frac = divmod(ns, 1_000_000)
     raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[0:6] = ms.to_bytes(6, "big")
+    sub = frac * 4096 // 1_000_000
+    raw[6] = 0x70 | (sub >> 8)  # version 7, then the fraction's high 4 bits
+    raw[7] = sub & 0xFF
     raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
     h = raw.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
