@@ -32,5 +32,8 @@ def test_ids_made_one_after_another_sort_in_that_order_and_carry_the_time() -> N
     assert stamps == sorted(stamps)
     ms = [int(t[:8] + t[9:13], 16) for t in (made[0], made[-1])]
     assert before <= ms[0] <= ms[1] <= after
-    # Made within the same quarter microsecond they still differ (and need not sort).
-    assert len(set(stamps)) > 1
+    assert len(set(stamps)) > 1  # the stamp moves as time does
+    # Made a millisecond apart, whole ids sort in the order made (as index keys do).
+    first = new_sorted_id()
+    time.sleep(0.002)
+    assert first < new_sorted_id()
