@@ -306,10 +306,13 @@ async def test_retention_prunes_delivered_requests_and_routed_events(
     from crmhooks.delivery.queue import SqlQueue
     from crmhooks.store.tables import delivery_attempts, events
 
-    await _hook(live, inbox, ["Account.Create"])
+    hook = await _hook(live, inbox, ["Account.Create"])
+    # One request each: the second write waits for the first's delivery, or one routing step
+    # could carry both events in one request.
     await live.create("Accounts", {"name": "Acme"})
+    await _delivered(live, hook["id"], 1)
     await live.create("Accounts", {"name": "Globex"})
-    await _delivered(live, (await live.get("Webhooks")).json()["data"][0]["id"], 2)
+    await _delivered(live, hook["id"], 2)
     db = open_database(db_url)
     try:
         async with db.read() as conn:
