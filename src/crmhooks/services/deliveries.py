@@ -6,7 +6,6 @@ A webhook or delivery of another space is "not found" exactly like one that neve
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +19,7 @@ from crmhooks.errors import NotFound
 from crmhooks.hooks.payload import element_id
 from crmhooks.hooks.subscription import Subscription, compile_webhook
 from crmhooks.schema.registry import WEBHOOKS
-from crmhooks.schema.values import format_datetime
+from crmhooks.schema.values import format_datetime, new_sorted_id
 from crmhooks.services.context import Delivery
 from crmhooks.store.catalog import custom_types
 from crmhooks.store.engine import Database
@@ -80,19 +79,19 @@ async def send_sample_event(db: Database, sender: Sender, sub: Subscription) -> 
     """Send one sample event to the webhook now, through the application's one ``sender``
     (with or without delivery in this process), and record it in its log; the outcome."""
     now = datetime.now(UTC)
-    event_id = str(uuid.uuid4())
+    event_id = new_sorted_id()
     sample = {
         "id": element_id(sub.id, event_id),
         "event": _sample_event(sub),
         "event_time": format_datetime(now),
         "team_space_id": sub.space_id,
         "webhook": sub.webhook,
-        "entity": {"id": str(uuid.uuid4()), "name": "crmhooks test event"},
+        "entity": {"id": new_sorted_id(), "name": "crmhooks test event"},
         "related_entity": None,
         "changes": None,
     }
     body = orjson.dumps([sample])
-    delivery_id = str(uuid.uuid4())
+    delivery_id = new_sorted_id()
     result = await sender.send(sub, delivery_id, body)
     await SqlQueue(db).record_test(
         delivery_id=delivery_id,

@@ -9,7 +9,6 @@ same records (docs/api.md, "A new space").
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from crmhooks.schema.values import new_sorted_id
 from crmhooks.store.tables import table_for
 
 DEFAULT_BASE_CURRENCY = "USD"
@@ -47,10 +47,10 @@ def default_rows(space_id: str, now: datetime, base_currency: str) -> dict[str, 
     rows: dict[str, dict[str, Any]] = {}
     system = {"space_id": space_id, "created": now, "modified": now, "is_deleted": False}
     for table, values in DEFAULT_RECORDS.items():
-        rows[table] = {"id": str(uuid.uuid4()), **system, "revision": 1, **values}
+        rows[table] = {"id": new_sorted_id(), **system, "revision": 1, **values}
     code = base_currency.upper()
     rows["currencies"] = {
-        "id": str(uuid.uuid4()),
+        "id": new_sorted_id(),
         **system,
         "revision": 1,
         "code": code,
