@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.targets import Names, Target, send
+from crmhooks.delivery.sender import HttpSender as Sender
+from crmhooks.netguard import Guard, parse_allowed
+from tests.support.targets import Names, Target, send, webhook
 
 
 @pytest.mark.parametrize(
@@ -87,3 +89,29 @@ async def test_a_redirect_is_not_followed(target: Target) -> None:
     status, _ = await send(f"http://127.0.0.1:{target.port}/moved", allow="127.0.0.0/8")
     assert status == 302  # a failure for the retry rules, and nothing sent to /elsewhere
     assert target.hits == ["/moved"]
+
+
+async def test_a_urls_checks_are_kept_per_url_and_refuse_every_time(target: Target) -> None:
+    """The sender works out a URL's checks once (``HttpSender._refusal``): the same blocked
+    URL is refused on every request, so is one that is no target, and a sender whose guard
+    allows the address sends to it every time."""
+    sender = Sender(Guard(parse_allowed("")), connect_timeout=2, total_timeout=3)
+    blocked, unusable = webhook(f"http://127.0.0.1:{target.port}/hook"), webhook("ftp://x/")
+    try:
+        for _ in range(3):
+            outcome = await sender.send(blocked, "msg", b"[]")
+            assert outcome.error == "blocked target address 127.0.0.1"
+            outcome = await sender.send(unusable, "msg", b"[]")
+            assert (outcome.error or "").startswith("not a target")
+        assert target.hits == []
+        open_sender = Sender(
+            Guard(parse_allowed("127.0.0.0/8")), connect_timeout=2, total_timeout=3
+        )
+        try:
+            for _ in range(2):
+                assert (await open_sender.send(blocked, "msg", b"[]")).status == 200
+        finally:
+            await open_sender.close()
+        assert len(target.hits) == 2
+    finally:
+        await sender.close()

@@ -31,6 +31,9 @@ from crmhooks.hooks.subscription import Subscription
 from crmhooks.netguard import Guard, literal_ip, parse_target
 
 MAX_RESPONSE_BODY = 16 * 1024
+# URLs whose checks are kept (``HttpSender._refusal``): far more than the webhooks one process
+# sends to at once; the whole map is dropped when it fills.
+CHECKED_URLS = 4096
 
 
 class BlockedTarget(OSError):
@@ -140,6 +143,7 @@ class HttpSender:
         self.timeout = aiohttp.ClientTimeout(total=total_timeout, sock_connect=connect_timeout)
         self.pool_size = pool_size
         self._session: aiohttp.ClientSession | None = None
+        self._checked: dict[str, str | None] = {}  # URL -> why it is refused (None: it is not)
         self._insecure = ssl.create_default_context()
         self._insecure.check_hostname = False
         self._insecure.verify_mode = ssl.CERT_NONE
@@ -164,6 +168,26 @@ class HttpSender:
             await self._session.close()
             self._session = None
 
+    def _refusal(self, url: str) -> str | None:
+        """Why ``url`` may not be sent to before any connection (not a target, a blocked
+        literal address), or None. A pure function of the URL and the guard, both fixed for
+        this sender, so it is worked out once per URL (~6 µs, against a request's ~80)."""
+        try:
+            return self._checked[url]
+        except KeyError:
+            pass
+        try:
+            target = parse_target(url)
+        except ValueError as e:
+            why: str | None = f"not a target: {e}"[:1000]
+        else:
+            blocked = target.address is not None and not self.guard.permits(target.address)
+            why = f"blocked target address {target.address}" if blocked else None
+        if len(self._checked) >= CHECKED_URLS:
+            self._checked.clear()
+        self._checked[url] = why
+        return why
+
     async def send(
         self, sub: Subscription, msg_id: str, body: bytes, *, replay: bool = False
     ) -> SendResult:
@@ -179,12 +203,9 @@ class HttpSender:
             ms = (time.perf_counter() - t0) * 1000
             return SendResult(status, ms, error, text, retry_after, started)
 
-        try:
-            target = parse_target(sub.url)
-        except ValueError as e:
-            return done(None, f"not a target: {e}"[:1000])
-        if target.address is not None and not self.guard.permits(target.address):
-            return done(None, f"blocked target address {target.address}")
+        refused = self._refusal(sub.url)
+        if refused is not None:
+            return done(None, refused)
         hdrs = headers(sub, msg_id, int(time.time()), body, started, replay=replay)
         kwargs: dict[str, Any] = {"ssl": self._insecure} if sub.insecure_ssl else {}
         try:
