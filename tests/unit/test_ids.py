@@ -3,6 +3,7 @@ text form."""
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 
@@ -37,3 +38,21 @@ def test_ids_made_one_after_another_sort_in_that_order_and_carry_the_time() -> N
     first = new_sorted_id()
     time.sleep(0.002)
     assert first < new_sorted_id()
+
+
+def test_a_forked_child_does_not_repeat_its_parents_random_bits() -> None:
+    """The random bytes are read ahead in blocks (``_Entropy``): a child forked with some of
+    them unread (``serve`` forks its delivery process) must not hand out the same ones."""
+    new_sorted_id()  # the block is read, most of it unused
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids' random parts, then out without any clean-up
+        os.write(write, " ".join(new_sorted_id()[19:] for _ in range(50)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    parent = {new_sorted_id()[19:] for _ in range(50)}
+    assert len(child) == 50
+    assert not child & parent
