@@ -19,7 +19,7 @@ from aiohttp import web
 from crmhooks.app import create_app
 from crmhooks.settings import Settings
 from crmhooks.store.keys import IssuedKey
-from tests.support.api import Api
+from tests.support.api import Api, assert_bad_parameter, assert_invalid, everything
 from tests.support.databases import engine_independent
 from tests.support.required import with_required
 from tests.support.servers import free_port
@@ -113,6 +113,34 @@ async def test_patch_error_names_the_record(api: Api) -> None:
     assert (body["entity_name"], body["entity_id"]) == ("Account", account["id"])
     (inner,) = by_field(body)["owner_id"]["errors"]
     assert (inner["code"], inner["name"]) == (120, "ERROR_RELATIONS_DOESNT_EXIST")
+
+
+@engine_independent
+async def test_an_id_with_a_trailing_newline_is_refused_as_no_uuid(api: Api) -> None:
+    """A regular expression's ``$`` matches before a final newline: such an id once passed the
+    UUID check and failed later, as a 500."""
+    account = await api.create("Accounts", {"name": "Acme"})
+    before = await everything(api, "Accounts")
+    owner = account["owner_id"]
+    for body in (
+        {"name": "Nl", "owner_id": owner + "\n"},
+        {"name": "Up", "owner_id": owner.upper()},
+    ):
+        r = await api.http.post(api.path("Accounts"), json=body)
+        if body["name"] == "Up":  # another spelling of a UUID is still read as one
+            assert r.status_code == 201, r.text
+            assert r.json()["data"]["owner_id"] == owner
+            await api.http.delete(api.path("Accounts", r.json()["data"]["id"]))
+            continue
+        assert_invalid(r, "owner_id")
+    r = await api.http.patch(api.path("Accounts", account["id"]), json={"owner_id": owner + "\n"})
+    assert_invalid(r, "owner_id")
+    assert_bad_parameter(await api.get("Accounts", account["id"] + "%0A"), "is not a UUID")
+    after = await everything(api, "Accounts")
+    assert after["total"] == before["total"] + 1  # the deleted "Up", shown with deleted ones
+    assert [a for a in after["data"] if a["id"] == account["id"]] == [
+        a for a in before["data"] if a["id"] == account["id"]
+    ]
 
 
 @engine_independent

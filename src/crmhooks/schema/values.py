@@ -25,7 +25,11 @@ class ValueRejected(ValueError):
 
 
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$")
+# Matched whole (``fullmatch``): ``$`` would let a trailing newline through.
+_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}")
+# A UUID already in the canonical form (lower case, dashes in place): what the server hands out
+# and clients send back, taken as it is.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def format_datetime(value: datetime) -> str:
@@ -84,7 +88,9 @@ def parse_date(text: str) -> date:
 
 def parse_uuid(text: str) -> str:
     """A canonical lower-case UUID string, or :class:`ValueRejected`."""
-    if not _UUID_RE.match(text):
+    if _CANONICAL_UUID.fullmatch(text):
+        return text  # uuid.UUID would give it back unchanged, in ~2 µs
+    if not _UUID_RE.fullmatch(text):
         raise ValueRejected(f"{text!r} is not a UUID")
     return str(uuid.UUID(text))
 
@@ -137,7 +143,7 @@ def new_sorted_id() -> str:
 
 
 def is_uuid(text: str) -> bool:
-    return bool(_UUID_RE.match(text))
+    return bool(_UUID_RE.fullmatch(text))
 
 
 def _type_name(value: object) -> str:
