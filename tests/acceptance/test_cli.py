@@ -133,7 +133,7 @@ def test_creating_a_space_again_fails_with_a_clear_message(db_url: str) -> None:
     assert row["key"] == first["api_key"]
 
 
-@pytest.mark.parametrize("space_id", ["bad id!", "x" * 65])
+@pytest.mark.parametrize("space_id", ["bad id!", "x" * 65, "acme\n"])
 def test_space_id_outside_the_contract_is_refused(space_id: str, empty_db_url: str) -> None:
     done = crmhooks("spaces", "create", space_id, "--json", "--database", empty_db_url)
     assert done.returncode != 0

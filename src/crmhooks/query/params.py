@@ -365,7 +365,7 @@ def _filter_maps(params: Mapping[str, str]) -> tuple[dict[str, str], dict[str, s
     values: dict[str, str] = {}
     ops: dict[str, str] = {}
     for key, raw in params.items():
-        m = _FILTER_RE.match(key)
+        m = _FILTER_RE.fullmatch(key)
         if m:
             (values if m.group(1) == "filter" else ops)[m.group(2)] = raw
     return values, ops
@@ -403,7 +403,7 @@ def parse_list(
     ``limits`` so are filters and shapes beyond them. Filter values without an offset are read
     in ``zone`` (the ``Timezone`` header; None: UTC)."""
     for key in params:
-        if key not in _LIST_PARAMS and key not in SHAPE_PARAMS and not _FILTER_RE.match(key):
+        if key not in _LIST_PARAMS and key not in SHAPE_PARAMS and not _FILTER_RE.fullmatch(key):
             raise ParameterInvalid(f"unknown parameter {key!r}")
     window = page_window(
         page_size(params, "first"),

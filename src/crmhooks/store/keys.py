@@ -100,7 +100,7 @@ async def create_space(
 ) -> IssuedKey:
     """A new space with its default records and first key. Raises SpaceExists, or
     ValueError for a bad id."""
-    if not SPACE_ID_RE.match(space_id):
+    if not SPACE_ID_RE.fullmatch(space_id):  # match would let a final newline through
         raise ValueError(f"{space_id!r} is not a space id ([A-Za-z0-9_-]{{1,64}})")
     if await space_exists(conn, space_id):
         raise SpaceExists(f"space {space_id!r} exists already")
