@@ -31,6 +31,7 @@ from sqlalchemy.util import await_
 from crmhooks.errors import ConfigError
 from crmhooks.store import inline_sqlite
 from crmhooks.store.group_commit import GroupWriter
+from crmhooks.store.held import HeldConnections
 
 log = structlog.get_logger("crmhooks.store")
 
@@ -73,6 +74,7 @@ JSON_CODEC: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer
 # handler, which blocks the event loop: only for the rare moments a WAL reader must wait.
 WRITE_LOCK_WAIT = 10.0
 READ_BUSY_MS = 100
+READERS = 4  # SQLite reader connections in the pool (as many again may be opened besides)
 
 
 def _sqlite_engine(target: URL, *, size: int, overflow: int, writer: bool) -> AsyncEngine:
@@ -246,7 +248,10 @@ class RoundTrips:
 
 @dataclass
 class Database:
-    """The engines of one database and the way into a read or a write transaction."""
+    """The engines of one database and the way into a read or a write transaction.
+
+    On SQLite the connections are kept open between transactions (``store.held``): the
+    reader's up to its pool's size, the writer's one (with a group writer, the group's)."""
 
     url: str
     reader: AsyncEngine
@@ -254,10 +259,21 @@ class Database:
     _group_writer: GroupWriter | None = None
     _checkpointer: WalCheckpointer | None = None
     round_trips: RoundTrips = field(default_factory=RoundTrips)
+    _held_readers: HeldConnections | None = None
+    _held_writer: HeldConnections | None = None  # SQLite without a group writer
+    _write_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
 
     @property
     def dialect(self) -> str:
         return self.writer.dialect.name
+
+    def _writing(self) -> asyncio.Lock:
+        """One write transaction of this process at a time on the held writer (as the
+        writer's pool of one connection made them wait before), per event loop."""
+        loop = asyncio.get_running_loop()
+        if self._write_lock is None or self._write_lock[0] is not loop:
+            self._write_lock = (loop, asyncio.Lock())
+        return self._write_lock[1]
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -266,23 +282,48 @@ class Database:
         On SQLite the block may share its transaction with other writes that queued for the
         writer at the same time (``group_commit``); it still returns only once committed.
         """
-        if self._group_writer is None:
+        if self._group_writer is not None:
+            async with self._group_writer.write() as conn:
+                yield conn
+            return
+        held = self._held_writer
+        if held is None:
             async with self.writer.begin() as conn:
                 yield conn
             return
-        async with self._group_writer.write() as conn:
-            yield conn
+        async with self._writing():
+            conn = await held.take()
+            try:
+                async with conn.begin():
+                    yield conn
+            except BaseException:
+                await held.discard(conn)
+                raise
+            await held.give_back(conn)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.reader.connect() as conn:
+        held = self._held_readers
+        if held is None:
+            async with self.reader.connect() as conn:
+                yield conn
+            return
+        conn = await held.take()
+        try:
             yield conn
+        except BaseException:
+            await held.discard(conn)
+            raise
+        await held.give_back(conn)
 
     async def dispose(self) -> None:
         if self._group_writer is not None:
             await self._group_writer.close()
         if self._checkpointer is not None:
             await asyncio.to_thread(self._checkpointer.stop)
+        for held in (self._held_readers, self._held_writer):
+            if held is not None:
+                await held.close()
         await self.writer.dispose()
         if self.reader is not self.writer:
             await self.reader.dispose()
@@ -296,11 +337,19 @@ def open_database(url: str, *, pool_size: int = 10, group_commit: bool = True) -
     target = async_url(url)
     if target.get_backend_name() == "sqlite":
         writer = _sqlite_engine(target, size=1, overflow=0, writer=True)
-        reader = _sqlite_engine(target, size=4, overflow=4, writer=False)
+        reader = _sqlite_engine(target, size=READERS, overflow=READERS, writer=False)
         checkpointer = WalCheckpointer(str(target.database))
         checkpointer.start()
         group = GroupWriter(writer) if group_commit else None
-        return Database(url, reader, writer, group, checkpointer)
+        return Database(
+            url,
+            reader,
+            writer,
+            group,
+            checkpointer,
+            _held_readers=HeldConnections(reader, keep=READERS),
+            _held_writer=None if group_commit else HeldConnections(writer, keep=1),
+        )
     engine = create_async_engine(target, pool_size=pool_size, max_overflow=pool_size, **JSON_CODEC)
     db = Database(url, engine, engine)
     _count_round_trips(engine, db.round_trips)

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
+from crmhooks.store.held import HeldConnections
+
 
 class LostTransaction(RuntimeError):
     """SQLite ended the group's transaction on its own (a disk or I/O error rolls it all back)."""
@@ -49,6 +51,7 @@ class _Group:
 class GroupWriter:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._held = HeldConnections(engine, keep=1)  # the writer, open between groups
         self._lock = asyncio.Lock()
         self._group: _Group | None = None
         self.groups = 0
@@ -80,10 +83,11 @@ class GroupWriter:
         await asyncio.shield(group.done)
 
     async def close(self) -> None:
-        """Commit the open group, if any (at shutdown)."""
+        """Commit the open group, if any (at shutdown), and close the writer."""
         async with self._lock:
             if self._group is not None:
                 await self._commit(self._group)
+            await self._held.close()
 
     async def _join(self) -> _Group:
         group = self._group
@@ -91,11 +95,11 @@ class GroupWriter:
             await self._finish(group, LostTransaction("the group's transaction was rolled back"))
             group = None
         if group is None:
-            conn = await self._engine.connect()
+            conn = await self._held.take()
             try:
                 tx = await conn.begin()
             except BaseException:
-                await conn.close()
+                await self._held.discard(conn)
                 raise
             group = self._group = _Group(conn, tx, asyncio.get_running_loop().create_future())
             self.groups += 1
@@ -139,10 +143,13 @@ class GroupWriter:
         if self._group is group:
             self._group = None
         try:
-            if error is not None and group.tx.is_active:
-                with suppress(Exception):
-                    await group.tx.rollback()
-            await group.conn.close()
+            if error is None:
+                await self._held.give_back(group.conn)
+            else:
+                if group.tx.is_active:
+                    with suppress(Exception):
+                        await group.tx.rollback()
+                await self._held.discard(group.conn)
         finally:
             if not group.done.done():
                 if error is None:
