@@ -137,6 +137,16 @@ EVENT_COLUMNS = (
 )
 
 
+# The events of a step (``Router._events``), built once; on SQLite run on the driver, whose rows
+# keep ``changes`` as stored text (``stored_event`` parses it).
+_EVENTS_AFTER = (
+    select(*EVENT_COLUMNS)
+    .where(events.c.seq > bindparam("e_after"), events.c.seq <= bindparam("e_upto"))
+    .order_by(events.c.seq)
+    .limit(bindparam("e_limit"))
+)
+SEQ, BURST = 0, 12  # the positions of seq and burst_id in a row of EVENT_COLUMNS
+
 # A space's held events, oldest first, with the seq of the hold (its event may be gone).
 _HELD_COLUMNS = (routing_deferred.c.seq, *EVENT_COLUMNS)
 _HELD_FROM = routing_deferred.outerjoin(events, events.c.seq == routing_deferred.c.seq)
@@ -163,7 +173,7 @@ def stored_event(row: Any, catalog: Catalog) -> Event | None:
         option_key=option_key(et),
         record_id=record_id,
         record_json=record,
-        changes=changes,
+        changes=stored_json(changes),  # text when read on the SQLite driver
         related_entity=related_entity,
         related_id=related_id,
         related_json=related,
@@ -239,35 +249,29 @@ class Router:
         return int(row[0] or 0), None if row[1] is None else int(row[1])
 
     async def _events(self, conn: AsyncConnection, after: int, upto: int) -> list[Any]:
-        rows = list(
-            await conn.execute(
-                select(*EVENT_COLUMNS)
-                .where(events.c.seq > after, events.c.seq <= upto)
-                .order_by(events.c.seq)
-                .limit(self.batch)
-            )
-        )
+        params = {"e_after": after, "e_upto": upto, "e_limit": self.batch}
+        rows: list[Any] = list(await driver_rows(conn, _EVENTS_AFTER, params))
         if len(rows) == self.batch:  # finish the last burst, so its chunks are planned whole
             # A burst's events are consecutive (one transaction inserts them together, holding
             # the outbox lock on PostgreSQL): read on by seq until the burst changes, a page at
             # a time, never scanning the rest of the table (burst_id has no index). Each page
             # reads seq and burst_id only, whole events only for those of the burst; pages
             # grow from one event, since a batch mostly ends where its last burst ends.
-            last, size = rows[-1], 1
+            burst, size = rows[-1][BURST], 1
             while True:
                 page = list(
                     await conn.execute(
                         select(events.c.seq, events.c.burst_id)
-                        .where(events.c.seq > rows[-1].seq)
+                        .where(events.c.seq > rows[-1][SEQ])
                         .order_by(events.c.seq)
                         .limit(size)
                     )
                 )
-                same = list(takewhile(lambda r: r.burst_id == last.burst_id, page))
+                same = list(takewhile(lambda r: r.burst_id == burst, page))
                 if same:
                     rows += await conn.execute(
                         select(*EVENT_COLUMNS)
-                        .where(events.c.seq > rows[-1].seq, events.c.seq <= same[-1].seq)
+                        .where(events.c.seq > rows[-1][SEQ], events.c.seq <= same[-1].seq)
                         .order_by(events.c.seq)
                     )
                 if len(same) < size:
@@ -311,7 +315,7 @@ class Router:
                 return 0
             planned = await self._plan(conn, found.fired())
         if rows:
-            self._memory = rows[-1].seq
+            self._memory = rows[-1][SEQ]
         hold = [(e.space_id, e.seq) for e in found.held]
         # Held and released events are stored at once, as requests are; a step that only moved
         # past events that fire nothing stores its cursor at most once a second.
