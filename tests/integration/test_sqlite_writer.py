@@ -167,3 +167,76 @@ def test_a_lock_taken_by_another_process_is_tried_again_within_the_spin(
     assert WRITE_LOCK.busy == busy0 + 1
     assert len(WRITE_LOCK.waits) == min(waits0 + 1, WRITE_LOCK.keep)
     assert driver.lock_taken is not None
+
+
+# --- connections kept between transactions (store.held) ------------------------------------
+
+
+@pytest.fixture(params=[True, False], ids=["group", "plain"])
+async def kept(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Database]:
+    """With the API's group writer, and without (the delivery process, the worker)."""
+    database = open_database(f"sqlite:///{tmp_path / 'k.db'}", group_commit=request.param)
+    async with database.write() as conn:
+        await conn.execute(text("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER)"))
+    yield database
+    await database.dispose()
+
+
+def outside_write(db: Database, key: str, value: int) -> None:
+    path = db.writer.url.database
+    assert path
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO t VALUES (?, ?)", (key, value))
+
+
+async def test_kept_connections_are_reused_and_hold_no_snapshot_between_blocks(
+    kept: Database,
+) -> None:
+    async with kept.read() as first:
+        assert (await first.execute(text("SELECT count(*) FROM t"))).scalar() == 0
+    outside_write(kept, "a", 1)  # committed by another connection after the block
+    async with kept.read() as again:
+        assert again is first  # the same connection, kept
+        # Its read transaction (begun by the first block's statement) ended with that block.
+        assert (await again.execute(text("SELECT count(*) FROM t"))).scalar() == 1
+    async with kept.write() as w1:
+        await w1.execute(text("INSERT INTO t VALUES ('b', 2)"))
+    async with kept.write() as w2:
+        await w2.execute(text("INSERT INTO t VALUES ('c', 3)"))
+    assert w2 is w1
+    assert committed(kept) == {"a": 1, "b": 2, "c": 3}
+    outside_write(kept, "d", 4)  # the writer holds no lock between its transactions
+
+
+async def failing_read(db: Database) -> None:
+    async with db.read() as conn:
+        await conn.execute(text("SELECT 1"))
+        raise RuntimeError("a read fails")
+
+
+async def test_a_failed_block_changes_nothing_and_the_next_ones_work(kept: Database) -> None:
+    with pytest.raises(ValueError, match="write x fails"):
+        await put(kept, "x", 1, fail=True)
+    with pytest.raises(RuntimeError, match="a read fails"):
+        await failing_read(kept)
+    await put(kept, "y", 2)
+    async with kept.read() as conn:
+        rows = (await conn.execute(text("SELECT k, v FROM t"))).all()
+    assert [tuple(r) for r in rows] == [("y", 2)]
+    assert committed(kept) == {"y": 2}
+
+
+async def test_concurrent_blocks_each_get_a_connection_of_their_own(kept: Database) -> None:
+    """More readers at once than are kept, and writes queued on the one writer: each block has
+    its connection to itself for its duration."""
+    seen: list[object] = []
+
+    async def reader() -> None:
+        async with kept.read() as conn:
+            assert conn not in seen
+            seen.append(conn)
+            await asyncio.sleep(0.01)
+            seen.remove(conn)
+
+    await asyncio.gather(*(reader() for _ in range(7)), *(put(kept, f"k{i}", i) for i in range(10)))
+    assert committed(kept) == {f"k{i}": i for i in range(10)}
