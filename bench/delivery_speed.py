@@ -64,6 +64,7 @@ from bench.api_speed import (
     wait_for_quiet,
 )
 from bench.end_to_end import tree_cpu
+from crmhooks import logs
 from crmhooks.delivery.dispatcher import Dispatcher, DispatchSettings
 from crmhooks.delivery.model import SendResult
 from crmhooks.delivery.queue import SqlQueue
@@ -713,6 +714,9 @@ async def _dispatch_all(db_file: Path, batch: int) -> Pass:
 
 
 def measure_routing(result: Routing, source: Path, workdir: Path, rounds: int) -> None:
+    # Logging as `serve` sets it up (warnings and up): unconfigured, structlog would print a
+    # debug line per request delivered, and the figures would count that printing.
+    logs.configure("warning")
     copies: dict[int, Path] = {}
     for n in result.webhooks:
         copies[n] = workdir / f"routing-{n}.db"
