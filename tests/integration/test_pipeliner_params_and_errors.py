@@ -526,7 +526,8 @@ async def test_timezone_reads_filter_values_without_offset_in_that_zone(api: Api
 
 @engine_independent
 async def test_unknown_timezone_is_a_400_naming_the_header(api: Api) -> None:
-    for zone in ("Mars/Olympus", "../../etc/passwd", "", "/etc/localtime", "x" * 300):
+    zones = ("Mars/Olympus", "../../etc/passwd", "", "/etc/localtime", "x" * 300, "US", "Etc")
+    for zone in zones:
         for r in (
             await api.get("Accounts", headers={"Timezone": zone}),
             await api.http.post(

@@ -487,7 +487,9 @@ def request_timezone(raw: str | None) -> tzinfo | None:
         if not raw or len(raw) > MAX_ZONE_NAME:
             raise ValueError(raw)
         return _zone(raw)
-    except (ZoneInfoNotFoundError, ValueError):
+    # OSError: a name that is a folder of the zone database ("US", "America") is opened as a
+    # file, and that fails as IsADirectoryError, not as an unknown zone.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ParameterInvalid(
             f"{TIMEZONE_HEADER}: {raw[:MAX_ZONE_NAME]!r} is not a time zone name such as "
             "America/Chicago"
