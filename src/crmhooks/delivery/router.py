@@ -70,17 +70,6 @@ class _StoredJSON(TypeDecorator[Any]):
         return dialect.type_descriptor(Text() if dialect.name == "sqlite" else JSON())
 
 
-class _ReadJSON(_StoredJSON):
-    """A JSON column as the router reads it parsed. On SQLite: the stored text parsed by
-    ``hooks.match.stored_json`` (the values the JSON type gives, several times faster).
-    Elsewhere: the JSON type itself."""
-
-    cache_ok = True
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
-        return stored_json(value) if dialect.name == "sqlite" else value
-
-
 class _StoredTime(TypeDecorator[Any]):
     """A date-time column read as stored: SQLite's naive UTC text (``_occurred`` parses it,
     once per distinct value), the column's own type elsewhere (aware datetimes)."""
@@ -126,7 +115,7 @@ EVENT_COLUMNS = (
     events.c.entity,
     events.c.record_id,
     type_coerce(events.c.record, _StoredJSON()).label("record"),
-    type_coerce(events.c.changes, _ReadJSON()).label("changes"),
+    type_coerce(events.c.changes, _StoredJSON()).label("changes"),  # parsed by stored_event
     events.c.related_entity,
     events.c.related_id,
     type_coerce(events.c.related, _StoredJSON()).label("related"),
@@ -173,7 +162,7 @@ def stored_event(row: Any, catalog: Catalog) -> Event | None:
         option_key=option_key(et),
         record_id=record_id,
         record_json=record,
-        changes=stored_json(changes),  # text when read on the SQLite driver
+        changes=stored_json(changes),  # the stored text on SQLite (hooks.match.stored_json)
         related_entity=related_entity,
         related_id=related_id,
         related_json=related,
