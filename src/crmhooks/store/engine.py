@@ -291,15 +291,8 @@ class Database:
             async with self.writer.begin() as conn:
                 yield conn
             return
-        async with self._writing():
-            conn = await held.take()
-            try:
-                async with conn.begin():
-                    yield conn
-            except BaseException:
-                await held.discard(conn)
-                raise
-            await held.give_back(conn)
+        async with self._writing(), held.using() as conn, conn.begin():
+            yield conn
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -308,13 +301,8 @@ class Database:
             async with self.reader.connect() as conn:
                 yield conn
             return
-        conn = await held.take()
-        try:
+        async with held.using() as conn:
             yield conn
-        except BaseException:
-            await held.discard(conn)
-            raise
-        await held.give_back(conn)
 
     async def dispose(self) -> None:
         if self._group_writer is not None:

@@ -13,17 +13,12 @@ SQLite, not invalidated; anything else is closed (back to the pool, which resets
 
 from __future__ import annotations
 
-from contextlib import suppress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-
-def _driver_in_transaction(conn: AsyncConnection) -> bool:
-    sync = conn.sync_connection
-    if sync is None or sync.closed or sync.invalidated:
-        return True  # not to be kept
-    sqlite = getattr(sync.connection.driver_connection, "sqlite", None)
-    return bool(getattr(sqlite, "in_transaction", False))
+from crmhooks.store.inline_sqlite import driver_of
 
 
 class HeldConnections:
@@ -40,13 +35,25 @@ class HeldConnections:
             return self._idle.pop()
         return await self.engine.connect()
 
+    @asynccontextmanager
+    async def using(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for the block: given back after it, closed if the block raised."""
+        conn = await self.take()
+        try:
+            yield conn
+        except BaseException:
+            await self.discard(conn)
+            raise
+        await self.give_back(conn)
+
     async def give_back(self, conn: AsyncConnection) -> None:
         """Keep ``conn`` for the next use, once no transaction is open on it (a read block's,
         begun by its first statement, is rolled back as the pool would); else close it."""
         try:
             if conn.in_transaction():
                 await conn.rollback()
-            keep = not conn.closed and not _driver_in_transaction(conn)
+            sqlite = driver_of(conn)  # None once closed or invalidated
+            keep = sqlite is not None and not sqlite.in_transaction
         except Exception:
             keep = False
         if keep and len(self._idle) < self.keep:
