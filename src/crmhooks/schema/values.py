@@ -101,11 +101,12 @@ class _Entropy:
     child never hand out the same bytes; a lock keeps threads from sharing a slice."""
 
     SIZE = 8192
+    _lock: threading.Lock
+    _buf: bytes
+    _pos: int
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._buf = b""
-        self._pos = 0
+        self.forget()
 
     def take(self, n: int) -> bytes:
         with self._lock:
@@ -116,6 +117,7 @@ class _Entropy:
             return self._buf[pos : pos + n]
 
     def forget(self) -> None:
+        """A new lock (one held at the fork would never be released here) and no bytes."""
         self._lock = threading.Lock()
         self._buf, self._pos = b"", 0
 
