@@ -118,12 +118,17 @@ def _sqlite_engine(target: URL, *, size: int, overflow: int, writer: bool) -> As
 
 # While another process holds the write lock, a writer first tries again every SPIN_PAUSE
 # seconds for up to SPIN seconds, sleeping on the thread (the event loop's timers are too coarse
-# for that: a lock held 0.3 ms would cost 1 ms or more); the other process's transactions are a
-# few short statements (``serve``'s delivery process opens no group and awaits nothing inside
-# one), so the lock is almost always free within the spin. Beyond it the writer waits on the
-# event loop, 1 ms doubling to 50 ms, until WRITE_LOCK_WAIT.
+# for that: a lock held 0.3 ms would cost 1 ms or more); the delivery process's transactions are
+# a few short statements (it opens no group and awaits nothing inside one), so the lock is
+# almost always free within the spin. Beyond it the writer tries again every BUSY_POLL seconds
+# on the event loop until WRITE_LOCK_WAIT. SQLite queues no one: whoever asks first after a
+# commit gets the lock, and the API's batch writes hold it ~15 ms with a few ms between them,
+# so a waiter that backed off to longer pauses would miss every gap and stall (delivery made
+# ~90 events/s during a batch-modify burst with pauses doubling to 50 ms, ~1,000 with 1 ms). A
+# failed attempt costs a few µs: polling a 10 s wait costs ~1% of a core.
 SPIN = 0.002
 SPIN_PAUSE = 0.00005
+BUSY_POLL = 0.001
 
 
 @dataclass
@@ -163,7 +168,6 @@ def _begin_immediate(driver: inline_sqlite.Connection) -> None:
     start = time.perf_counter()
     spin_until = start + SPIN
     deadline = time.monotonic() + WRITE_LOCK_WAIT
-    pause = 0.001
     busy = False
     while True:
         try:
@@ -176,8 +180,7 @@ def _begin_immediate(driver: inline_sqlite.Connection) -> None:
         if time.perf_counter() < spin_until:
             time.sleep(SPIN_PAUSE)
             continue
-        await_(asyncio.sleep(pause))
-        pause = min(pause * 2, 0.05)
+        await_(asyncio.sleep(BUSY_POLL))
     taken = time.perf_counter()
     if busy:
         WRITE_LOCK.busy += 1
