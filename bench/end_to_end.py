@@ -695,7 +695,7 @@ class Round:
             await self.create(session, 3_000_000 + i)
             latencies.append(time.perf_counter() - t)
         t_written = time.time()
-        listening = name.endswith("webhook")
+        listening = not name.endswith("no webhook")
         phase = self._finish(
             Phase(name, len(latencies)), t0, t_written, cpu0, len(latencies) if listening else 0
         )
