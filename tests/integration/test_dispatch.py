@@ -470,6 +470,26 @@ async def test_the_write_renders_the_record_as_routing_would(
     assert orjson.loads(rendered) == shown
 
 
+async def test_a_batch_of_creates_renders_each_record_as_routing_would(
+    live: Api, inbox: Inbox
+) -> None:
+    """A batch of new records of one type is checked before its write and rendered without
+    asking for the records' lists (nothing points at a record the same write made): each
+    event shows its record as the API does, with the time the record carries."""
+    await _hook(live, inbox, ["Account.Create"])
+    owner = live.space.client_id
+    batch = [{"name": f"b{i}", "owner_id": owner} for i in range(3)]
+    r = await live.http.post(live.path("Accounts", "batch-modify"), json=batch)
+    assert r.status_code == 200, r.text
+    ids = r.json()["data"]
+    got = await inbox.wait_for(3)
+    assert sorted(e["entity"]["id"] for e in got) == sorted(ids)
+    for event in got:
+        shown = (await live.get("Accounts", event["entity"]["id"])).json()["data"]
+        assert event["entity"] == shown
+        assert shown["modified"] == shown["created"]
+
+
 async def test_a_space_without_webhooks_stores_no_rendering(
     live: Api, inbox: Inbox, db_url: str
 ) -> None:

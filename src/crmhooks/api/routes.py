@@ -304,24 +304,28 @@ async def _batch(
     ctx = checked_as_asked(request, ctx)
     items = await json_array(request, svc.settings.max_batch_items)
     ctx = await svc.writes.precheck(ctx, et, items)
-    async with svc.writes.begin(ctx) as writer:
-        results = await run_batch(writer, et, items, run, keep_going=keep_going)
+    # batch-modify of new records only: checked before the write (delete and restore name ids)
+    ready = await svc.writes.prepare_creates(ctx, et, items) if run is _modify else None
+    async with svc.writes.begin(ctx, ready.now if ready else None) as writer:
+        results = await run_batch(writer, et, items, run, keep_going=keep_going, prepared=ready)
     return envelopes.JSONBody({"success": True, "data": results})
 
 
-async def batch_modify(request: Request) -> Response:
-    async def run(w: Writer, et: EntityType, item: Any) -> str:
-        if not isinstance(item, dict):
-            raise ParameterInvalid("an item of batch-modify must be a JSON object")
-        if "id" not in item:
-            return str((await w.create(et, item))["id"])
-        body = dict(item)
-        record_id = body.pop("id")
-        if not isinstance(record_id, str) or not is_uuid(record_id):
-            raise ParameterInvalid(f"id {record_id!r} is not a UUID")
-        return str((await w.update(et, record_id.lower(), body))["id"])
+async def _modify(w: Writer, et: EntityType, item: Any) -> str:
+    """One item of batch-modify: a create without ``id``, an update with one."""
+    if not isinstance(item, dict):
+        raise ParameterInvalid("an item of batch-modify must be a JSON object")
+    if "id" not in item:
+        return str((await w.create(et, item))["id"])
+    body = dict(item)
+    record_id = body.pop("id")
+    if not isinstance(record_id, str) or not is_uuid(record_id):
+        raise ParameterInvalid(f"id {record_id!r} is not a UUID")
+    return str((await w.update(et, record_id.lower(), body))["id"])
 
-    return await _batch(request, run)
+
+async def batch_modify(request: Request) -> Response:
+    return await _batch(request, _modify)
 
 
 def _id_item(item: Any) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from crmhooks.changes.writer import Writer
+from crmhooks.changes.writer import PreparedCreates, Writer
 from crmhooks.errors import ApiError, BatchFailed, batch_item_error
 from crmhooks.schema.types import EntityType
 
@@ -31,11 +31,13 @@ async def run_batch(
     run: Item,
     *,
     keep_going: bool,
+    prepared: PreparedCreates | None = None,
 ) -> list[Any]:
     """Each item's id or error object, in item order.
 
     Consecutive new records (objects without ``id``) are created together by
     ``Writer.create_many``: one relation check per target and one insert for the run.
+    ``prepared``: every item, all new, made ready before the write (``prepare_creates``).
     """
     results: list[Any] = []
     index = 0
@@ -44,7 +46,8 @@ async def run_batch(
         while end < len(items) and _is_new(items[end]):
             end += 1
         if end > index:
-            created = await writer.create_many(et, items[index:end])
+            ready = prepared.items if prepared is not None and end - index == len(items) else None
+            created = await writer.create_many(et, items[index:end], ready)
             for offset, outcome in enumerate(created):
                 if isinstance(outcome, ApiError):
                     results.append(item_error(et, items, index + offset, outcome))

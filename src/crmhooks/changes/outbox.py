@@ -171,9 +171,11 @@ async def record_events(
             )
     if not rows:
         return
-    # A write that is one create alone made a record nothing points at yet: its lists are
-    # empty, without the query (a nested or shorthand link is a change of its own).
-    fresh = len(changes) == 1 and changes[0].action is Action.CREATE
+    # A write of creates alone, all of one entity type, made records nothing points at yet:
+    # their lists are empty, without the queries (a nested or shorthand link is a change of
+    # its own, of another type; ids are the server's, so no item names another's record).
+    first = changes[0].entity
+    fresh = all(c.action is Action.CREATE and c.entity is first for c in changes)
     if render is not None:
         for et, items in to_render.values():
             shown = await render(conn, ctx.space_id, et, [r for _, r in items], fresh)

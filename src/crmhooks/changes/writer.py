@@ -122,6 +122,25 @@ def _diff(before: Record, after: Record) -> dict[str, tuple[Any, Any]]:
     return {k: (before.get(k), v) for k, v in after.items() if before.get(k) != v}
 
 
+@dataclass(frozen=True)
+class NewRow:
+    """A create checked and completed (``Writer.prepare_many``): its stored values, the row
+    to insert and the record it shows."""
+
+    stored: dict[str, Any]
+    row: dict[str, Any]
+    record: Record
+
+
+@dataclass(frozen=True)
+class PreparedCreates:
+    """A batch of creates made ready before its write (``WritePath.prepare_creates``): the
+    time its rows carry, and each item's row or error."""
+
+    now: datetime
+    items: list[NewRow | ApiError]
+
+
 @dataclass
 class Writer:
     conn: AsyncConnection
@@ -331,27 +350,52 @@ class Writer:
             after = await links.write_links(self, et, None, after, nested)
         return after
 
-    async def create_many(
-        self, et: EntityType, bodies: Sequence[dict[str, Any]]
-    ) -> list[Record | ApiError]:
-        """Many creates with one relation query per target and one insert: each item's record,
-        or the error that kept it out (nothing of a failed item is written)."""
-        if (
+    def checks_apart(self, et: EntityType, bodies: Sequence[dict[str, Any]]) -> bool:
+        """Whether :meth:`create_many` takes these bodies together: no check of theirs needs
+        the rows written before them (a validator, a unique name, relation rows)."""
+        return not (
             et.name in self.validators
             or et.name in UNIQUE
             or any(links.involved(et, body) for body in bodies)
-        ):
-            return [await self._one(et, body) for body in bodies]  # checks that need each row
-        out: list[Record | ApiError | None] = [None] * len(bodies)
-        ready: list[tuple[int, dict[str, Any], dict[str, Any], Record]] = []
-        for i, body in enumerate(bodies):
+        )
+
+    async def prepare_many(
+        self, et: EntityType, bodies: Sequence[dict[str, Any]]
+    ) -> list[NewRow | ApiError]:
+        """Each body checked and completed, with the row it makes, or the error that keeps it
+        out; relations are checked by :meth:`create_many`, in the write. Reads only: it may run
+        on a read connection before the write transaction opens (``WritePath.prepare_creates``).
+        """
+        out: list[NewRow | ApiError] = []
+        for body in bodies:
             try:
                 stored = await self._prepared(et, body)
             except ApiError as e:
-                out[i] = e
+                out.append(e)
                 continue
-            row, after = self._new_row(et, stored)
-            ready.append((i, stored, row, after))
+            out.append(NewRow(stored, *self._new_row(et, stored)))
+        return out
+
+    async def create_many(
+        self,
+        et: EntityType,
+        bodies: Sequence[dict[str, Any]],
+        prepared: Sequence[NewRow | ApiError] | None = None,
+    ) -> list[Record | ApiError]:
+        """Many creates with one relation query per target and one insert: each item's record,
+        or the error that kept it out (nothing of a failed item is written). ``prepared``: what
+        :meth:`prepare_many` made of ``bodies`` already."""
+        if prepared is None:
+            if not self.checks_apart(et, bodies):
+                return [await self._one(et, body) for body in bodies]  # checks need each row
+            prepared = await self.prepare_many(et, bodies)
+        out: list[Record | ApiError | None] = [None] * len(bodies)
+        ready: list[tuple[int, dict[str, Any], dict[str, Any], Record]] = []
+        for i, item in enumerate(prepared):
+            if isinstance(item, NewRow):
+                ready.append((i, item.stored, item.row, item.record))
+            else:
+                out[i] = item
         problems = await self._relation_errors(et, [stored for _, stored, _, _ in ready])
         rows = []
         for (i, _, row, after), errors in zip(ready, problems, strict=True):
@@ -362,10 +406,10 @@ class Writer:
                 out[i] = after
         if rows:
             await insert_rows(self.conn, table_of(et), rows)
-        for item in out:
-            if isinstance(item, dict):
-                self._created(et, item)
-        return [item for item in out if item is not None]
+        for outcome in out:
+            if isinstance(outcome, dict):
+                self._created(et, outcome)
+        return [outcome for outcome in out if outcome is not None]
 
     async def _one(self, et: EntityType, body: dict[str, Any]) -> Record | ApiError:
         try:
@@ -591,10 +635,30 @@ class WritePath:
             return ctx
         return replace(ctx, targets={**ctx.targets, **await check(bodies)})
 
+    async def prepare_creates(
+        self, ctx: WriteContext, et: EntityType, bodies: Sequence[Any]
+    ) -> PreparedCreates | None:
+        """For a batch of new records that ``Writer.create_many`` takes together, each
+        checked and its row made on a read connection, before the write opens: the checks,
+        defaults and rows are most of a batch's work, and SQLite's one writer (which the
+        delivery process shares) is then held for the relation check and the inserts only.
+        None when the batch is not of that kind (its items are checked in the write)."""
+        if not bodies or not all(isinstance(b, dict) and "id" not in b for b in bodies):
+            return None
+        async with self.db.read() as conn:
+            writer = Writer(conn, ctx, validators=self.validators)
+            if not writer.checks_apart(et, bodies):
+                return None
+            return PreparedCreates(writer.now, await writer.prepare_many(et, bodies))
+
     @asynccontextmanager
-    async def begin(self, ctx: WriteContext) -> AsyncIterator[Writer]:
+    async def begin(self, ctx: WriteContext, now: datetime | None = None) -> AsyncIterator[Writer]:
+        """A write transaction and its writer; ``now``: the time its changes carry (that of
+        rows prepared before it), the moment it opens if None."""
         async with self.db.write() as conn:
             writer = Writer(conn, ctx, validators=self.validators)
+            if now is not None:
+                writer.now = now
             yield writer
             if writer.changes:
                 for record in self.recorders:
