@@ -201,13 +201,41 @@ async def test_an_unproven_webhook_gets_a_few_then_the_full_allowance() -> None:
     await rig.d.sent()
     await rig.d.flush()
     rig.sender.gate = asyncio.Event()
-    # Answered well: it may hold twice its allowance, and send its allowance at once.
-    assert await rig.claim_held() == 2 * PER_WEBHOOK
+    # Answered well, its space with room: it may hold four times its allowance, and send its
+    # allowance at once.
+    assert await rig.claim_held() == health.DEEP * PER_WEBHOOK
     assert rig.sender.most[hook.id] == PER_WEBHOOK
     rig.sender.gate.set()
     await rig.d.sent()
     await rig.d.flush()
-    assert delivered(rig.queue, hook.id) == UNPROVEN_ALLOWANCE + 2 * PER_WEBHOOK
+    assert delivered(rig.queue, hook.id) == UNPROVEN_ALLOWANCE + health.DEEP * PER_WEBHOOK
+
+
+async def test_the_deep_claim_takes_no_more_than_half_of_a_spaces_share() -> None:
+    """The deep claim is for a space with room: it fills no more than half of the space's
+    share, and past that each webhook holds twice its allowance, so that the share goes to
+    requests being sent rather than waiting."""
+    hooks = [webhook("busy") for _ in range(5)]
+    share = 8 * PER_WEBHOOK
+    rig = Rig(hooks, max_in_flight_per_space=share)
+    for h in hooks:
+        await rig.add(h, 100)
+    while sum(delivered(rig.queue, h.id) for h in hooks) < len(hooks) * UNPROVEN_ALLOWANCE:
+        await rig.round()  # each answers well once (slow start)
+    rig.sender.gate = asyncio.Event()
+    rig.sender.hold = True
+    await rig.d.claim_once()
+    await asyncio.sleep(0)
+    held = sorted((rig.d.per_webhook.held(h.id) for h in hooks), reverse=True)
+    assert held == [
+        health.DEEP * PER_WEBHOOK,
+        health.SHALLOW * PER_WEBHOOK,
+        health.SHALLOW * PER_WEBHOOK,
+        0,
+        0,
+    ]
+    rig.sender.gate.set()
+    await rig.d.sent()
 
 
 async def test_outcomes_are_recorded_in_the_next_claims_transaction() -> None:
@@ -345,6 +373,7 @@ def test_health_decisions() -> None:
     ]
     assert [health.allowance(ok, 16) for ok in (None, False, True)] == [2, 1, 16]
     assert [health.claimable(ok, 16) for ok in (None, False, True)] == [2, 1, 32]
+    assert [health.claimable(ok, 16, deep=True) for ok in (None, False, True)] == [2, 1, 64]
     assert health.allowance(None, 1) == 1  # never more than the configured limit
     assert health.failing_too_long(T0, T0 + timedelta(seconds=61), 60)
     assert not health.failing_too_long(T0, T0 + timedelta(seconds=60), 60)

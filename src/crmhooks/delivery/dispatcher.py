@@ -340,11 +340,11 @@ class Dispatcher:
                 if taken >= want:
                     break
                 space = space_of[w]
-                n = min(
-                    flow.room(w),
-                    self.cfg.max_in_flight_per_space - held[space],
-                    want - taken,
-                )
+                share = self.cfg.max_in_flight_per_space
+                # Beyond its shallow room, a webhook takes the deep claim's only while its space
+                # holds less than half its share (``health.claimable``).
+                deep = min(flow.room(w, deep=True), share // 2 - held[space])
+                n = min(max(flow.room(w), deep), share - held[space], want - taken)
                 if n <= 0:  # asked again when its webhook or its space has room
                     continue
                 # Leased in the database: the webhook's requests unfinished in every process,

@@ -1,8 +1,9 @@
 """The one per-webhook limit of the dispatcher: how many of a webhook's requests it may hold
 (claimed, sending or waiting to send) and send at once, from how the webhook answers.
 
-A webhook may hold ``health.claimable`` requests and send ``max_in_flight_per_webhook`` of them
-at a time; until it answered well once it holds only a few (slow start), while it fails one.
+A webhook may hold ``health.claimable`` requests (more while its space has room) and send
+``max_in_flight_per_webhook`` of them at a time; until it answered well once it holds only a
+few (slow start), while it fails one.
 Claims ask it for no more than its :meth:`PerWebhook.room`; a finished request asks for a
 refill once the webhook holds half of what it may or less.
 """
@@ -27,15 +28,16 @@ class PerWebhook:
         """Requests it may have in flight across processes (``health.allowance``)."""
         return health.allowance(self._last_ok.get(webhook_id), self.limit)
 
-    def claimable(self, webhook_id: str) -> int:
-        return health.claimable(self._last_ok.get(webhook_id), self.limit)
+    def claimable(self, webhook_id: str, *, deep: bool = False) -> int:
+        return health.claimable(self._last_ok.get(webhook_id), self.limit, deep=deep)
 
     def held(self, webhook_id: str) -> int:
         return self._held[webhook_id]
 
-    def room(self, webhook_id: str) -> int:
-        """How many more of its requests a claim may take now (0 or less: none)."""
-        return self.claimable(webhook_id) - self._held[webhook_id]
+    def room(self, webhook_id: str, *, deep: bool = False) -> int:
+        """How many more of its requests a claim may take now (0 or less: none); ``deep``:
+        its space has room for the deep claim (``health.claimable``)."""
+        return self.claimable(webhook_id, deep=deep) - self._held[webhook_id]
 
     def claimed(self, webhook_id: str) -> None:
         self._held[webhook_id] += 1

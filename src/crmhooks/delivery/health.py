@@ -2,8 +2,9 @@
 
 - :func:`succeeded`: the one rule of what counts as delivered (a 2xx answer).
 - :func:`allowance` / :func:`claimable`: how many requests a webhook may have in flight and
-  hold, from how its last request went (slow start until it answered well once, one at a time
-  while it fails), so that hanging or failing receivers cannot take the room healthy ones need.
+  hold, from how its last request went (slow start until it answered well once, one at a
+  time while it fails) and its space's room, so that hanging or failing receivers cannot take
+  the room healthy ones need.
 - :func:`failing_too_long` and the reasons: when a failing webhook is disabled.
 """
 
@@ -33,11 +34,22 @@ def allowance(last_ok: bool | None, per_webhook: int) -> int:
     return min(UNPROVEN_ALLOWANCE, per_webhook)
 
 
-def claimable(last_ok: bool | None, per_webhook: int) -> int:
-    """Requests a webhook may hold, sending or waiting to send: twice its allowance once its
-    receiver answers well, so that the next requests are ready when one finishes."""
+# How many times its allowance a webhook that answers well may hold claimed: SHALLOW always,
+# DEEP while its space holds less than half its share (``Dispatcher._claim``).
+SHALLOW, DEEP = 2, 4
+
+
+def claimable(last_ok: bool | None, per_webhook: int, *, deep: bool = False) -> int:
+    """Requests a webhook may hold, sending or waiting to send: once its receiver answers
+    well, twice its allowance, so that the next requests are ready when one finishes, or four
+    times (``deep``), so that they last while the claim that refills them waits for SQLite's
+    writer (the API's batch writes hold it ~10 ms at a time). Waiting requests count against
+    their space's share, so only a space with room takes the deep claim: a space's busy
+    webhooks do not fill its share with requests that wait while others' could be sent."""
     n = allowance(last_ok, per_webhook)
-    return 2 * n if last_ok else n
+    if not last_ok:
+        return n
+    return (DEEP if deep else SHALLOW) * n
 
 
 def failing_limit(now: datetime, disable_after: float) -> datetime:
