@@ -651,7 +651,13 @@ class Round:
             await self.batch(session, 1_000_000 + written, min(BATCH, n - written))
             written += min(BATCH, n - written)
         t_written = time.time()
-        self._finish(Phase(name, written), t0, t_written, cpu0, written)
+        phase = self._finish(Phase(name, written), t0, t_written, cpu0, written)
+        # How far delivery kept up while the batches were written (SQLite's one writer is
+        # shared): the events that arrived before the last batch was answered.
+        arrivals: dict[str, float] = self.receiver.call("/arrivals")
+        during = sum(1 for t in arrivals.values() if t <= t_written)
+        phase.extra["delivered_while_writing"] = during
+        phase.extra["delivered_while_writing_per_s"] = during / max(t_written - t0, 1e-9)
 
     async def clients(
         self, session: aiohttp.ClientSession, name: str, n: int, clients: int
@@ -850,6 +856,12 @@ def figures() -> list[Figure]:
             lambda r: _ratio(r, B1),
             "{:.3f}",
             lambda v: v >= 0.45,
+        ),
+        Figure(
+            "  delivered while the batches were written: events/s",
+            "",
+            _extra(B1, "delivered_while_writing_per_s"),
+            n,
         ),
         Figure(
             "end to end, one POST per event, 8 clients, chunk_size 1: events/s", "", _rate(C8), n
