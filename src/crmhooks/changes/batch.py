@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from crmhooks.changes.writer import PreparedCreates, Writer
+from crmhooks.changes.writer import PreparedCreates, Writer, is_new
 from crmhooks.errors import ApiError, BatchFailed, batch_item_error
 from crmhooks.schema.types import EntityType
 
@@ -43,7 +43,7 @@ async def run_batch(
     index = 0
     while index < len(items):
         end = index
-        while end < len(items) and _is_new(items[end]):
+        while end < len(items) and is_new(items[end]):
             end += 1
         if end > index:
             ready = prepared.items if prepared is not None and end - index == len(items) else None
@@ -65,7 +65,3 @@ async def run_batch(
         shown = [r if isinstance(r, dict) else None for r in results]
         raise BatchFailed(failed, shown)
     return results
-
-
-def _is_new(item: Any) -> bool:
-    return isinstance(item, dict) and "id" not in item

@@ -122,6 +122,11 @@ def _diff(before: Record, after: Record) -> dict[str, tuple[Any, Any]]:
     return {k: (before.get(k), v) for k, v in after.items() if before.get(k) != v}
 
 
+def is_new(item: Any) -> bool:
+    """Whether a batch item asks for a new record (an object without ``id``)."""
+    return isinstance(item, dict) and "id" not in item
+
+
 @dataclass(frozen=True)
 class NewRow:
     """A create checked and completed (``Writer.prepare_many``): its stored values, the row
@@ -643,7 +648,7 @@ class WritePath:
         defaults and rows are most of a batch's work, and SQLite's one writer (which the
         delivery process shares) is then held for the relation check and the inserts only.
         None when the batch is not of that kind (its items are checked in the write)."""
-        if not bodies or not all(isinstance(b, dict) and "id" not in b for b in bodies):
+        if not bodies or not all(is_new(b) for b in bodies):
             return None
         async with self.db.read() as conn:
             writer = Writer(conn, ctx, validators=self.validators)
